@@ -1,0 +1,142 @@
+//! Static configuration of one replica of one group.
+
+use std::collections::BTreeSet;
+
+use crate::error::ConfigError;
+use crate::types::NodeId;
+
+/// How a replica behaves. Times are in ticks: the caller decides how long
+/// a tick is (the runtime uses 10-100 ms; the simulation uses abstract
+/// time). All fields have defaults through [`Config::new`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This replica's id; never 0.
+    pub id: NodeId,
+    /// Group id, only used to give panics and logs context.
+    pub group: u64,
+    /// The voting members, including `id`. Membership change arrives in a
+    /// later issue: the set lives in the core's state, not in a constant.
+    pub voters: BTreeSet<NodeId>,
+    /// Minimum election timeout in ticks. A follower that hears nothing
+    /// from a leader for a random time in `[election_ticks,
+    /// 2 * election_ticks)` starts an election (§5.2).
+    pub election_ticks: u32,
+    /// A leader sends heartbeats every `heartbeat_ticks`; must be smaller
+    /// than `election_ticks` (§5.6: broadcastTime << electionTimeout).
+    pub heartbeat_ticks: u32,
+    /// Ask "would you vote for me?" before disrupting the group with a
+    /// higher term (thesis §9.6). Default on.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a majority within an election
+    /// timeout steps down; followers in contact with a leader refuse votes
+    /// (thesis §6.2 and §9.6). Default on.
+    pub check_quorum: bool,
+    /// Most entries in one AppendEntries message.
+    pub max_entries_per_msg: usize,
+    /// Most payload bytes in one AppendEntries message (at least one entry
+    /// is always sent, so a large entry still makes progress).
+    pub max_bytes_per_msg: usize,
+    /// Most AppendEntries messages in flight to one follower in the
+    /// replicate state: the pipeline window.
+    pub max_inflight_msgs: usize,
+    /// Most entries proposed but not yet committed. Beyond it proposals
+    /// fail with [`crate::ProposeError::Busy`], so a flood of writes turns
+    /// into back-pressure instead of unbounded memory.
+    pub max_uncommitted_entries: usize,
+    /// Seed of the replica's random generator (election timeouts). Give
+    /// every replica a different seed.
+    pub seed: u64,
+    /// Deliberate protocol bugs, only so the simulation can prove that it
+    /// catches them. Never set this outside tests.
+    #[cfg(feature = "fault-injection")]
+    pub bugs: Bugs,
+}
+
+/// Classic Raft bugs that can be switched on to check that the simulation
+/// notices them. Every field defaults to `false`.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Grant votes without checking that the candidate's log is at least
+    /// as up-to-date (§5.4.1 restriction dropped).
+    pub vote_without_log_check: bool,
+    /// Commit an entry of an earlier term by counting replicas (§5.4.2,
+    /// Figure 8).
+    pub commit_previous_term_by_counting: bool,
+    /// Send a vote response before the vote is durable (Figure 2:
+    /// "respond to RPCs" only after persisting).
+    pub reply_before_persisting_vote: bool,
+    /// A leader that sees a higher term adopts it but keeps leading (§5.1:
+    /// "it immediately reverts to follower state").
+    pub leader_ignores_higher_term: bool,
+}
+
+impl Config {
+    /// A configuration for replica `id` of a group whose voters are
+    /// `voters`, with defaults suitable for a 100 ms tick.
+    pub fn new(id: NodeId, voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Config {
+            id,
+            group: 0,
+            voters: voters.into_iter().collect(),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            pre_vote: true,
+            check_quorum: true,
+            max_entries_per_msg: 1024,
+            max_bytes_per_msg: 1 << 20,
+            max_inflight_msgs: 64,
+            max_uncommitted_entries: 100_000,
+            seed: id,
+            #[cfg(feature = "fault-injection")]
+            bugs: Bugs::default(),
+        }
+    }
+
+    /// Checks the configuration and says what to change when it is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        if self.voters.contains(&0) {
+            return Err(ConfigError::ZeroVoter);
+        }
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter { id: self.id });
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
+            return Err(ConfigError::Timing {
+                heartbeat_ticks: self.heartbeat_ticks,
+                election_ticks: self.election_ticks,
+            });
+        }
+        if self.max_entries_per_msg == 0 || self.max_inflight_msgs == 0 {
+            return Err(ConfigError::ZeroLimit);
+        }
+        if self.max_uncommitted_entries == 0 || self.max_bytes_per_msg == 0 {
+            return Err(ConfigError::ZeroLimit);
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn bugs(&self) -> Bugs {
+        self.bugs
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub(crate) fn bugs(&self) -> Bugs {
+        Bugs::default()
+    }
+}
+
+/// Without the `fault-injection` feature every bug is off, fixed at
+/// compile time.
+#[cfg(not(feature = "fault-injection"))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Bugs {
+    pub vote_without_log_check: bool,
+    pub commit_previous_term_by_counting: bool,
+    pub reply_before_persisting_vote: bool,
+    pub leader_ignores_higher_term: bool,
+}

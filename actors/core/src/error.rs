@@ -1,0 +1,86 @@
+//! Errors the core returns. Broken invariants are not errors: they panic
+//! with group and term context, because they mean a bug, not bad input.
+
+use thiserror::Error;
+
+use crate::types::{Index, NodeId, Term};
+
+/// A [`crate::Config`] that cannot work.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Node id 0 is reserved for "nobody".
+    #[error("node id 0 is reserved; give every replica an id >= 1")]
+    ZeroId,
+    /// A voter has id 0.
+    #[error("voter id 0 is reserved; give every replica an id >= 1")]
+    ZeroVoter,
+    /// The replica is not in its own voter set.
+    #[error("node {id} is not in the voter set; add it to `voters`")]
+    NotAVoter {
+        /// The replica's id.
+        id: NodeId,
+    },
+    /// Heartbeats would not arrive before elections start.
+    #[error(
+        "heartbeat_ticks ({heartbeat_ticks}) must be >= 1 and smaller than election_ticks \
+         ({election_ticks}); a ratio of 5-10 is usual"
+    )]
+    Timing {
+        /// The configured heartbeat interval.
+        heartbeat_ticks: u32,
+        /// The configured election timeout.
+        election_ticks: u32,
+    },
+    /// A limit of zero would stop replication or proposals for good.
+    #[error("max_entries_per_msg, max_bytes_per_msg, max_inflight_msgs and max_uncommitted_entries must all be >= 1")]
+    ZeroLimit,
+}
+
+/// Why a proposal was not appended. None of these changed any state.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Only the leader appends proposals; retry at `leader_hint` if known.
+    #[error("not the leader (leader hint: {leader_hint:?}); send the proposal to the leader")]
+    NotLeader {
+        /// The leader this replica believes in, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// Too many entries are waiting for commitment; retry later.
+    #[error("{uncommitted} entries await commitment (limit {limit}); back off and retry")]
+    Busy {
+        /// Entries proposed but not committed.
+        uncommitted: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Nothing to propose.
+    #[error("empty proposal: pass at least one command")]
+    Empty,
+}
+
+/// Why a restore from durable state was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The persisted entries are not a contiguous run starting at 1.
+    #[error("persisted log is not contiguous at index {index}: expected {expected}; the log store returned a broken range")]
+    Gap {
+        /// Index where the gap was found.
+        index: Index,
+        /// Index that was expected there.
+        expected: Index,
+    },
+    /// An entry's term is greater than the persisted current term, or terms
+    /// decrease along the log.
+    #[error("persisted entry {index} has term {entry_term}, inconsistent with hard-state term {term} or the previous entry")]
+    BadTerm {
+        /// Index of the offending entry.
+        index: Index,
+        /// Its term.
+        entry_term: Term,
+        /// The persisted current term.
+        term: Term,
+    },
+}

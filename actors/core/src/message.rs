@@ -1,0 +1,110 @@
+//! The messages replicas of one group exchange. The transport adds the
+//! group id; the core never sees other groups.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Entry, Index, NodeId, Term};
+
+/// One Raft message between two replicas of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// The sender's term, or for a pre-vote request the term it would
+    /// campaign in (§5.1: every RPC carries a term).
+    pub term: Term,
+    /// What the message says.
+    pub body: MessageBody,
+}
+
+/// The kinds of message (Figure 2, plus pre-vote from the thesis §9.6 and
+/// heartbeats split from AppendEntries as etcd and braft do, so that they
+/// can be coalesced across groups by the transport).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// "Would you vote for me in `term`?" Changes no state at the receiver.
+    PreVote {
+        /// Index of the candidate's last entry.
+        last_log_index: Index,
+        /// Term of the candidate's last entry.
+        last_log_term: Term,
+    },
+    /// Answer to [`MessageBody::PreVote`].
+    PreVoteResponse {
+        /// Whether the receiver would grant its vote.
+        granted: bool,
+    },
+    /// RequestVote RPC (§5.2).
+    Vote {
+        /// Index of the candidate's last entry.
+        last_log_index: Index,
+        /// Term of the candidate's last entry.
+        last_log_term: Term,
+    },
+    /// Answer to [`MessageBody::Vote`].
+    VoteResponse {
+        /// Whether the vote was granted.
+        granted: bool,
+    },
+    /// AppendEntries RPC (§5.3).
+    Append {
+        /// Index of the entry immediately preceding `entries`.
+        prev_log_index: Index,
+        /// Term of that entry.
+        prev_log_term: Term,
+        /// Entries to store (may be empty).
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        leader_commit: Index,
+    },
+    /// Answer to [`MessageBody::Append`].
+    AppendResponse(AppendResponse),
+    /// Leader liveness and commit propagation without entries.
+    Heartbeat {
+        /// `min(leader commit, follower match)`: never more than the
+        /// follower is known to hold.
+        commit: Index,
+    },
+    /// Answer to [`MessageBody::Heartbeat`].
+    HeartbeatResponse,
+}
+
+/// The outcome of an AppendEntries at the follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResponse {
+    /// The follower's log matches the leader's up to `match_index`.
+    Accepted {
+        /// Highest index known to match the leader's log.
+        match_index: Index,
+    },
+    /// The consistency check failed at `rejected_index`; the hint lets the
+    /// leader skip a whole conflicting term at once (§5.3, "the follower
+    /// can include the term of the conflicting entry and the first index
+    /// it stores for that term").
+    Rejected {
+        /// The `prev_log_index` of the rejected request.
+        rejected_index: Index,
+        /// Term of the follower's entry at `rejected_index`, if it has one.
+        conflict_term: Option<Term>,
+        /// First index of `conflict_term` in the follower's log, or the
+        /// follower's last index + 1 when its log is too short.
+        conflict_index: Index,
+    },
+}
+
+impl Message {
+    /// Whether this message is a vote or pre-vote request.
+    pub fn is_vote_request(&self) -> bool {
+        matches!(self.body, MessageBody::Vote { .. } | MessageBody::PreVote { .. })
+    }
+
+    /// Payload bytes carried (used by the transport for batching limits).
+    pub fn payload_len(&self) -> usize {
+        match &self.body {
+            MessageBody::Append { entries, .. } => entries.iter().map(Entry::payload_len).sum(),
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,873 @@
+//! The Raft state machine of one replica of one group.
+//!
+//! Inputs: [`Raft::tick`], [`Raft::step`], [`Raft::propose`],
+//! [`Raft::on_persisted`], [`Raft::on_applied`]. Output: [`Raft::ready`].
+//! No input performs I/O or reads a clock; the same inputs in the same
+//! order always produce the same Readies.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use crate::config::{Bugs, Config};
+use crate::error::{ProposeError, RestoreError};
+use crate::log::RaftLog;
+use crate::message::{AppendResponse, Message, MessageBody};
+use crate::progress::{Progress, ProgressState};
+use crate::ready::{Ready, SoftState};
+use crate::rng::SplitMix64;
+use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Role, Term};
+
+/// Most committed entries handed out in one Ready, so one Ready stays
+/// bounded however far the commit index jumps.
+const MAX_APPLY_PER_READY: usize = 4096;
+
+/// Where a proposal landed in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    /// The leader's term; the entries are committed with these indexes only
+    /// if they still have this term when applied.
+    pub term: Term,
+    /// Index of the first command.
+    pub first_index: Index,
+    /// Index of the last command.
+    pub last_index: Index,
+}
+
+/// Counters for the simulation and metrics; they never affect behaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Elections this replica started (real, not pre-vote).
+    pub elections: u64,
+    /// Times this replica became leader.
+    pub became_leader: u64,
+    /// Times a leader stepped down because it lost contact with a quorum.
+    pub check_quorum_stepdowns: u64,
+}
+
+/// One replica's Raft state (Figure 2) plus what pre-vote, check-quorum
+/// and pipelined replication need.
+#[derive(Clone, Debug)]
+pub struct Raft {
+    config: Config,
+    bugs: Bugs,
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader_id: Option<NodeId>,
+    log: RaftLog,
+    voters: BTreeSet<NodeId>,
+    /// Leader only: one entry per other voter.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Candidate and pre-candidate only: answers received.
+    votes: BTreeMap<NodeId, bool>,
+    /// Ticks since the last election timeout reset (followers: since the
+    /// leader was last heard; leader: since the last check-quorum round).
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_election_timeout: u32,
+    rng: SplitMix64,
+    /// Leader only: appends must go out before the next Ready (set by
+    /// proposals and commit advances so that many of them share one
+    /// message per follower).
+    needs_broadcast: bool,
+    messages: Vec<Message>,
+    persisted_messages: Vec<Message>,
+    last_hard_state: HardState,
+    last_soft_state: SoftState,
+    stats: Stats,
+}
+
+impl Raft {
+    /// A replica with an empty log and no durable state.
+    pub fn new(config: Config) -> Result<Raft, RestoreError> {
+        Raft::restore(config, HardState::default(), Vec::new(), 0)
+    }
+
+    /// A replica restarted from what it had made durable: its hard state,
+    /// its log entries (contiguous from index 1) and how far its state
+    /// machine had applied (0 if the state machine starts empty).
+    pub fn restore(
+        config: Config,
+        hard_state: HardState,
+        entries: Vec<Entry>,
+        applied: Index,
+    ) -> Result<Raft, RestoreError> {
+        config.validate()?;
+        let mut prev_term = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let expected = i as Index + 1;
+            if e.index != expected {
+                return Err(RestoreError::Gap { index: e.index, expected });
+            }
+            if e.term < prev_term || e.term > hard_state.term {
+                return Err(RestoreError::BadTerm {
+                    index: e.index,
+                    entry_term: e.term,
+                    term: hard_state.term,
+                });
+            }
+            prev_term = e.term;
+        }
+        let rng = SplitMix64::new(config.seed);
+        let voters = config.voters.clone();
+        let log = RaftLog::restored(entries, hard_state.commit, applied);
+        let last_soft_state = SoftState { role: Role::Follower, leader_id: None };
+        let mut raft = Raft {
+            bugs: config.bugs(),
+            config,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader_id: None,
+            log,
+            voters,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            rng,
+            needs_broadcast: false,
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            last_hard_state: hard_state,
+            last_soft_state,
+            stats: Stats::default(),
+        };
+        raft.last_hard_state = raft.hard_state();
+        raft.reset_election_timer();
+        raft.debug_validate();
+        Ok(raft)
+    }
+
+    // ----------------------------------------------------------------
+    // Observers
+    // ----------------------------------------------------------------
+
+    /// This replica's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Vote cast in the current term.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this replica believes in.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+
+    /// The log (entries and cursors).
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// Term, vote and commit as they would be persisted now.
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed() }
+    }
+
+    /// The voting members.
+    pub fn voters(&self) -> &BTreeSet<NodeId> {
+        &self.voters
+    }
+
+    /// Leader only: replication progress of follower `id`.
+    pub fn progress(&self, id: NodeId) -> Option<&Progress> {
+        self.progress.get(&id)
+    }
+
+    /// Counters (elections, leaderships, step-downs).
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    // ----------------------------------------------------------------
+    // Inputs
+    // ----------------------------------------------------------------
+
+    /// Advances logical time by one tick: elections time out, leaders send
+    /// heartbeats and check that a quorum is still in contact.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+        self.debug_validate();
+    }
+
+    /// Proposes commands. They become one contiguous run of entries in one
+    /// append (and, with other proposals of the same Ready, one message per
+    /// follower). Only the leader accepts proposals.
+    pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<Proposed, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader_hint: self.leader_id });
+        }
+        if commands.is_empty() {
+            return Err(ProposeError::Empty);
+        }
+        let uncommitted = (self.log.last_index() - self.log.committed()) as usize;
+        let limit = self.config.max_uncommitted_entries;
+        if uncommitted + commands.len() > limit {
+            return Err(ProposeError::Busy { uncommitted, limit });
+        }
+        let first_index = self.log.last_index() + 1;
+        let term = self.term;
+        let entries = commands.into_iter().enumerate().map(|(i, data)| Entry {
+            term,
+            index: first_index + i as Index,
+            kind: EntryKind::Normal(data),
+        });
+        self.log.append(entries);
+        self.needs_broadcast = true;
+        let proposed = Proposed { term, first_index, last_index: self.log.last_index() };
+        self.debug_validate();
+        Ok(proposed)
+    }
+
+    /// Feeds one message from another replica of this group. Messages
+    /// addressed elsewhere are ignored.
+    pub fn step(&mut self, m: Message) {
+        if m.to != self.config.id || m.from == self.config.id {
+            return;
+        }
+        if !self.step_term(&m) {
+            self.debug_validate();
+            return;
+        }
+        match m.body {
+            MessageBody::PreVote { last_log_index, last_log_term } => {
+                self.handle_pre_vote(&m, last_log_index, last_log_term)
+            }
+            MessageBody::Vote { last_log_index, last_log_term } => {
+                self.handle_vote(&m, last_log_index, last_log_term)
+            }
+            MessageBody::PreVoteResponse { granted } => {
+                if self.role == Role::PreCandidate && m.term == self.term + 1 {
+                    self.poll(m.from, granted);
+                }
+            }
+            MessageBody::VoteResponse { granted } => {
+                if self.role == Role::Candidate && m.term == self.term {
+                    self.poll(m.from, granted);
+                }
+            }
+            MessageBody::Append { prev_log_index, prev_log_term, ref entries, leader_commit } => {
+                self.follow(m.from);
+                self.handle_append(m.from, prev_log_index, prev_log_term, entries, leader_commit);
+            }
+            MessageBody::Heartbeat { commit } => {
+                self.follow(m.from);
+                self.handle_heartbeat(m.from, commit);
+            }
+            MessageBody::AppendResponse(resp) => {
+                if self.role == Role::Leader {
+                    self.handle_append_response(m.from, resp);
+                }
+            }
+            MessageBody::HeartbeatResponse => {
+                if self.role == Role::Leader {
+                    self.handle_heartbeat_response(m.from);
+                }
+            }
+        }
+        self.debug_validate();
+    }
+
+    /// Reports that the entries up to `index` (whose entry has `term`), and
+    /// the hard state of the same Ready, are durable. Pass
+    /// [`Ready::persist_up_to`].
+    pub fn on_persisted(&mut self, index: Index, term: Term) {
+        if self.log.persisted_to(index, term) && self.role == Role::Leader {
+            // The leader counts itself only for what its own disk holds.
+            self.maybe_commit();
+        }
+        self.debug_validate();
+    }
+
+    /// Reports that the state machine applied everything up to `index`.
+    pub fn on_applied(&mut self, index: Index) {
+        self.log.applied_to(index);
+        self.debug_validate();
+    }
+
+    /// Whether [`Raft::ready`] has anything to do.
+    pub fn has_ready(&self) -> bool {
+        self.needs_broadcast
+            || !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || self.log.has_unstable()
+            || self.log.has_next_committed()
+            || self.hard_state() != self.last_hard_state
+            || self.soft_state() != self.last_soft_state
+    }
+
+    /// Takes the work accumulated since the previous Ready. See [`Ready`]
+    /// for the order in which to carry it out.
+    pub fn ready(&mut self) -> Ready {
+        if self.needs_broadcast && self.role == Role::Leader {
+            self.broadcast_append();
+        }
+        self.needs_broadcast = false;
+        let mut rd = Ready::default();
+        let soft = self.soft_state();
+        if soft != self.last_soft_state {
+            rd.soft_state = Some(soft);
+            self.last_soft_state = soft;
+        }
+        let hard = self.hard_state();
+        if hard != self.last_hard_state {
+            rd.hard_state = Some(hard);
+            self.last_hard_state = hard;
+        }
+        rd.entries = self.log.take_unstable();
+        rd.messages = std::mem::take(&mut self.messages);
+        rd.persisted_messages = std::mem::take(&mut self.persisted_messages);
+        rd.committed_entries = self.log.take_committed(MAX_APPLY_PER_READY);
+        self.debug_validate();
+        rd
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState { role: self.role, leader_id: self.leader_id }
+    }
+
+    // ----------------------------------------------------------------
+    // Terms and roles (§5.1, §5.2)
+    // ----------------------------------------------------------------
+
+    /// Applies the term rules common to every message. Returns whether the
+    /// message should be processed further.
+    fn step_term(&mut self, m: &Message) -> bool {
+        if m.term > self.term {
+            if m.is_vote_request() && self.in_lease() {
+                // Thesis §9.6 / §4.2.3: a replica that heard from a live
+                // leader within the minimum election timeout neither grants
+                // the vote nor adopts the term, so a partitioned node that
+                // comes back cannot depose a healthy leader.
+                return false;
+            }
+            match m.body {
+                // Pre-votes never change the receiver's term.
+                MessageBody::PreVote { .. } => return true,
+                MessageBody::PreVoteResponse { granted: true } => return true,
+                _ => {}
+            }
+            if self.role == Role::Leader && self.bugs.leader_ignores_higher_term {
+                self.term = m.term;
+                self.vote = None;
+                return true;
+            }
+            let leader = match m.body {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => Some(m.from),
+                _ => None,
+            };
+            self.become_follower(m.term, leader);
+            true
+        } else if m.term < self.term {
+            match m.body {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                    // A stale leader: answer with our term so that it steps
+                    // down (§5.1). With check-quorum and pre-vote this is
+                    // the only way it learns of the new term.
+                    self.send(m.from, MessageBody::HeartbeatResponse);
+                }
+                MessageBody::PreVote { .. } => {
+                    self.send(m.from, MessageBody::PreVoteResponse { granted: false });
+                }
+                _ => {}
+            }
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Whether this replica heard from a live leader within the minimum
+    /// election timeout (for the leader: whether its lease round is live).
+    fn in_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader_id.is_some()
+            && self.election_elapsed < self.config.election_ticks
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        let min = u64::from(self.config.election_ticks);
+        self.randomized_election_timeout = self.rng.range(min, 2 * min) as u32;
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader_id = leader;
+        self.progress.clear();
+        self.votes.clear();
+        self.needs_broadcast = false;
+        self.reset_election_timer();
+    }
+
+    /// Called on Append/Heartbeat of the current term: there is a leader.
+    fn follow(&mut self, leader: NodeId) {
+        if self.role != Role::Follower {
+            // A candidate or pre-candidate learns that a leader of its term
+            // exists (§5.2: "it recognizes the leader as legitimate").
+            self.become_follower(self.term, Some(leader));
+        }
+        self.leader_id = Some(leader);
+        self.election_elapsed = 0;
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_election_timeout {
+            self.campaign(self.config.pre_vote);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum {
+                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+                if active < self.quorum() {
+                    // Thesis §6.2: a leader that cannot reach a majority
+                    // steps down so clients can find the real leader.
+                    self.stats.check_quorum_stepdowns += 1;
+                    self.become_follower(self.term, None);
+                    return;
+                }
+                for p in self.progress.values_mut() {
+                    p.recent_active = false;
+                }
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Starts a pre-vote round (`pre == true`) or a real election.
+    fn campaign(&mut self, pre: bool) {
+        if !self.voters.contains(&self.config.id) {
+            return;
+        }
+        let (role, term) = if pre {
+            (Role::PreCandidate, self.term + 1)
+        } else {
+            self.term += 1;
+            self.vote = Some(self.config.id);
+            self.stats.elections += 1;
+            (Role::Candidate, self.term)
+        };
+        self.role = role;
+        self.leader_id = None;
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_timer();
+        self.votes.insert(self.config.id, true);
+        if self.tally() == Some(true) {
+            self.won();
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let peers: Vec<NodeId> =
+            self.voters.iter().copied().filter(|&v| v != self.config.id).collect();
+        for to in peers {
+            let msg = Message {
+                from: self.config.id,
+                to,
+                term,
+                body: if pre {
+                    MessageBody::PreVote { last_log_index, last_log_term }
+                } else {
+                    MessageBody::Vote { last_log_index, last_log_term }
+                },
+            };
+            if pre {
+                self.messages.push(msg);
+            } else {
+                // The candidate's new term and self-vote must be durable
+                // before anyone can count on them.
+                self.persisted_messages.push(msg);
+            }
+        }
+    }
+
+    fn handle_pre_vote(&mut self, m: &Message, last_log_index: Index, last_log_term: Term) {
+        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        let granted = m.term > self.term && up_to_date;
+        let term = if granted { m.term } else { self.term };
+        self.messages.push(Message {
+            from: self.config.id,
+            to: m.from,
+            term,
+            body: MessageBody::PreVoteResponse { granted },
+        });
+    }
+
+    fn handle_vote(&mut self, m: &Message, last_log_index: Index, last_log_term: Term) {
+        // §5.2: at most one vote per term, first come first served, and
+        // never for a term that already has a known leader.
+        let can_vote =
+            self.vote == Some(m.from) || (self.vote.is_none() && self.leader_id.is_none());
+        // §5.4.1: only for a candidate whose log is at least as up-to-date.
+        let up_to_date = self.bugs.vote_without_log_check
+            || self.log.is_up_to_date(last_log_index, last_log_term);
+        let granted = can_vote && up_to_date;
+        let reply =
+            Message { from: self.config.id, to: m.from, term: self.term, body: MessageBody::VoteResponse { granted } };
+        if granted {
+            self.vote = Some(m.from);
+            self.election_elapsed = 0;
+            if self.bugs.reply_before_persisting_vote {
+                self.messages.push(reply);
+            } else {
+                // Figure 2: the vote is durable before the reply leaves.
+                self.persisted_messages.push(reply);
+            }
+        } else {
+            self.messages.push(reply);
+        }
+    }
+
+    /// Counts an answer; wins or loses when a quorum agrees.
+    fn poll(&mut self, from: NodeId, granted: bool) {
+        if !self.voters.contains(&from) {
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        match self.tally() {
+            Some(true) => self.won(),
+            Some(false) => self.become_follower(self.term, None),
+            None => {}
+        }
+    }
+
+    /// `Some(true)` when a quorum granted, `Some(false)` when a quorum
+    /// refused, `None` while undecided.
+    fn tally(&self) -> Option<bool> {
+        let granted = self.votes.values().filter(|&&g| g).count();
+        let refused = self.votes.len() - granted;
+        if granted >= self.quorum() {
+            Some(true)
+        } else if refused >= self.quorum() {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn won(&mut self) {
+        match self.role {
+            Role::PreCandidate => self.campaign(false),
+            Role::Candidate => self.become_leader(),
+            _ => {}
+        }
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader_id = Some(self.config.id);
+        self.votes.clear();
+        self.reset_election_timer();
+        self.stats.became_leader += 1;
+        let next = self.log.last_index() + 1;
+        let capacity = self.config.max_inflight_msgs;
+        self.progress = self
+            .voters
+            .iter()
+            .filter(|&&v| v != self.config.id)
+            .map(|&v| (v, Progress::new(next, capacity)))
+            .collect();
+        // §5.4.2 / §8: a no-op of the new term lets the leader commit
+        // everything before it and learn the commit index.
+        self.log.append([Entry { term: self.term, index: next, kind: EntryKind::Noop }]);
+        self.needs_broadcast = true;
+    }
+
+    // ----------------------------------------------------------------
+    // Replication (§5.3)
+    // ----------------------------------------------------------------
+
+    fn handle_append(
+        &mut self,
+        leader: NodeId,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: &[Entry],
+        leader_commit: Index,
+    ) {
+        if prev_log_index < self.log.committed() {
+            // A stale or duplicated message: everything up to our commit
+            // already matches the leader.
+            let match_index = self.log.committed();
+            self.send_after_persist(leader, AppendResponse::Accepted { match_index });
+            return;
+        }
+        match self.log.maybe_append(prev_log_index, prev_log_term, entries) {
+            Some(last_new) => {
+                self.log.commit_to(leader_commit.min(last_new));
+                self.send_after_persist(leader, AppendResponse::Accepted { match_index: last_new });
+            }
+            None => {
+                let (conflict_term, conflict_index) = match self.log.term(prev_log_index) {
+                    Some(t) => (Some(t), self.log.first_index_of_term_at(prev_log_index)),
+                    None => (None, self.log.last_index() + 1),
+                };
+                let body = MessageBody::AppendResponse(AppendResponse::Rejected {
+                    rejected_index: prev_log_index,
+                    conflict_term,
+                    conflict_index,
+                });
+                self.send(leader, body);
+            }
+        }
+    }
+
+    fn handle_heartbeat(&mut self, leader: NodeId, commit: Index) {
+        // The leader sends min(commit, our match), so this prefix matches.
+        self.log.commit_to(commit.min(self.log.last_index()));
+        self.send(leader, MessageBody::HeartbeatResponse);
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, resp: AppendResponse) {
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        match resp {
+            AppendResponse::Accepted { match_index } => {
+                let match_index = match_index.min(last_index);
+                let advanced = pr.update_match(match_index);
+                if advanced && pr.state == ProgressState::Probe {
+                    pr.become_replicate();
+                }
+                if advanced && self.maybe_commit() {
+                    return; // maybe_commit scheduled a broadcast
+                }
+                self.send_append(from, false);
+            }
+            AppendResponse::Rejected { rejected_index, conflict_term, conflict_index } => {
+                let stale = match pr.state {
+                    ProgressState::Replicate => rejected_index <= pr.match_index,
+                    ProgressState::Probe => rejected_index + 1 != pr.next_index,
+                };
+                if stale {
+                    return;
+                }
+                let hint = match conflict_term {
+                    Some(t) => self
+                        .log
+                        .last_index_of_term(t, rejected_index)
+                        .map_or(conflict_index, |i| i + 1),
+                    None => conflict_index,
+                };
+                let pr = self.progress.get_mut(&from).expect("checked above");
+                pr.become_probe(hint.min(rejected_index));
+                self.send_append(from, false);
+            }
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId) {
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.on_heartbeat_response();
+        if pr.match_index < last_index {
+            self.send_append(from, false);
+        }
+    }
+
+    /// Leader: advances the commit index to the highest index stored on a
+    /// quorum, if that entry is of the current term (§5.4.2). Schedules a
+    /// broadcast so followers learn it. Returns whether it advanced.
+    fn maybe_commit(&mut self) -> bool {
+        let mut matches: Vec<Index> = self
+            .voters
+            .iter()
+            .map(|v| {
+                if *v == self.config.id {
+                    self.log.persisted()
+                } else {
+                    self.progress.get(v).map_or(0, |p| p.match_index)
+                }
+            })
+            .collect();
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matches[self.quorum() - 1];
+        if candidate <= self.log.committed() {
+            return false;
+        }
+        let of_current_term = self.log.term(candidate) == Some(self.term);
+        if !of_current_term && !self.bugs.commit_previous_term_by_counting {
+            return false;
+        }
+        self.log.commit_to(candidate);
+        self.needs_broadcast = true;
+        true
+    }
+
+    fn broadcast_append(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send_append(to, true);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let commit = self.log.committed();
+        let peers: Vec<(NodeId, Index)> =
+            self.progress.iter().map(|(&id, p)| (id, p.match_index.min(commit))).collect();
+        for (to, commit) in peers {
+            self.send(to, MessageBody::Heartbeat { commit });
+        }
+    }
+
+    /// Sends AppendEntries to `to` while its window allows and entries
+    /// remain; with `allow_empty`, sends at least one (possibly empty)
+    /// message to carry the commit index.
+    fn send_append(&mut self, to: NodeId, allow_empty: bool) {
+        let mut allow_empty = allow_empty;
+        loop {
+            let last_index = self.log.last_index();
+            let Some(pr) = self.progress.get(&to) else { return };
+            if pr.is_paused() {
+                return;
+            }
+            if pr.next_index > last_index && !allow_empty {
+                return;
+            }
+            allow_empty = false;
+            let prev_log_index = pr.next_index - 1;
+            let Some(prev_log_term) = self.log.term(prev_log_index) else {
+                // Reached only once compaction exists: the follower needs a
+                // snapshot. Until then every index from 0 is held.
+                panic!(
+                    "group {} term {}: entry {prev_log_index} for {to} not in log",
+                    self.config.group, self.term
+                );
+            };
+            let entries = self.log.slice(
+                pr.next_index,
+                last_index + 1,
+                self.config.max_entries_per_msg,
+                self.config.max_bytes_per_msg,
+            );
+            let last_sent = entries.last().map(|e| e.index);
+            let body = MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit: self.log.committed(),
+            };
+            self.send(to, body);
+            let pr = self.progress.get_mut(&to).expect("checked above");
+            pr.sent(last_sent);
+            if pr.state == ProgressState::Probe || last_sent.is_none() {
+                return;
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.messages.push(Message { from: self.config.id, to, term: self.term, body });
+    }
+
+    fn send_after_persist(&mut self, to: NodeId, resp: AppendResponse) {
+        self.persisted_messages.push(Message {
+            from: self.config.id,
+            to,
+            term: self.term,
+            body: MessageBody::AppendResponse(resp),
+        });
+    }
+
+    // ----------------------------------------------------------------
+    // Invariants
+    // ----------------------------------------------------------------
+
+    /// Checks the replica's own invariants and describes the first one
+    /// broken. The simulation calls it after every input; debug builds
+    /// panic on a violation after every input too.
+    pub fn validate(&self) -> Result<(), String> {
+        self.log.validate()?;
+        if let Some(last) = self.log.entries().last() {
+            if last.term > self.term {
+                return Err(format!("last entry term {} > current term {}", last.term, self.term));
+            }
+        }
+        match self.role {
+            Role::Leader => {
+                if self.vote != Some(self.config.id) || self.leader_id != Some(self.config.id) {
+                    return Err(format!(
+                        "leader with vote {:?} and leader_id {:?}",
+                        self.vote, self.leader_id
+                    ));
+                }
+                if self.progress.len() + 1 != self.voters.len() {
+                    return Err("leader lacks progress for some voter".into());
+                }
+                for (id, p) in &self.progress {
+                    if p.match_index > self.log.last_index() || p.next_index <= p.match_index {
+                        return Err(format!(
+                            "progress of {id}: match {} next {} last {}",
+                            p.match_index,
+                            p.next_index,
+                            self.log.last_index()
+                        ));
+                    }
+                }
+            }
+            Role::Candidate => {
+                if self.vote != Some(self.config.id) {
+                    return Err(format!("candidate voted for {:?}", self.vote));
+                }
+            }
+            Role::Follower | Role::PreCandidate => {
+                if !self.progress.is_empty() {
+                    return Err("non-leader holds progress".into());
+                }
+            }
+        }
+        if self.role != Role::Leader && self.leader_id == Some(self.config.id) {
+            return Err("non-leader names itself leader".into());
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn debug_validate(&self) {
+        if cfg!(debug_assertions) {
+            if let Err(e) = self.validate() {
+                panic!(
+                    "group {} node {} term {}: invariant broken: {e}",
+                    self.config.group, self.config.id, self.term
+                );
+            }
+        }
+    }
+}
