@@ -133,7 +133,7 @@ impl Config {
 /// Without the `fault-injection` feature every bug is off, fixed at
 /// compile time.
 #[cfg(not(feature = "fault-injection"))]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Bugs {
     pub vote_without_log_check: bool,
     pub commit_previous_term_by_counting: bool,

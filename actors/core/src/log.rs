@@ -147,8 +147,15 @@ impl RaftLog {
     /// Appends entries that continue the log (leader path).
     pub(crate) fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
         for e in entries {
-            assert_eq!(e.index, self.last_index() + 1, "append must continue the log");
-            assert!(e.term >= self.last_term(), "terms never decrease along the log");
+            assert_eq!(
+                e.index,
+                self.last_index() + 1,
+                "append must continue the log"
+            );
+            assert!(
+                e.term >= self.last_term(),
+                "terms never decrease along the log"
+            );
             self.entries.push(e);
         }
     }
@@ -234,7 +241,12 @@ impl RaftLog {
 
     /// Hands out the entries not yet given to a `Ready`.
     pub(crate) fn take_unstable(&mut self) -> Vec<Entry> {
-        let out = self.slice(self.unstable_from, self.last_index() + 1, usize::MAX, usize::MAX);
+        let out = self.slice(
+            self.unstable_from,
+            self.last_index() + 1,
+            usize::MAX,
+            usize::MAX,
+        );
         self.unstable_from = self.last_index() + 1;
         out
     }
@@ -300,7 +312,10 @@ impl RaftLog {
         for (i, e) in self.entries.iter().enumerate() {
             let expected = self.offset + 1 + i as Index;
             if e.index != expected {
-                return Err(format!("entry at slot {i} has index {} != {expected}", e.index));
+                return Err(format!(
+                    "entry at slot {i} has index {} != {expected}",
+                    e.index
+                ));
             }
             if e.term < prev_term {
                 return Err(format!("term decreases at index {}", e.index));
@@ -317,11 +332,19 @@ mod tests {
     use crate::types::EntryKind;
 
     fn e(index: Index, term: Term) -> Entry {
-        Entry { index, term, kind: EntryKind::Noop }
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Noop,
+        }
     }
 
     fn log_with(terms: &[Term]) -> RaftLog {
-        let entries = terms.iter().enumerate().map(|(i, t)| e(i as Index + 1, *t)).collect();
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| e(i as Index + 1, *t))
+            .collect();
         RaftLog::restored(entries, 0, 0)
     }
 
@@ -360,7 +383,11 @@ mod tests {
     #[test]
     fn slice_respects_limits_but_sends_one() {
         let mut log = RaftLog::default();
-        let big = Entry { index: 1, term: 1, kind: EntryKind::Normal(vec![0u8; 100].into()) };
+        let big = Entry {
+            index: 1,
+            term: 1,
+            kind: EntryKind::Normal(vec![0u8; 100].into()),
+        };
         log.append([big, e(2, 1), e(3, 1)]);
         assert_eq!(log.slice(1, 4, 10, 10).len(), 1);
         assert_eq!(log.slice(2, 4, 1, 10).len(), 1);

@@ -97,7 +97,10 @@ pub enum AppendResponse {
 impl Message {
     /// Whether this message is a vote or pre-vote request.
     pub fn is_vote_request(&self) -> bool {
-        matches!(self.body, MessageBody::Vote { .. } | MessageBody::PreVote { .. })
+        matches!(
+            self.body,
+            MessageBody::Vote { .. } | MessageBody::PreVote { .. }
+        )
     }
 
     /// Payload bytes carried (used by the transport for batching limits).

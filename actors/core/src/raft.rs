@@ -98,7 +98,10 @@ impl Raft {
         for (i, e) in entries.iter().enumerate() {
             let expected = i as Index + 1;
             if e.index != expected {
-                return Err(RestoreError::Gap { index: e.index, expected });
+                return Err(RestoreError::Gap {
+                    index: e.index,
+                    expected,
+                });
             }
             if e.term < prev_term || e.term > hard_state.term {
                 return Err(RestoreError::BadTerm {
@@ -112,7 +115,10 @@ impl Raft {
         let rng = SplitMix64::new(config.seed);
         let voters = config.voters.clone();
         let log = RaftLog::restored(entries, hard_state.commit, applied);
-        let last_soft_state = SoftState { role: Role::Follower, leader_id: None };
+        let last_soft_state = SoftState {
+            role: Role::Follower,
+            leader_id: None,
+        };
         let mut raft = Raft {
             bugs: config.bugs(),
             config,
@@ -177,7 +183,11 @@ impl Raft {
 
     /// Term, vote and commit as they would be persisted now.
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.committed() }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed(),
+        }
     }
 
     /// The voting members.
@@ -218,7 +228,9 @@ impl Raft {
     /// follower). Only the leader accepts proposals.
     pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<Proposed, ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader_hint: self.leader_id });
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_id,
+            });
         }
         if commands.is_empty() {
             return Err(ProposeError::Empty);
@@ -237,7 +249,11 @@ impl Raft {
         });
         self.log.append(entries);
         self.needs_broadcast = true;
-        let proposed = Proposed { term, first_index, last_index: self.log.last_index() };
+        let proposed = Proposed {
+            term,
+            first_index,
+            last_index: self.log.last_index(),
+        };
         self.debug_validate();
         Ok(proposed)
     }
@@ -253,12 +269,14 @@ impl Raft {
             return;
         }
         match m.body {
-            MessageBody::PreVote { last_log_index, last_log_term } => {
-                self.handle_pre_vote(&m, last_log_index, last_log_term)
-            }
-            MessageBody::Vote { last_log_index, last_log_term } => {
-                self.handle_vote(&m, last_log_index, last_log_term)
-            }
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => self.handle_pre_vote(&m, last_log_index, last_log_term),
+            MessageBody::Vote {
+                last_log_index,
+                last_log_term,
+            } => self.handle_vote(&m, last_log_index, last_log_term),
             MessageBody::PreVoteResponse { granted } => {
                 if self.role == Role::PreCandidate && m.term == self.term + 1 {
                     self.poll(m.from, granted);
@@ -269,9 +287,20 @@ impl Raft {
                     self.poll(m.from, granted);
                 }
             }
-            MessageBody::Append { prev_log_index, prev_log_term, ref entries, leader_commit } => {
+            MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                ref entries,
+                leader_commit,
+            } => {
                 self.follow(m.from);
-                self.handle_append(m.from, prev_log_index, prev_log_term, entries, leader_commit);
+                self.handle_append(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                );
             }
             MessageBody::Heartbeat { commit } => {
                 self.follow(m.from);
@@ -346,7 +375,10 @@ impl Raft {
     }
 
     fn soft_state(&self) -> SoftState {
-        SoftState { role: self.role, leader_id: self.leader_id }
+        SoftState {
+            role: self.role,
+            leader_id: self.leader_id,
+        }
     }
 
     // ----------------------------------------------------------------
@@ -495,17 +527,27 @@ impl Raft {
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> =
-            self.voters.iter().copied().filter(|&v| v != self.config.id).collect();
+        let peers: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.config.id)
+            .collect();
         for to in peers {
             let msg = Message {
                 from: self.config.id,
                 to,
                 term,
                 body: if pre {
-                    MessageBody::PreVote { last_log_index, last_log_term }
+                    MessageBody::PreVote {
+                        last_log_index,
+                        last_log_term,
+                    }
                 } else {
-                    MessageBody::Vote { last_log_index, last_log_term }
+                    MessageBody::Vote {
+                        last_log_index,
+                        last_log_term,
+                    }
                 },
             };
             if pre {
@@ -539,8 +581,12 @@ impl Raft {
         let up_to_date = self.bugs.vote_without_log_check
             || self.log.is_up_to_date(last_log_index, last_log_term);
         let granted = can_vote && up_to_date;
-        let reply =
-            Message { from: self.config.id, to: m.from, term: self.term, body: MessageBody::VoteResponse { granted } };
+        let reply = Message {
+            from: self.config.id,
+            to: m.from,
+            term: self.term,
+            body: MessageBody::VoteResponse { granted },
+        };
         if granted {
             self.vote = Some(m.from);
             self.election_elapsed = 0;
@@ -606,7 +652,11 @@ impl Raft {
             .collect();
         // §5.4.2 / §8: a no-op of the new term lets the leader commit
         // everything before it and learn the commit index.
-        self.log.append([Entry { term: self.term, index: next, kind: EntryKind::Noop }]);
+        self.log.append([Entry {
+            term: self.term,
+            index: next,
+            kind: EntryKind::Noop,
+        }]);
         self.needs_broadcast = true;
     }
 
@@ -629,10 +679,18 @@ impl Raft {
             self.send_after_persist(leader, AppendResponse::Accepted { match_index });
             return;
         }
-        match self.log.maybe_append(prev_log_index, prev_log_term, entries) {
+        match self
+            .log
+            .maybe_append(prev_log_index, prev_log_term, entries)
+        {
             Some(last_new) => {
                 self.log.commit_to(leader_commit.min(last_new));
-                self.send_after_persist(leader, AppendResponse::Accepted { match_index: last_new });
+                self.send_after_persist(
+                    leader,
+                    AppendResponse::Accepted {
+                        match_index: last_new,
+                    },
+                );
             }
             None => {
                 let (conflict_term, conflict_index) = match self.log.term(prev_log_index) {
@@ -657,7 +715,9 @@ impl Raft {
 
     fn handle_append_response(&mut self, from: NodeId, resp: AppendResponse) {
         let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         match resp {
             AppendResponse::Accepted { match_index } => {
@@ -671,7 +731,11 @@ impl Raft {
                 }
                 self.send_append(from, false);
             }
-            AppendResponse::Rejected { rejected_index, conflict_term, conflict_index } => {
+            AppendResponse::Rejected {
+                rejected_index,
+                conflict_term,
+                conflict_index,
+            } => {
                 let stale = match pr.state {
                     ProgressState::Replicate => rejected_index <= pr.match_index,
                     ProgressState::Probe => rejected_index + 1 != pr.next_index,
@@ -695,10 +759,16 @@ impl Raft {
 
     fn handle_heartbeat_response(&mut self, from: NodeId) {
         let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.on_heartbeat_response();
         if pr.match_index < last_index {
-            self.send_append(from, false);
+            // The follower lags. In the replicate state `next_index` may
+            // already be past the end (everything was sent, maybe lost):
+            // an empty append at `next_index - 1` is then either accepted
+            // or rejected, and a rejection drops us back to probing.
+            self.send_append(from, true);
         }
     }
 
@@ -740,8 +810,11 @@ impl Raft {
 
     fn broadcast_heartbeat(&mut self) {
         let commit = self.log.committed();
-        let peers: Vec<(NodeId, Index)> =
-            self.progress.iter().map(|(&id, p)| (id, p.match_index.min(commit))).collect();
+        let peers: Vec<(NodeId, Index)> = self
+            .progress
+            .iter()
+            .map(|(&id, p)| (id, p.match_index.min(commit)))
+            .collect();
         for (to, commit) in peers {
             self.send(to, MessageBody::Heartbeat { commit });
         }
@@ -754,7 +827,9 @@ impl Raft {
         let mut allow_empty = allow_empty;
         loop {
             let last_index = self.log.last_index();
-            let Some(pr) = self.progress.get(&to) else { return };
+            let Some(pr) = self.progress.get(&to) else {
+                return;
+            };
             if pr.is_paused() {
                 return;
             }
@@ -794,7 +869,12 @@ impl Raft {
     }
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
-        self.messages.push(Message { from: self.config.id, to, term: self.term, body });
+        self.messages.push(Message {
+            from: self.config.id,
+            to,
+            term: self.term,
+            body,
+        });
     }
 
     fn send_after_persist(&mut self, to: NodeId, resp: AppendResponse) {
@@ -817,7 +897,10 @@ impl Raft {
         self.log.validate()?;
         if let Some(last) = self.log.entries().last() {
             if last.term > self.term {
-                return Err(format!("last entry term {} > current term {}", last.term, self.term));
+                return Err(format!(
+                    "last entry term {} > current term {}",
+                    last.term, self.term
+                ));
             }
         }
         match self.role {
@@ -861,7 +944,9 @@ impl Raft {
 
     #[inline]
     fn debug_validate(&self) {
-        if cfg!(debug_assertions) {
+        // With a bug injected on purpose the simulation wants to see what
+        // its checkers make of it, so the replica does not panic itself.
+        if cfg!(debug_assertions) && self.bugs == Bugs::default() {
             if let Err(e) = self.validate() {
                 panic!(
                     "group {} node {} term {}: invariant broken: {e}",

@@ -1,0 +1,76 @@
+//! State Machine Safety (§5.4.3, Figure 3): "if a server has applied a log
+//! entry at a given index to its state machine, no other server will ever
+//! apply a different log entry for the same index."
+//!
+//! Every applied entry is compared with the first one ever applied at its
+//! index, by any node, in any incarnation.
+
+use std::collections::BTreeMap;
+
+use synod_core::{Entry, Index, NodeId};
+
+use super::Violation;
+
+const NAME: &str = "state machine safety (§5.4.3)";
+
+/// The entry applied first at each index, and by whom.
+#[derive(Debug, Default)]
+pub struct StateMachineSafety {
+    applied: BTreeMap<Index, (NodeId, Entry)>,
+}
+
+impl StateMachineSafety {
+    /// Records that `node` applied `entry`.
+    pub fn observe_apply(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
+        match self.applied.get(&entry.index) {
+            Some((first, known)) if known != entry => Err(Violation::new(
+                NAME,
+                format!(
+                    "index {}: node {first} applied {known:?}, node {node} applied {entry:?}",
+                    entry.index
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.applied.insert(entry.index, (node, entry.clone()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Highest index applied anywhere.
+    pub fn max_applied(&self) -> Index {
+        self.applied.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_core::EntryKind;
+
+    fn e(index: Index, term: u64, v: u8) -> Entry {
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Normal(vec![v].into()),
+        }
+    }
+
+    #[test]
+    fn same_entries_pass() {
+        let mut c = StateMachineSafety::default();
+        c.observe_apply(1, &e(1, 1, 1)).unwrap();
+        c.observe_apply(2, &e(1, 1, 1)).unwrap();
+        c.observe_apply(1, &e(2, 1, 2)).unwrap();
+        assert_eq!(c.max_applied(), 2);
+    }
+
+    #[test]
+    fn different_entry_at_same_index_fires() {
+        let mut c = StateMachineSafety::default();
+        c.observe_apply(1, &e(5, 2, 1)).unwrap();
+        assert!(c.observe_apply(3, &e(5, 3, 1)).is_err(), "other term");
+        assert!(c.observe_apply(3, &e(5, 2, 9)).is_err(), "other content");
+    }
+}

@@ -1,0 +1,1027 @@
+//! One simulated run: N replicas of one group, each with an in-memory disk
+//! that can lose unsynced writes, a network that drops, duplicates, delays,
+//! reorders and partitions messages, a nemesis that crashes and restarts
+//! nodes, and clients proposing unique values. Time is a number; every
+//! random choice comes from one generator seeded by the run's seed, so a
+//! seed replays exactly.
+//!
+//! ```text
+//!   event queue (time, seq) ──► Tick / Deliver / PersistDone / Client / Nemesis / Restart
+//!        ▲                                   │
+//!        │                                   ▼
+//!   network + disks ◄── Ready ◄── Raft (synod-core) ──► checkers (invariants/*)
+//! ```
+//!
+//! A run has two phases. Chaos: faults as configured. Heal: every node up,
+//! a clean network, no new proposals; the cluster must converge (one
+//! leader, every node applied everything committed) within a deadline, and
+//! then every acknowledged value must be applied exactly once everywhere.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+
+use bytes::Bytes;
+use synod_core::rng::SplitMix64;
+use synod_core::{
+    Bugs, Config, Entry, EntryKind, HardState, Index, Message, NodeId, Raft, Ready, Role, Term,
+};
+
+use crate::invariants::{
+    ElectionSafety, LeaderCompleteness, Liveness, LogMatching, StateMachineSafety, Violation,
+};
+
+/// Time units per tick. Network and disk latencies are a few units, so
+/// one tick is roughly one round trip.
+const TICK: u64 = 10;
+/// Election timeout in ticks given to every replica.
+const ELECTION_TICKS: u32 = 10;
+
+/// Which kinds of fault a run injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Faults {
+    /// Drop a share of messages.
+    pub loss: bool,
+    /// Deliver some messages twice.
+    pub duplicate: bool,
+    /// Vary delivery delay so messages overtake each other.
+    pub reorder: bool,
+    /// Hold some messages for many ticks.
+    pub delay: bool,
+    /// Partitions: symmetric, one-way, majority/minority, bridge.
+    pub partition: bool,
+    /// Crash nodes (losing unsynced writes) and restart them.
+    pub crash: bool,
+}
+
+impl Faults {
+    /// Every fault kind.
+    pub fn all() -> Self {
+        Faults {
+            loss: true,
+            duplicate: true,
+            reorder: true,
+            delay: true,
+            partition: true,
+            crash: true,
+        }
+    }
+
+    /// No faults at all.
+    pub fn none() -> Self {
+        Faults {
+            loss: false,
+            duplicate: false,
+            reorder: false,
+            delay: false,
+            partition: false,
+            crash: false,
+        }
+    }
+
+    /// Parses `all`, `none` or a comma list of
+    /// `loss,duplicate,reorder,delay,partition,crash`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => return Ok(Faults::all()),
+            "none" => return Ok(Faults::none()),
+            _ => {}
+        }
+        let mut f = Faults::none();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "loss" => f.loss = true,
+                "duplicate" | "dup" => f.duplicate = true,
+                "reorder" => f.reorder = true,
+                "delay" => f.delay = true,
+                "partition" => f.partition = true,
+                "crash" => f.crash = true,
+                other => {
+                    return Err(format!(
+                        "unknown fault '{other}': use all, none, or a comma list of \
+                         loss,duplicate,reorder,delay,partition,crash"
+                    ))
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed; the same seed replays the same run.
+    pub seed: u64,
+    /// Replicas in the group.
+    pub nodes: usize,
+    /// Fault kinds injected during the chaos phase.
+    pub faults: Faults,
+    /// Deliberate bugs switched on in every replica.
+    pub bugs: Bugs,
+    /// Length of the chaos phase in ticks.
+    pub chaos_ticks: u64,
+    /// Deadline for convergence after the heal, in ticks.
+    pub heal_ticks: u64,
+    /// Record a readable trace of the run.
+    pub trace: bool,
+    /// Do not call each replica's own `validate()`, to show that the
+    /// paper-level checkers alone catch a bug.
+    pub skip_validate: bool,
+}
+
+impl SimConfig {
+    /// Defaults for `seed` with `nodes` replicas and every fault.
+    pub fn new(seed: u64, nodes: usize) -> Self {
+        SimConfig {
+            seed,
+            nodes,
+            faults: Faults::all(),
+            bugs: Bugs::default(),
+            chaos_ticks: 1500,
+            heal_ticks: 600,
+            trace: false,
+            skip_validate: false,
+        }
+    }
+}
+
+/// What a run saw.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// The run's seed.
+    pub seed: u64,
+    /// Replicas in the group.
+    pub nodes: usize,
+    /// The first violation, if any (the run stops there).
+    pub violation: Option<Violation>,
+    /// Elections started (real, not pre-vote), over all incarnations.
+    pub elections: u64,
+    /// Distinct terms that had a leader.
+    pub leader_terms: usize,
+    /// Highest index applied by any node.
+    pub committed: Index,
+    /// Messages handed to the network.
+    pub messages: u64,
+    /// Messages the network dropped (loss, partition, dead receiver).
+    pub dropped: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Values acknowledged to clients.
+    pub acked: usize,
+    /// Ticks the heal phase needed to converge.
+    pub heal_ticks_used: u64,
+    /// The readable trace, when asked for.
+    pub trace: Vec<String>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(usize),
+    Deliver(Message),
+    PersistDone {
+        node: usize,
+        incarnation: u64,
+    },
+    Client,
+    Nemesis,
+    Restart(usize),
+    /// Crash a node at once (used for crashes in the middle of a write).
+    Crash(usize),
+    CheckConverged,
+}
+
+struct Scheduled {
+    time: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed so that `BinaryHeap` pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+/// A Ready's disk write, waiting for its simulated fsync.
+struct PendingWrite {
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    up_to: Option<(Index, Term)>,
+    /// Messages that may leave only once this write (and all before it)
+    /// is durable.
+    messages: Vec<Message>,
+}
+
+struct Node {
+    id: NodeId,
+    raft: Option<Raft>,
+    incarnation: u64,
+    /// What survives a crash.
+    durable_hard_state: HardState,
+    durable_log: Vec<Entry>,
+    /// Writes issued but not yet durable, in order.
+    pending: VecDeque<PendingWrite>,
+    /// When the disk finishes its current queue.
+    disk_free_at: u64,
+    /// The state machine: values applied in order (reset by a crash).
+    applied_values: Vec<u64>,
+    /// Commit index last reported to the leader-completeness checker.
+    seen_commit: Index,
+    /// Term in which this node was last seen leading.
+    led_term: Option<Term>,
+    /// Elections of earlier incarnations.
+    past_elections: u64,
+}
+
+/// One simulated run.
+pub struct World {
+    cfg: SimConfig,
+    rng: SplitMix64,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    nodes: Vec<Node>,
+    /// Directed links that are cut: (from, to).
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    loss_percent: u64,
+    dup_percent: u64,
+    healing: bool,
+    /// Per-run protocol knobs drawn from the seed.
+    pre_vote: bool,
+    check_quorum: bool,
+    max_entries_per_msg: usize,
+    max_inflight_msgs: usize,
+    next_value: u64,
+    /// Proposals awaiting their apply at the proposer: (node, incarnation,
+    /// index) -> (term, value).
+    proposals: BTreeMap<(usize, u64, Index), (Term, u64)>,
+    election_safety: ElectionSafety,
+    log_matching: LogMatching,
+    leader_completeness: LeaderCompleteness,
+    state_machine_safety: StateMachineSafety,
+    liveness: Liveness,
+    outcome: Outcome,
+}
+
+impl World {
+    /// A world for `cfg`, with no event run yet.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut rng = SplitMix64::new(cfg.seed ^ 0x05EE_D0F5_140D);
+        let pre_vote = !rng.chance(1, 5);
+        let check_quorum = !rng.chance(1, 5);
+        let max_entries_per_msg = [1, 2, 3, 8, 64][rng.range(0, 5) as usize];
+        let max_inflight_msgs = [1, 2, 4, 16][rng.range(0, 4) as usize];
+        let (loss_percent, dup_percent) = (
+            if cfg.faults.loss { rng.range(1, 15) } else { 0 },
+            if cfg.faults.duplicate {
+                rng.range(1, 10)
+            } else {
+                0
+            },
+        );
+        let nodes = (1..=cfg.nodes as NodeId)
+            .map(|id| Node {
+                id,
+                raft: None,
+                incarnation: 0,
+                durable_hard_state: HardState::default(),
+                durable_log: Vec::new(),
+                pending: VecDeque::new(),
+                disk_free_at: 0,
+                applied_values: Vec::new(),
+                seen_commit: 0,
+                led_term: None,
+                past_elections: 0,
+            })
+            .collect();
+        let outcome = Outcome {
+            seed: cfg.seed,
+            nodes: cfg.nodes,
+            ..Outcome::default()
+        };
+        let mut world = World {
+            cfg,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            blocked: BTreeSet::new(),
+            loss_percent,
+            dup_percent,
+            healing: false,
+            pre_vote,
+            check_quorum,
+            max_entries_per_msg,
+            max_inflight_msgs,
+            next_value: 1,
+            proposals: BTreeMap::new(),
+            election_safety: ElectionSafety::default(),
+            log_matching: LogMatching::default(),
+            leader_completeness: LeaderCompleteness::default(),
+            state_machine_safety: StateMachineSafety::default(),
+            liveness: Liveness::default(),
+            outcome,
+        };
+        let line = format!(
+            "config: nodes {} pre_vote {pre_vote} check_quorum {check_quorum} \
+                 max_entries_per_msg {max_entries_per_msg} max_inflight {max_inflight_msgs} \
+                 loss {loss_percent}% dup {dup_percent}% faults {:?} bugs {:?}",
+            world.cfg.nodes, world.cfg.faults, world.cfg.bugs
+        );
+        world.trace(|| line);
+        world
+    }
+
+    /// Runs both phases and reports what happened.
+    pub fn run(mut self) -> Outcome {
+        for i in 0..self.nodes.len() {
+            self.start_node(i);
+            let phase = self.rng.range(0, TICK);
+            self.schedule(phase, Event::Tick(i));
+        }
+        self.schedule(TICK, Event::Client);
+        self.schedule(TICK * 5, Event::Nemesis);
+        let chaos_end = self.cfg.chaos_ticks * TICK;
+        self.run_until(chaos_end);
+        if self.outcome.violation.is_none() {
+            self.heal();
+            // A backlog drains at (entries per message x window) entries
+            // per round trip (about two ticks): give it that long on top.
+            let backlog = self
+                .nodes
+                .iter()
+                .map(|n| n.durable_log.len() as u64)
+                .max()
+                .unwrap_or(0);
+            let per_round_trip = (self.max_entries_per_msg * self.max_inflight_msgs) as u64;
+            let heal_ticks = self.cfg.heal_ticks + 2 * backlog / per_round_trip;
+            let deadline = self.now + heal_ticks * TICK;
+            self.schedule(TICK, Event::CheckConverged);
+            self.run_until(deadline);
+            if self.outcome.violation.is_none() && self.outcome.heal_ticks_used == 0 {
+                let detail = format!(
+                    "no convergence {heal_ticks} ticks after heal: {}",
+                    self.describe_nodes()
+                );
+                self.violate(Liveness::not_converged(detail));
+            }
+        }
+        self.finish()
+    }
+
+    fn finish(mut self) -> Outcome {
+        self.outcome.elections = self
+            .nodes
+            .iter()
+            .map(|n| n.past_elections + n.raft.as_ref().map_or(0, |r| r.stats().elections))
+            .sum();
+        self.outcome.leader_terms = self.election_safety.leader_terms();
+        self.outcome.committed = self.state_machine_safety.max_applied();
+        self.outcome.acked = self.liveness.acked();
+        self.outcome
+    }
+
+    fn run_until(&mut self, end: u64) {
+        while let Some(top) = self.queue.peek() {
+            if top.time > end || self.outcome.violation.is_some() {
+                break;
+            }
+            if self.healing && self.outcome.heal_ticks_used > 0 {
+                break;
+            }
+            let Some(ev) = self.queue.pop() else { break };
+            self.now = ev.time;
+            self.handle(ev.event);
+        }
+        self.now = self.now.max(end.min(self.now));
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            time: self.now + delay,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn trace(&mut self, line: impl FnOnce() -> String) {
+        if self.cfg.trace {
+            let l = format!("t={:>6} {}", self.now, line());
+            self.outcome.trace.push(l);
+        }
+    }
+
+    fn violate(&mut self, v: Violation) {
+        if self.outcome.violation.is_none() {
+            self.trace(|| format!("VIOLATION {v}"));
+            self.outcome.violation = Some(v);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Events
+    // ------------------------------------------------------------------
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick(i) => {
+                self.schedule(TICK, Event::Tick(i));
+                if let Some(raft) = self.nodes[i].raft.as_mut() {
+                    raft.tick();
+                    self.process(i);
+                }
+            }
+            Event::Deliver(m) => self.deliver(m),
+            Event::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
+            Event::Client => self.client(),
+            Event::Nemesis => self.nemesis(),
+            Event::Crash(i) => {
+                if self.nodes[i].raft.is_some() {
+                    self.crash(i);
+                    let down = self.rng.range(TICK, 20 * TICK);
+                    self.schedule(down, Event::Restart(i));
+                }
+            }
+            Event::Restart(i) => {
+                if self.nodes[i].raft.is_none() {
+                    self.start_node(i);
+                }
+            }
+            Event::CheckConverged => {
+                if self.converged() {
+                    self.outcome.heal_ticks_used =
+                        (self.now - self.cfg.chaos_ticks * TICK) / TICK + 1;
+                    self.check_after_heal();
+                } else {
+                    self.schedule(TICK, Event::CheckConverged);
+                }
+            }
+        }
+    }
+
+    fn node_config(&mut self, i: usize) -> Config {
+        let n = &self.nodes[i];
+        let mut c = Config::new(n.id, 1..=self.cfg.nodes as NodeId);
+        c.election_ticks = ELECTION_TICKS;
+        c.heartbeat_ticks = 2;
+        c.pre_vote = self.pre_vote;
+        c.check_quorum = self.check_quorum;
+        c.max_entries_per_msg = self.max_entries_per_msg;
+        c.max_inflight_msgs = self.max_inflight_msgs;
+        c.seed = self.cfg.seed.wrapping_mul(1_000_003) ^ (n.id << 32) ^ n.incarnation;
+        c.bugs = self.cfg.bugs;
+        c
+    }
+
+    /// Boots (or reboots) node `i` from its durable state.
+    fn start_node(&mut self, i: usize) {
+        let config = self.node_config(i);
+        let n = &self.nodes[i];
+        match Raft::restore(config, n.durable_hard_state, n.durable_log.clone(), 0) {
+            Ok(raft) => {
+                let commit = raft.log().committed();
+                let id = n.id;
+                let hs = n.durable_hard_state;
+                let last = n.durable_log.len();
+                let node = &mut self.nodes[i];
+                node.seen_commit = commit;
+                node.raft = Some(raft);
+                self.trace(|| format!("node {id} starts: {hs:?}, {last} entries"));
+            }
+            Err(e) => {
+                let v = Violation::new("restore", format!("node {} cannot restart: {e}", n.id));
+                self.violate(v);
+            }
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(raft) = node.raft.take() else { return };
+        node.past_elections += raft.stats().elections;
+        node.incarnation += 1;
+        let lost = node.pending.len();
+        node.pending.clear();
+        node.disk_free_at = 0;
+        node.applied_values.clear();
+        node.led_term = None;
+        let id = node.id;
+        self.outcome.crashes += 1;
+        self.trace(|| format!("node {id} CRASHES, losing {lost} unsynced writes"));
+    }
+
+    fn deliver(&mut self, m: Message) {
+        let i = (m.to - 1) as usize;
+        if self.blocked.contains(&(m.from, m.to)) || self.nodes[i].raft.is_none() {
+            self.outcome.dropped += 1;
+            return;
+        }
+        self.trace(|| format!("{} -> {} t{} {:?}", m.from, m.to, m.term, m.body));
+        if let Some(raft) = self.nodes[i].raft.as_mut() {
+            raft.step(m);
+            self.process(i);
+        }
+    }
+
+    fn persist_done(&mut self, i: usize, incarnation: u64) {
+        let node = &mut self.nodes[i];
+        if node.incarnation != incarnation || node.raft.is_none() {
+            return; // the write died with an earlier incarnation
+        }
+        let Some(w) = node.pending.pop_front() else {
+            return;
+        };
+        if let Some(hs) = w.hard_state {
+            node.durable_hard_state = hs;
+        }
+        if let Some(first) = w.entries.first() {
+            let keep = (first.index - 1) as usize;
+            assert!(
+                keep <= node.durable_log.len(),
+                "sim: write leaves a gap in the log"
+            );
+            node.durable_log.truncate(keep);
+            node.durable_log.extend(w.entries.iter().cloned());
+        }
+        if let (Some((index, term)), Some(raft)) = (w.up_to, node.raft.as_mut()) {
+            raft.on_persisted(index, term);
+        }
+        for m in w.messages {
+            self.send(m);
+        }
+        self.process(i);
+    }
+
+    fn client(&mut self) {
+        if self.healing {
+            return;
+        }
+        let next = self.rng.range(1, 2 * TICK);
+        self.schedule(next, Event::Client);
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader)
+            })
+            .collect();
+        let target = if !leaders.is_empty() && !self.rng.chance(1, 5) {
+            leaders[self.rng.range(0, leaders.len() as u64) as usize]
+        } else {
+            self.rng.range(0, self.nodes.len() as u64) as usize
+        };
+        let count = self.rng.range(1, 4);
+        let values: Vec<u64> = (0..count).map(|k| self.next_value + k).collect();
+        let incarnation = self.nodes[target].incarnation;
+        let Some(raft) = self.nodes[target].raft.as_mut() else {
+            return;
+        };
+        let commands = values
+            .iter()
+            .map(|v| Bytes::copy_from_slice(&v.to_le_bytes()))
+            .collect();
+        if let Ok(p) = raft.propose(commands) {
+            self.next_value += count;
+            for (k, v) in values.iter().enumerate() {
+                self.proposals.insert(
+                    (target, incarnation, p.first_index + k as u64),
+                    (p.term, *v),
+                );
+            }
+            let id = self.nodes[target].id;
+            self.trace(|| format!("client proposes {values:?} at node {id}: {p:?}"));
+            self.process(target);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Carrying out Readies
+    // ------------------------------------------------------------------
+
+    /// Drains node `i`'s Readies and checks every invariant it touches.
+    fn process(&mut self, i: usize) {
+        loop {
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                return;
+            };
+            if !raft.has_ready() {
+                break;
+            }
+            let rd = raft.ready();
+            let prev_term = rd
+                .entries
+                .first()
+                .and_then(|e| raft.log().term(e.index - 1))
+                .unwrap_or(0);
+            if let Err(v) = self.log_matching.observe(prev_term, &rd.entries) {
+                self.violate(v);
+            }
+            self.carry_out(i, rd);
+        }
+        self.observe(i);
+    }
+
+    fn carry_out(&mut self, i: usize, rd: Ready) {
+        if let Some(ss) = rd.soft_state {
+            let id = self.nodes[i].id;
+            self.trace(|| format!("node {id} is now {:?} (leader {:?})", ss.role, ss.leader_id));
+        }
+        for m in rd.messages {
+            self.send(m);
+        }
+        let node = &mut self.nodes[i];
+        if rd.hard_state.is_some() || !rd.entries.is_empty() {
+            // Mostly a fast fsync, sometimes a slow one (real disks have a
+            // long tail): the window in which a crash loses a write.
+            let latency = if self.cfg.faults.delay && self.rng.chance(1, 20) {
+                self.rng.range(2 * TICK, 10 * TICK)
+            } else {
+                self.rng.range(1, 8)
+            };
+            let done = node.disk_free_at.max(self.now + latency);
+            node.disk_free_at = done;
+            node.pending.push_back(PendingWrite {
+                hard_state: rd.hard_state,
+                entries: rd.entries,
+                up_to: None,
+                messages: rd.persisted_messages,
+            });
+            let w = node.pending.back_mut().expect("just pushed");
+            w.up_to = w.entries.last().map(|e| (e.index, e.term));
+            let incarnation = node.incarnation;
+            // Sometimes crash while this write is in flight: its immediate
+            // messages have left, the write and the messages that wait for
+            // it are lost. This is where persist-before-send bugs show.
+            if self.cfg.faults.crash && !self.healing && self.rng.chance(1, 400) {
+                self.schedule(0, Event::Crash(i));
+            }
+            self.seq += 1;
+            self.queue.push(Scheduled {
+                time: done,
+                seq: self.seq,
+                event: Event::PersistDone {
+                    node: i,
+                    incarnation,
+                },
+            });
+        } else if let Some(w) = node.pending.back_mut() {
+            // Nothing new to write, but these messages may depend on
+            // earlier writes still in flight: they wait for them.
+            w.messages.extend(rd.persisted_messages);
+        } else {
+            for m in rd.persisted_messages {
+                self.send(m);
+            }
+        }
+        self.apply(i, &rd.committed_entries);
+    }
+
+    fn apply(&mut self, i: usize, entries: &[Entry]) {
+        let id = self.nodes[i].id;
+        let incarnation = self.nodes[i].incarnation;
+        for e in entries {
+            if let Err(v) = self.state_machine_safety.observe_apply(id, e) {
+                self.violate(v);
+            }
+            if let EntryKind::Normal(data) = &e.kind {
+                let value = decode_value(data);
+                self.nodes[i].applied_values.push(value);
+                if let Some((term, v)) = self.proposals.remove(&(i, incarnation, e.index)) {
+                    if term == e.term && v == value {
+                        self.liveness.observe_ack(v);
+                    }
+                }
+            }
+        }
+        if let (Some(last), Some(raft)) = (entries.last(), self.nodes[i].raft.as_mut()) {
+            raft.on_applied(last.index);
+        }
+    }
+
+    fn send(&mut self, m: Message) {
+        self.outcome.messages += 1;
+        let f = self.cfg.faults;
+        if self.blocked.contains(&(m.from, m.to)) || self.rng.chance(self.loss_percent, 100) {
+            self.outcome.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.dup_percent, 100) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut delay = if f.reorder { self.rng.range(1, 16) } else { 3 };
+            if f.delay && !self.healing && self.rng.chance(3, 100) {
+                delay += self.rng.range(5 * TICK, 30 * TICK);
+            }
+            self.schedule(delay, Event::Deliver(m.clone()));
+        }
+    }
+
+    /// Feeds the checkers with node `i`'s current state.
+    fn observe(&mut self, i: usize) {
+        let mut found = Vec::new();
+        let mut recheck = Vec::new();
+        {
+            let node = &mut self.nodes[i];
+            let Some(raft) = node.raft.as_ref() else {
+                return;
+            };
+            let checked = if self.cfg.skip_validate {
+                Ok(())
+            } else {
+                raft.validate()
+            };
+            if let Err(e) = checked {
+                let detail = format!("node {} term {}: {e}", raft.id(), raft.term());
+                self.violate(Violation::new("replica invariants (validate)", detail));
+                return;
+            }
+            let (id, term, role) = (raft.id(), raft.term(), raft.role());
+            if role == Role::Leader {
+                if let Err(v) = self.election_safety.observe_leader(term, id) {
+                    found.push(v);
+                }
+                if node.led_term != Some(term) {
+                    node.led_term = Some(term);
+                    let log = raft.log().entries();
+                    if let Err(v) = self.leader_completeness.check_leader(id, term, log, None) {
+                        found.push(v);
+                    }
+                }
+            }
+            let commit = raft.log().committed();
+            if commit > node.seen_commit {
+                let newly: Vec<Entry> = (node.seen_commit + 1..=commit)
+                    .filter_map(|k| raft.log().entry(k).cloned())
+                    .collect();
+                node.seen_commit = commit;
+                match self.leader_completeness.observe_commit(id, term, &newly) {
+                    Ok(changed) => recheck = changed,
+                    Err(v) => found.push(v),
+                }
+            }
+        }
+        for v in found {
+            self.violate(v);
+        }
+        if !recheck.is_empty() {
+            self.check_leaders(&recheck);
+        }
+    }
+
+    fn check_leaders(&mut self, indexes: &[Index]) {
+        for n in &self.nodes {
+            let Some(r) = n.raft.as_ref() else { continue };
+            if r.role() != Role::Leader {
+                continue;
+            }
+            let log = r.log().entries();
+            if let Err(v) =
+                self.leader_completeness
+                    .check_leader(r.id(), r.term(), log, Some(indexes))
+            {
+                self.outcome.violation.get_or_insert(v);
+                return;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Nemesis
+    // ------------------------------------------------------------------
+
+    fn nemesis(&mut self) {
+        if self.healing {
+            return;
+        }
+        let next = self.rng.range(3 * TICK, 30 * TICK);
+        self.schedule(next, Event::Nemesis);
+        let f = self.cfg.faults;
+        let n = self.nodes.len();
+        let mut actions: Vec<u8> = vec![0]; // heal partitions
+        if f.partition && n >= 2 {
+            actions.extend([1, 2, 3, 4, 5]);
+        }
+        if f.crash {
+            actions.extend([6, 6]);
+        }
+        let action = actions[self.rng.range(0, actions.len() as u64) as usize];
+        match action {
+            0 => {
+                self.blocked.clear();
+                self.trace(|| "nemesis: heal partitions".into());
+            }
+            1 => self.partition_split(None),
+            2 => {
+                let minority = self.rng.range(1, (n as u64 - 1) / 2 + 1) as usize;
+                self.partition_split(Some(minority.max(1)));
+            }
+            3 => self.partition_one_way(),
+            4 => self.partition_bridge(),
+            5 => self.isolate_leader(),
+            _ => self.crash_random(),
+        }
+    }
+
+    fn shuffled_ids(&mut self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        for k in (1..ids.len()).rev() {
+            let j = self.rng.range(0, k as u64 + 1) as usize;
+            ids.swap(k, j);
+        }
+        ids
+    }
+
+    fn cut(&mut self, a: &[NodeId], b: &[NodeId]) {
+        for &x in a {
+            for &y in b {
+                self.blocked.insert((x, y));
+                self.blocked.insert((y, x));
+            }
+        }
+    }
+
+    /// A symmetric split; with `Some(k)`, a minority of `k` nodes.
+    fn partition_split(&mut self, minority: Option<usize>) {
+        let ids = self.shuffled_ids();
+        let n = ids.len();
+        let k = minority.unwrap_or_else(|| self.rng.range(1, n as u64) as usize);
+        let (a, b) = ids.split_at(k.min(n - 1).max(1));
+        self.blocked.clear();
+        self.cut(a, b);
+        let (a, b) = (a.to_vec(), b.to_vec());
+        self.trace(|| format!("nemesis: partition {a:?} | {b:?}"));
+    }
+
+    fn partition_one_way(&mut self) {
+        let count = self.rng.range(1, 4);
+        for _ in 0..count {
+            let ids = self.shuffled_ids();
+            self.blocked.insert((ids[0], ids[1]));
+            let (x, y) = (ids[0], ids[1]);
+            self.trace(|| format!("nemesis: one-way cut {x} -> {y}"));
+        }
+    }
+
+    /// Two sides that only one bridge node connects.
+    fn partition_bridge(&mut self) {
+        let ids = self.shuffled_ids();
+        if ids.len() < 3 {
+            return self.partition_split(None);
+        }
+        let bridge = ids[0];
+        let rest = &ids[1..];
+        let k = self.rng.range(1, rest.len() as u64) as usize;
+        let (a, b) = rest.split_at(k);
+        self.blocked.clear();
+        self.cut(a, b);
+        let (a, b) = (a.to_vec(), b.to_vec());
+        self.trace(|| format!("nemesis: bridge {bridge} between {a:?} and {b:?}"));
+    }
+
+    fn isolate_leader(&mut self) {
+        let leader = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .find(|r| r.role() == Role::Leader)
+            .map(|r| r.id());
+        let Some(l) = leader else {
+            return self.partition_split(Some(1));
+        };
+        let others: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&x| x != l)
+            .collect();
+        self.blocked.clear();
+        self.cut(&[l], &others);
+        self.trace(|| format!("nemesis: isolate leader {l}"));
+    }
+
+    fn crash_random(&mut self) {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].raft.is_some())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        // Prefer the leader half of the time: that is where bugs hide.
+        let leader = live.iter().copied().find(|&i| {
+            self.nodes[i]
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.role() == Role::Leader)
+        });
+        let i = match leader {
+            Some(l) if self.rng.chance(1, 2) => l,
+            _ => live[self.rng.range(0, live.len() as u64) as usize],
+        };
+        self.crash(i);
+        let down = self.rng.range(TICK, 40 * TICK);
+        self.schedule(down, Event::Restart(i));
+    }
+
+    // ------------------------------------------------------------------
+    // Heal and the final checks
+    // ------------------------------------------------------------------
+
+    fn heal(&mut self) {
+        self.healing = true;
+        self.blocked.clear();
+        self.loss_percent = 0;
+        self.dup_percent = 0;
+        self.trace(|| "HEAL: network clean, every node up, no new proposals".into());
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].raft.is_none() {
+                self.start_node(i);
+            }
+        }
+    }
+
+    /// One leader whose whole log is committed, and every node holding and
+    /// having applied exactly that log.
+    fn converged(&self) -> bool {
+        let rafts: Vec<&Raft> = self.nodes.iter().filter_map(|n| n.raft.as_ref()).collect();
+        if rafts.len() != self.nodes.len() {
+            return false;
+        }
+        let leaders: Vec<&&Raft> = rafts.iter().filter(|r| r.role() == Role::Leader).collect();
+        let [leader] = leaders.as_slice() else {
+            return false;
+        };
+        let last = leader.log().last_index();
+        leader.log().committed() == last
+            && rafts.iter().all(|r| {
+                r.log().last_index() == last
+                    && r.log().applied() == last
+                    && r.log().committed() == last
+                    && r.term() == leader.term()
+            })
+    }
+
+    fn check_after_heal(&mut self) {
+        for n in &self.nodes {
+            if let Err(v) = self.liveness.check_node(n.id, &n.applied_values) {
+                self.outcome.violation.get_or_insert(v);
+                return;
+            }
+        }
+        for a in 0..self.nodes.len() {
+            for b in a + 1..self.nodes.len() {
+                let (Some(ra), Some(rb)) = (&self.nodes[a].raft, &self.nodes[b].raft) else {
+                    continue;
+                };
+                if let Err(v) = LogMatching::check_pair(ra.log().entries(), rb.log().entries()) {
+                    self.outcome.violation.get_or_insert(v);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn describe_nodes(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| match &n.raft {
+                None => format!("[{} down]", n.id),
+                Some(r) => format!(
+                    "[{} {:?} t{} last {} commit {} applied {}]",
+                    n.id,
+                    r.role(),
+                    r.term(),
+                    r.log().last_index(),
+                    r.log().committed(),
+                    r.log().applied()
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The client's values are u64s in little-endian.
+fn decode_value(data: &Bytes) -> u64 {
+    let mut b = [0u8; 8];
+    let n = data.len().min(8);
+    b[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(b)
+}

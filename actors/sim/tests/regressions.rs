@@ -1,0 +1,37 @@
+//! Seeds that once exposed a bug, kept forever. Each names what it found.
+
+use synod_sim::{nodes_for_seed, run, SimConfig};
+
+/// (seed, what it caught)
+const REGRESSIONS: &[(u64, &str)] = &[
+    // A follower in the replicate state whose last appends were lost never
+    // received them again when no new proposals came: the heartbeat answer
+    // sent nothing because next_index was already past the leader's log.
+    (
+        68,
+        "lost pipelined appends never re-sent without new proposals",
+    ),
+    (
+        113,
+        "lost pipelined appends never re-sent without new proposals",
+    ),
+    (
+        177,
+        "lost pipelined appends never re-sent without new proposals",
+    ),
+    // A 690-entry backlog at one entry per message and a window of one
+    // needs more than a fixed heal deadline (a simulator fix).
+    (138, "convergence deadline must scale with the backlog"),
+];
+
+#[test]
+fn regression_seeds_pass() {
+    for &(seed, what) in REGRESSIONS {
+        let o = run(SimConfig::new(seed, nodes_for_seed(seed)));
+        assert!(
+            o.violation.is_none(),
+            "seed {seed} ({what}): {:?}",
+            o.violation
+        );
+    }
+}
