@@ -12,10 +12,14 @@ use crate::types::{Entry, HardState, Index, NodeId, Role, Term};
 /// 2. Durably write [`Ready::hard_state`] (if any) and [`Ready::entries`]
 ///    (truncating the stored log of this group from the first entry's
 ///    index, then appending).
-/// 3. Only after that write is durable: call [`crate::Raft::on_persisted`]
-///    with [`Ready::persist_up_to`], and send [`Ready::persisted_messages`]
+/// 3. Only after that write, and the writes of every earlier Ready, are
+///    durable: call [`crate::Raft::on_persisted`] with
+///    [`Ready::persist_up_to`], and send [`Ready::persisted_messages`]
 ///    (votes granted, appends acknowledged, a candidate's vote requests:
-///    Figure 2 says to persist "before responding to RPCs").
+///    Figure 2 says to persist "before responding to RPCs"). A Ready with
+///    nothing to write can still hold such messages (say, a duplicate
+///    append acknowledged while its entries are being written): they wait
+///    for the writes already in flight.
 /// 4. Apply [`Ready::committed_entries`] in order, then call
 ///    [`crate::Raft::on_applied`] with the last index applied. These
 ///    entries are already durable locally and committed, so step 4 may
@@ -34,8 +38,8 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// Messages that may be sent immediately.
     pub messages: Vec<Message>,
-    /// Messages that may be sent only after `hard_state` and `entries` are
-    /// durable.
+    /// Messages that may be sent only after `hard_state` and `entries`, and
+    /// everything earlier Readies asked to persist, are durable.
     pub persisted_messages: Vec<Message>,
     /// Committed, locally durable entries to apply, in index order.
     pub committed_entries: Vec<Entry>,
