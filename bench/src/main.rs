@@ -3,7 +3,10 @@ use clap::{Parser, Subcommand};
 
 /// Synod benchmarks.
 #[derive(Parser, Debug)]
-#[command(name = "synod-bench", about = "Synod benchmarks, one subcommand per workload")]
+#[command(
+    name = "synod-bench",
+    about = "Synod benchmarks, one subcommand per workload"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
