@@ -1,5 +1,9 @@
-//! `synod-bench`: Synod's benchmarks, one subcommand per workload.
+//! `synod-bench`: Synod's benchmarks, one subcommand per workload. Each
+//! workload ends with one summary line; docs/BENCHMARKS.md records the
+//! figures and the commands that produced them.
 use clap::{Parser, Subcommand};
+
+mod wal;
 
 /// Synod benchmarks.
 #[derive(Parser, Debug)]
@@ -15,12 +19,22 @@ struct Cli {
 /// The workloads.
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print the list of workloads (more arrive with the storage and runtime issues).
-    List,
+    /// Concurrent appends from many groups into one WAL (group commit).
+    Wal(wal::WalArgs),
+    /// The disk's raw write + fdatasync latency, for comparison with `wal`.
+    Fsync(wal::FsyncArgs),
+    /// Build a large WAL, then time how long reopening (recovery) takes.
+    WalRecovery(wal::RecoveryArgs),
 }
 
 fn main() {
-    match Cli::parse().command {
-        Command::List => println!("workloads: list"),
+    let result = match Cli::parse().command {
+        Command::Wal(a) => wal::run_wal(&a),
+        Command::Fsync(a) => wal::run_fsync(&a),
+        Command::WalRecovery(a) => wal::run_recovery(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("synod-bench: {e}");
+        std::process::exit(1);
     }
 }

@@ -22,9 +22,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use bytes::Bytes;
 use synod_core::rng::SplitMix64;
-use synod_core::{
-    Bugs, Config, Entry, EntryKind, HardState, Index, Message, NodeId, Raft, Ready, Role, Term,
-};
+use synod_core::{Bugs, Config, Entry, EntryKind, Index, Message, NodeId, Raft, Ready, Role, Term};
+use synod_storage::{LogStore, MemLog, WriteBatch};
 
 use crate::invariants::{
     ElectionSafety, LeaderCompleteness, Liveness, LogMatching, StateMachineSafety, Violation,
@@ -33,6 +32,8 @@ use crate::invariants::{
 /// Time units per tick. Network and disk latencies are a few units, so
 /// one tick is roughly one round trip.
 const TICK: u64 = 10;
+/// The group id the simulated replicas store their log under.
+const GROUP: u64 = 1;
 /// Election timeout in ticks given to every replica.
 const ELECTION_TICKS: u32 = 10;
 
@@ -216,8 +217,6 @@ impl Ord for Scheduled {
 
 /// A Ready's disk write, waiting for its simulated fsync.
 struct PendingWrite {
-    hard_state: Option<HardState>,
-    entries: Vec<Entry>,
     up_to: Option<(Index, Term)>,
     /// Messages that may leave only once this write (and all before it)
     /// is durable.
@@ -228,9 +227,10 @@ struct Node {
     id: NodeId,
     raft: Option<Raft>,
     incarnation: u64,
-    /// What survives a crash.
-    durable_hard_state: HardState,
-    durable_log: Vec<Entry>,
+    /// The node's disk: the same in-memory log store the runtime's tests
+    /// use. A Ready's write is staged at once and made durable by its
+    /// `PersistDone`; a crash forgets whatever was staged but not synced.
+    disk: MemLog,
     /// Writes issued but not yet durable, in order.
     pending: VecDeque<PendingWrite>,
     /// When the disk finishes its current queue.
@@ -296,8 +296,7 @@ impl World {
                 id,
                 raft: None,
                 incarnation: 0,
-                durable_hard_state: HardState::default(),
-                durable_log: Vec::new(),
+                disk: MemLog::new(),
                 pending: VecDeque::new(),
                 disk_free_at: 0,
                 applied_values: Vec::new(),
@@ -363,7 +362,7 @@ impl World {
             let backlog = self
                 .nodes
                 .iter()
-                .map(|n| n.durable_log.len() as u64)
+                .map(|n| n.disk.group(GROUP).map_or(0, |g| g.last_index))
                 .max()
                 .unwrap_or(0);
             let per_round_trip = (self.max_entries_per_msg * self.max_inflight_msgs) as u64;
@@ -491,12 +490,17 @@ impl World {
     fn start_node(&mut self, i: usize) {
         let config = self.node_config(i);
         let n = &self.nodes[i];
-        match Raft::restore(config, n.durable_hard_state, n.durable_log.clone(), 0) {
+        let hs = n
+            .disk
+            .group(GROUP)
+            .map(|g| g.hard_state)
+            .unwrap_or_default();
+        let log = n.disk.all_entries(GROUP);
+        let last = log.len();
+        match Raft::restore(config, hs, log, 0) {
             Ok(raft) => {
                 let commit = raft.log().committed();
                 let id = n.id;
-                let hs = n.durable_hard_state;
-                let last = n.durable_log.len();
                 let node = &mut self.nodes[i];
                 node.seen_commit = commit;
                 node.raft = Some(raft);
@@ -516,6 +520,7 @@ impl World {
         node.incarnation += 1;
         let lost = node.pending.len();
         node.pending.clear();
+        node.disk.crash();
         node.disk_free_at = 0;
         node.applied_values.clear();
         node.led_term = None;
@@ -545,18 +550,7 @@ impl World {
         let Some(w) = node.pending.pop_front() else {
             return;
         };
-        if let Some(hs) = w.hard_state {
-            node.durable_hard_state = hs;
-        }
-        if let Some(first) = w.entries.first() {
-            let keep = (first.index - 1) as usize;
-            assert!(
-                keep <= node.durable_log.len(),
-                "sim: write leaves a gap in the log"
-            );
-            node.durable_log.truncate(keep);
-            node.durable_log.extend(w.entries.iter().cloned());
-        }
+        assert!(node.disk.sync_one(), "sim: a staged write must be pending");
         if let (Some((index, term)), Some(raft)) = (w.up_to, node.raft.as_mut()) {
             raft.on_persisted(index, term);
         }
@@ -655,14 +649,21 @@ impl World {
             };
             let done = node.disk_free_at.max(self.now + latency);
             node.disk_free_at = done;
+            let mut batch = WriteBatch::new();
+            if let Some(hs) = rd.hard_state {
+                batch.set_hard_state(GROUP, hs);
+            }
+            let up_to = rd.entries.last().map(|e| (e.index, e.term));
+            batch.append(GROUP, rd.entries);
+            // The core only hands out writes that continue its log, so the
+            // store must accept them; a refusal is a bug in one of the two.
+            if let Err(e) = node.disk.append(&batch) {
+                panic!("sim: node {} disk refused a Ready's write: {e}", node.id);
+            }
             node.pending.push_back(PendingWrite {
-                hard_state: rd.hard_state,
-                entries: rd.entries,
-                up_to: None,
+                up_to,
                 messages: rd.persisted_messages,
             });
-            let w = node.pending.back_mut().expect("just pushed");
-            w.up_to = w.entries.last().map(|e| (e.index, e.term));
             let incarnation = node.incarnation;
             // Sometimes crash while this write is in flight: its immediate
             // messages have left, the write and the messages that wait for
