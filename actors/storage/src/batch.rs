@@ -7,6 +7,10 @@ use synod_core::{Entry, HardState, Index};
 use crate::error::{Result, StorageError};
 use crate::{GroupId, GroupState};
 
+/// Indexes above this are refused: far beyond any real log, and it keeps
+/// index arithmetic free of overflow.
+pub const MAX_INDEX: Index = 1 << 62;
+
 /// One operation of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -179,7 +183,23 @@ pub(crate) fn validate_op(op: &Op, state: Option<GroupState>) -> Result<Option<G
     match op {
         Op::Append { group, entries } => {
             let mut s = state.unwrap_or(fresh);
-            let first = entries[0].index;
+            let Some(head) = entries.first() else {
+                return Err(StorageError::InvalidBatch {
+                    group: *group,
+                    reason: "an append of no entries".into(),
+                });
+            };
+            let first = head.index;
+            if first == 0
+                || first
+                    .checked_add(entries.len() as Index)
+                    .is_none_or(|e| e > MAX_INDEX)
+            {
+                return Err(StorageError::InvalidBatch {
+                    group: *group,
+                    reason: format!("indexes must lie in 1..{MAX_INDEX}"),
+                });
+            }
             for (k, e) in entries.iter().enumerate() {
                 if e.index != first + k as Index {
                     return Err(StorageError::InvalidBatch {
@@ -222,6 +242,12 @@ pub(crate) fn validate_op(op: &Op, state: Option<GroupState>) -> Result<Option<G
         }
         Op::Truncate { group, from } => {
             let mut s = state.unwrap_or(fresh);
+            if *from == 0 || *from > MAX_INDEX {
+                return Err(StorageError::InvalidBatch {
+                    group: *group,
+                    reason: format!("truncate index must lie in 1..{MAX_INDEX}"),
+                });
+            }
             if *from < s.first_index {
                 return Err(StorageError::Compacted {
                     group: *group,
@@ -234,10 +260,10 @@ pub(crate) fn validate_op(op: &Op, state: Option<GroupState>) -> Result<Option<G
         }
         Op::Purge { group, first_index } => {
             let mut s = state.unwrap_or(fresh);
-            if *first_index == 0 {
+            if *first_index == 0 || *first_index > MAX_INDEX {
                 return Err(StorageError::InvalidBatch {
                     group: *group,
-                    reason: "purge to first index 0: indexes start at 1".into(),
+                    reason: format!("purge index must lie in 1..{MAX_INDEX}"),
                 });
             }
             if *first_index > s.first_index {

@@ -99,13 +99,22 @@ impl SharedWal {
         }
     }
 
-    /// Commits one round, then hands leadership on (or gives it up).
+    /// Commits one round, then hands leadership on (or gives it up). A
+    /// panic inside the round (a bug) fails that round's batches instead of
+    /// leaving every later writer waiting for a leader that died.
     fn lead(&self) -> Result<()> {
         let round = {
             let mut q = self.queue.lock().map_err(|_| poisoned())?;
             std::mem::take(&mut q.waiting)
         };
-        let results = self.commit_round(&round);
+        let committed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit_round(&round)));
+        let results = committed.unwrap_or_else(|_| {
+            let failed = StorageError::Failed {
+                reason: "a commit round panicked; the log must be reopened".into(),
+            };
+            round.iter().map(|_| Err(failed.clone())).collect()
+        });
         for ((_, slot), result) in round.iter().zip(results) {
             slot.set(SlotState::Done(result));
         }

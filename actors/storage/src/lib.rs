@@ -53,7 +53,7 @@ mod memory;
 mod snapshot;
 mod wal;
 
-pub use batch::{Op, WriteBatch};
+pub use batch::{Op, WriteBatch, MAX_INDEX};
 pub use error::{Result, StorageError};
 pub use group_commit::SharedWal;
 pub use memory::MemLog;

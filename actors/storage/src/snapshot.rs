@@ -118,7 +118,12 @@ impl SnapshotStore {
                 reason: "keep at least one snapshot per group".into(),
             });
         }
-        fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let store = SnapshotStore { dir, keep };
         for group in store.group_dirs()? {
             let gdir = store.group_dir(group);
@@ -156,7 +161,11 @@ impl SnapshotStore {
     /// Starts writing a snapshot described by `meta`.
     pub fn writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter> {
         let gdir = self.group_dir(meta.group);
-        fs::create_dir_all(&gdir).map_err(|e| StorageError::io(&gdir, e))?;
+        if !gdir.exists() {
+            fs::create_dir_all(&gdir).map_err(|e| StorageError::io(&gdir, e))?;
+            // The group's directory entry must survive a power loss too.
+            sync_dir(&self.dir)?;
+        }
         let path = self.path_of(meta.group, meta.index, meta.term);
         let tmp = path.with_extension("snap.tmp");
         let file = OpenOptions::new()
@@ -186,8 +195,9 @@ impl SnapshotStore {
         })
     }
 
-    /// Snapshots of `group`, oldest first.
-    pub fn list(&self, group: GroupId) -> Result<Vec<SnapshotMeta>> {
+    /// The (index, term) of every snapshot file of `group`, oldest first,
+    /// from file names alone (so one damaged file hides nothing else).
+    fn names(&self, group: GroupId) -> Result<Vec<(Index, Term)>> {
         let gdir = self.group_dir(group);
         if !gdir.exists() {
             return Ok(Vec::new());
@@ -207,26 +217,39 @@ impl SnapshotStore {
             }
         }
         found.sort_unstable();
-        found
-            .into_iter()
-            .map(|(index, term)| Ok(self.open_at(group, index, term)?.meta))
-            .collect()
+        Ok(found)
     }
 
-    /// The newest snapshot of `group`, if any.
+    /// Snapshots of `group` whose header checks out, oldest first. A
+    /// damaged file is left out (and reported when opened directly).
+    pub fn list(&self, group: GroupId) -> Result<Vec<SnapshotMeta>> {
+        Ok(self
+            .names(group)?
+            .into_iter()
+            .filter_map(|(index, term)| self.open_at(group, index, term).ok())
+            .map(|r| r.meta)
+            .collect())
+    }
+
+    /// The newest snapshot of `group` whose header checks out, if any.
     pub fn latest(&self, group: GroupId) -> Result<Option<SnapshotMeta>> {
-        Ok(self.list(group)?.pop())
+        for (index, term) in self.names(group)?.into_iter().rev() {
+            if let Ok(r) = self.open_at(group, index, term) {
+                return Ok(Some(r.meta));
+            }
+        }
+        Ok(None)
     }
 
     /// Opens the snapshot of `group` at `index`.
     pub fn open_snapshot(&self, group: GroupId, index: Index) -> Result<SnapshotReader> {
-        let metas = self.list(group)?;
-        let meta = metas
-            .iter()
+        let (index, term) = self
+            .names(group)?
+            .into_iter()
             .rev()
-            .find(|m| m.index == index)
+            .find(|(i, _)| *i == index)
             .ok_or(StorageError::SnapshotNotFound { group, index })?;
-        self.open_at(group, meta.index, meta.term)
+        self.open_at(group, index, term)
     }
 
     fn open_at(&self, group: GroupId, index: Index, term: Term) -> Result<SnapshotReader> {
@@ -304,15 +327,15 @@ impl SnapshotStore {
         })
     }
 
-    /// Deletes the snapshot of `group` at `index`.
+    /// Deletes the snapshot of `group` at `index` (damaged or not).
     pub fn delete(&self, group: GroupId, index: Index) -> Result<()> {
-        for m in self.list(group)? {
-            if m.index == index {
-                let p = self.path_of(group, m.index, m.term);
+        for (i, term) in self.names(group)? {
+            if i == index {
+                let p = self.path_of(group, i, term);
                 fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
             }
         }
-        Ok(())
+        sync_dir(&self.group_dir(group))
     }
 
     /// Deletes every snapshot of `group` (the group was removed).
@@ -320,19 +343,24 @@ impl SnapshotStore {
         let gdir = self.group_dir(group);
         if gdir.exists() {
             fs::remove_dir_all(&gdir).map_err(|e| StorageError::io(&gdir, e))?;
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
 
-    fn retain(&self, group: GroupId) -> Result<()> {
-        let metas = self.list(group)?;
-        if metas.len() > self.keep {
-            for m in &metas[..metas.len() - self.keep] {
-                let p = self.path_of(group, m.index, m.term);
-                fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+    /// Keeps the newest `keep` snapshot files of `group` (by name: a
+    /// damaged old file goes too). Best effort: the new snapshot is
+    /// already published, so a failure here only costs disk space.
+    fn retain(&self, group: GroupId) {
+        let Ok(names) = self.names(group) else {
+            return;
+        };
+        if names.len() > self.keep {
+            for (index, term) in &names[..names.len() - self.keep] {
+                let _ = fs::remove_file(self.path_of(group, *index, *term));
             }
+            let _ = sync_dir(&self.group_dir(group));
         }
-        Ok(())
     }
 }
 
@@ -396,11 +424,8 @@ impl SnapshotWriter {
             .map_err(|e| StorageError::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
         fs::rename(&tmp, &self.path).map_err(|e| StorageError::io(&self.path, e))?;
-        let gdir = self.store.group_dir(self.meta.group);
-        File::open(&gdir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::io(&gdir, e))?;
-        self.store.retain(self.meta.group)?;
+        sync_dir(&self.store.group_dir(self.meta.group))?;
+        self.store.retain(self.meta.group);
         Ok(self.meta.clone())
     }
 }
@@ -462,25 +487,33 @@ impl SnapshotReader {
 }
 
 impl Read for SnapshotReader {
+    /// Reads data; the read that delivers the last byte checks the CRC
+    /// first, so a reader that stops exactly at the end (`read_exact`)
+    /// never sees damaged data as good.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
-        if n == 0 && !buf.is_empty() {
-            if self.inner.limit() > 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "snapshot data truncated",
-                ));
-            }
-            if self.crc != self.expected_crc {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "snapshot data checksum mismatch",
-                ));
-            }
+        if n == 0 && !buf.is_empty() && self.inner.limit() > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "snapshot data truncated",
+            ));
+        }
+        if self.inner.limit() == 0 && self.crc != self.expected_crc {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot data checksum mismatch",
+            ));
         }
         Ok(n)
     }
+}
+
+/// fsyncs a directory, so entries created or removed in it are durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
 }
 
 #[cfg(test)]
@@ -545,5 +578,9 @@ mod tests {
         fs::write(&path, raw).unwrap();
         let r = store.open_snapshot(3, 5).unwrap();
         assert!(matches!(r.read_all(), Err(StorageError::Corrupt { .. })));
+        // A reader that stops exactly at the end is told too.
+        let mut r = store.open_snapshot(3, 5).unwrap();
+        let mut buf = vec![0u8; r.data_len() as usize];
+        assert!(r.read_exact(&mut buf).is_err());
     }
 }

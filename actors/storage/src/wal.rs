@@ -402,6 +402,7 @@ impl Wal {
     /// Under [`SyncPolicy::Every`], syncs if written data has waited for an
     /// fdatasync longer than the interval. A no-op under other policies.
     pub fn sync_if_due(&mut self) -> Result<()> {
+        self.check_failed()?;
         if let SyncPolicy::Every(d) = self.opts.sync {
             if (self.unsynced || self.has_pending()) && self.last_fsync.elapsed() >= d {
                 self.write_pending()?;
@@ -454,6 +455,13 @@ impl Wal {
         } else if self.write_pos == 0 {
             // The last segment's header or checkpoint was torn: start it again.
             self.start_segment(self.active)?;
+        } else {
+            // What was replayed may exist only in the page cache (the
+            // process died between a pwrite and its fdatasync). Make it
+            // durable before trusting it: before deleting segments on its
+            // strength, and before the node acknowledges anything it holds.
+            self.unsynced = true;
+            self.fdatasync()?;
         }
         let groups = self.groups.len();
         let segments = self.segments.len();
@@ -494,7 +502,30 @@ impl Wal {
         let mut data_start = 0usize;
         loop {
             match self.next_record(&raw, pos, seq, expect_lsn) {
-                Ok(None) => break,
+                Ok(None) => {
+                    // A zero header is the end of data, unless records
+                    // follow it: then it is a lost write or a zeroed sector.
+                    if let Some(at) =
+                        expect_lsn.and_then(|lsn| self.find_valid_record_after(&raw, pos, seq, lsn))
+                    {
+                        return Err(StorageError::corrupt(
+                            &path,
+                            pos as u64,
+                            format!(
+                                "record header reads as zeros, yet a valid record follows at \
+                                 offset {at}: a write was lost or a sector zeroed"
+                            ),
+                        ));
+                    }
+                    if !is_last && expect_lsn.is_none() {
+                        return Err(StorageError::corrupt(
+                            &path,
+                            pos as u64,
+                            "an older segment ends before its checkpoint",
+                        ));
+                    }
+                    break;
+                }
                 Ok(Some((record, next))) => {
                     if pos == 0 && !matches!(record, Record::Header { .. }) {
                         return Err(StorageError::corrupt(&path, 0, "segment lacks its header"));
@@ -519,7 +550,9 @@ impl Wal {
                     if !is_last {
                         return Err(StorageError::corrupt(&path, pos as u64, reason));
                     }
-                    if let Some(at) = self.find_valid_record_after(&raw, pos, seq) {
+                    let follows = expect_lsn
+                        .and_then(|lsn| self.find_valid_record_after(&raw, pos, seq, lsn));
+                    if let Some(at) = follows {
                         return Err(StorageError::corrupt(
                             &path,
                             pos as u64,
@@ -598,17 +631,37 @@ impl Wal {
         Ok(Some((record, codec::align_up(start + len))))
     }
 
-    /// Offset of the first record after `pos` that parses and matches its
-    /// CRC, if any (used to tell a torn tail from damage).
-    fn find_valid_record_after(&self, raw: &Bytes, pos: usize, seq: u64) -> Option<usize> {
+    /// Offset of a record after `pos` that would have followed the damaged
+    /// one: a batch whose LSN is at or shortly after the expected one (the
+    /// damaged record may have been the expected one), with a matching CRC. Used
+    /// to tell a torn tail (nothing follows) from damage (something does).
+    /// Only candidates whose type and LSN fields match are checksummed, so
+    /// garbage cannot make this scan slow, and bytes inside entry payloads
+    /// would have to forge the exact LSN to be mistaken for a record.
+    fn find_valid_record_after(
+        &self,
+        raw: &Bytes,
+        pos: usize,
+        seq: u64,
+        expect_lsn: u64,
+    ) -> Option<usize> {
+        let prefix = RECORD_HEADER + codec::BATCH_PREFIX;
         let mut at = codec::align_up(pos + 1);
-        while at + RECORD_HEADER <= raw.len() {
+        while at + prefix <= raw.len() {
             let len = u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes")) as usize;
-            if len > 0 && len <= raw.len() - at - RECORD_HEADER {
-                let crc = u32::from_le_bytes(raw[at + 4..at + 8].try_into().expect("4 bytes"));
-                let body = &raw[at + RECORD_HEADER..at + RECORD_HEADER + len];
-                if codec::record_crc(seq, body) == crc {
-                    return Some(at);
+            let body_at = at + RECORD_HEADER;
+            if len >= codec::BATCH_PREFIX
+                && len <= raw.len() - body_at
+                && raw[body_at] == codec::T_BATCH
+            {
+                let lsn = u64::from_le_bytes(raw[body_at + 1..body_at + 9].try_into().expect("8"));
+                // Several damaged records in a row must not pass for a torn
+                // tail either: accept any of the next many LSNs.
+                if lsn >= expect_lsn && lsn < expect_lsn + 1024 {
+                    let crc = u32::from_le_bytes(raw[at + 4..at + 8].try_into().expect("4 bytes"));
+                    if codec::record_crc(seq, &raw[body_at..body_at + len]) == crc {
+                        return Some(at);
+                    }
                 }
             }
             at += ALIGN;
@@ -766,11 +819,11 @@ impl Wal {
         for (&group, g) in &self.groups {
             if let Some(k) = g.locs.iter().position(|l| l.segment == 0) {
                 return Err(StorageError::corrupt(
-                    segment_path(&self.dir, self.active),
+                    &self.dir,
                     0,
                     format!(
                         "group {group} entry {} is counted by a checkpoint but found in no \
-                         segment: a segment file is missing or was replaced",
+                         segment of this directory: a segment file is missing or was replaced",
                         g.first_index + k as Index
                     ),
                 ));
@@ -1034,12 +1087,25 @@ impl Wal {
         // entries disappear from disk.
         self.fdatasync()?;
         for seq in dead {
-            if let Some(seg) = self.segments.remove(&seq) {
-                fs::remove_file(&seg.path).map_err(|e| StorageError::io(&seg.path, e))?;
-                self.stats.segments_deleted += 1;
+            let Some(seg) = self.segments.remove(&seq) else {
+                continue;
+            };
+            if let Err(e) = fs::remove_file(&seg.path) {
+                // The batches are durable; only disk space is at stake.
+                // Keep the segment and try again later.
+                warn!(self.log, "cannot delete a dead segment; will retry";
+                      "file" => seg.path.display().to_string(), "error" => e.to_string());
+                self.segments.insert(seq, seg);
+                self.maybe_dead = true;
+                continue;
             }
+            self.stats.segments_deleted += 1;
         }
-        sync_dir(&self.dir)
+        if let Err(e) = sync_dir(&self.dir) {
+            warn!(self.log, "directory sync after deleting segments failed";
+                  "error" => e.to_string());
+        }
+        Ok(())
     }
 
     /// Starts zero-filling the next segment in the background.
@@ -1059,7 +1125,15 @@ impl Wal {
     /// next one.
     fn rotate(&mut self) -> Result<()> {
         let next = self.active + 1;
-        self.open_segment(next)?;
+        if let Err(e) = self.open_segment(next) {
+            // The next segment may exist half-made: writing on into the old
+            // one would leave a torn record in what is no longer the last
+            // segment. Stop; a restart recovers from what is durable.
+            return Err(self.fail(e));
+        }
+        // The segment just closed may already have no live entry (or
+        // never had one: hard-state-only traffic).
+        self.maybe_dead = true;
         self.prepare_spare();
         Ok(())
     }
