@@ -72,6 +72,14 @@ pub enum RestoreError {
         /// Index that was expected there.
         expected: Index,
     },
+    /// The persisted entries do not continue the snapshot.
+    #[error("persisted entries start at {first}, but the snapshot ends at {snapshot_index}; they must continue it")]
+    SnapshotGap {
+        /// First persisted entry.
+        first: Index,
+        /// The snapshot's last index.
+        snapshot_index: Index,
+    },
     /// An entry's term is greater than the persisted current term, or terms
     /// decrease along the log.
     #[error("persisted entry {index} has term {entry_term}, inconsistent with hard-state term {term} or the previous entry")]
@@ -82,5 +90,26 @@ pub enum RestoreError {
         entry_term: Term,
         /// The persisted current term.
         term: Term,
+    },
+}
+
+/// Why [`crate::Raft::compact`] refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CompactError {
+    /// Only applied entries may be covered by a snapshot.
+    #[error("cannot compact to {index}: only {applied} is applied; snapshot applied state only")]
+    NotApplied {
+        /// The index asked for.
+        index: Index,
+        /// The highest applied index.
+        applied: Index,
+    },
+    /// The log is already compacted that far.
+    #[error("already compacted to {offset}; nothing to do for {index}")]
+    AlreadyCompacted {
+        /// The index asked for.
+        index: Index,
+        /// The current compaction point.
+        offset: Index,
     },
 }

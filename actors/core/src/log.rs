@@ -12,13 +12,13 @@
 //! suffix (never below `commit`, §5.3/§5.4) and pulls `persisted` and
 //! `unstable_from` back with it.
 
-use crate::types::{Entry, Index, Term};
+use crate::types::{Entry, Index, SnapshotInfo, Term};
 
 /// The log and its four cursors.
 #[derive(Clone, Debug, Default)]
 pub struct RaftLog {
-    /// `entries[0]` has index `offset + 1`. The offset is where a snapshot
-    /// will end once compaction exists; today it is always 0.
+    /// `entries[0]` has index `offset + 1`: the offset is where the latest
+    /// snapshot ends (0 before any compaction).
     offset: Index,
     /// Term of the entry at `offset` (0 for the empty prefix).
     offset_term: Term,
@@ -36,15 +36,23 @@ pub struct RaftLog {
 }
 
 impl RaftLog {
-    /// A log restored from durable entries (all of them persisted).
-    /// `entries` must be contiguous from index 1; the caller checks.
-    pub(crate) fn restored(entries: Vec<Entry>, committed: Index, applied: Index) -> Self {
-        let last = entries.last().map_or(0, |e| e.index);
-        let committed = committed.min(last);
-        let applied = applied.min(committed);
+    /// A log restored from durable entries (all of them persisted) that
+    /// continue a snapshot ending at `offset` (0 for none). `entries` must
+    /// be contiguous from `offset + 1`; the caller checks. Everything the
+    /// snapshot covers counts as committed and applied.
+    pub(crate) fn restored(
+        offset: Index,
+        offset_term: Term,
+        entries: Vec<Entry>,
+        committed: Index,
+        applied: Index,
+    ) -> Self {
+        let last = entries.last().map_or(offset, |e| e.index);
+        let committed = committed.clamp(offset, last);
+        let applied = applied.clamp(offset, committed);
         RaftLog {
-            offset: 0,
-            offset_term: 0,
+            offset,
+            offset_term,
             entries,
             committed,
             applying: applied,
@@ -64,9 +72,52 @@ impl RaftLog {
         self.entries.last().map_or(self.offset_term, |e| e.term)
     }
 
-    /// Index of the first entry held (1 until compaction exists).
+    /// Index of the first entry held (the snapshot's index + 1).
     pub fn first_index(&self) -> Index {
         self.offset + 1
+    }
+
+    /// The latest snapshot point: the log continues after it.
+    pub fn snapshot(&self) -> SnapshotInfo {
+        SnapshotInfo {
+            index: self.offset,
+            term: self.offset_term,
+        }
+    }
+
+    /// Drops the entries up to `index`, now covered by a snapshot. The
+    /// caller checked that `index` is applied and past the offset.
+    pub(crate) fn compact(&mut self, index: Index) {
+        assert!(
+            index > self.offset && index <= self.applied,
+            "compact to {index} outside ({}, applied {}]",
+            self.offset,
+            self.applied
+        );
+        let term = self.term(index).expect("applied entries are held");
+        self.entries.drain(..(index - self.offset) as usize);
+        self.offset = index;
+        self.offset_term = term;
+    }
+
+    /// Replaces the whole log with a snapshot (a follower far behind, §7):
+    /// everything up to `snap.index` is committed, durable and applied by
+    /// restoring the snapshot.
+    pub(crate) fn install_snapshot(&mut self, snap: SnapshotInfo) {
+        assert!(
+            snap.index > self.committed,
+            "snapshot at {} does not pass commit {}",
+            snap.index,
+            self.committed
+        );
+        self.entries.clear();
+        self.offset = snap.index;
+        self.offset_term = snap.term;
+        self.committed = snap.index;
+        self.applying = snap.index;
+        self.applied = snap.index;
+        self.persisted = snap.index;
+        self.unstable_from = snap.index + 1;
     }
 
     /// The term of the entry at `index`, if this log holds it.
@@ -279,7 +330,9 @@ impl RaftLog {
         out
     }
 
-    /// Records what the state machine has applied.
+    /// Records what the state machine has applied. Reports at or below
+    /// the snapshot point (a late report after a snapshot install) are
+    /// ignored.
     pub(crate) fn applied_to(&mut self, index: Index) {
         assert!(
             index <= self.applying,
@@ -289,12 +342,23 @@ impl RaftLog {
         self.applied = self.applied.max(index);
     }
 
+    /// Highest index handed to the state machine.
+    pub fn applying(&self) -> Index {
+        self.applying
+    }
+
     /// Checks the cursors and the shape of the log; describes the first
     /// violation found.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let last = self.last_index();
         if self.committed > last {
             return Err(format!("commit {} > last index {last}", self.committed));
+        }
+        if self.applied < self.offset || self.committed < self.offset {
+            return Err(format!(
+                "snapshot at {} but applied {} / commit {}",
+                self.offset, self.applied, self.committed
+            ));
         }
         if self.applied > self.applying || self.applying > self.committed.min(self.persisted) {
             return Err(format!(
@@ -345,7 +409,7 @@ mod tests {
             .enumerate()
             .map(|(i, t)| e(i as Index + 1, *t))
             .collect();
-        RaftLog::restored(entries, 0, 0)
+        RaftLog::restored(0, 0, entries, 0, 0)
     }
 
     #[test]
@@ -408,6 +472,28 @@ mod tests {
         assert!(log.persisted_to(2, 1));
         assert_eq!(log.take_committed(10)[0].index, 2);
         log.applied_to(2);
+        log.validate().unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_terms_and_slices_working() {
+        let mut log = log_with(&[1, 1, 2, 2, 3]);
+        log.commit_to(4);
+        log.take_committed(10);
+        log.applied_to(4);
+        log.compact(3);
+        assert_eq!(log.first_index(), 4);
+        assert_eq!(log.term(3), Some(2), "the snapshot point keeps its term");
+        assert_eq!(log.term(2), None);
+        assert_eq!(log.slice(1, 6, 10, 1000).len(), 2);
+        assert_eq!(log.first_index_of_term_at(4), 4);
+        log.validate().unwrap();
+        log.install_snapshot(SnapshotInfo { index: 9, term: 4 });
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (10, 9, 4)
+        );
+        assert_eq!(log.committed(), 9);
         log.validate().unwrap();
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, Index, NodeId, Term};
+use crate::types::{Entry, Index, NodeId, SnapshotInfo, Term};
 
 /// One Raft message between two replicas of a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,15 @@ pub enum MessageBody {
     },
     /// Answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse,
+    /// InstallSnapshot (§7): the follower needs entries the leader has
+    /// compacted. The message names the snapshot; its data travels beside
+    /// the core (the runtime streams it on its own channel and steps this
+    /// message into the follower only once the data is stored there). The
+    /// follower answers with an [`MessageBody::AppendResponse`].
+    Snapshot {
+        /// The snapshot's last index and term.
+        snapshot: SnapshotInfo,
+    },
 }
 
 /// The outcome of an AppendEntries at the follower.

@@ -14,6 +14,13 @@ pub enum ProgressState {
     /// The follower is known to match: stream AppendEntries optimistically,
     /// up to a window of messages in flight (the pipeline).
     Replicate,
+    /// The follower needs entries the leader compacted: a snapshot ending
+    /// at `pending` is on its way. Nothing else is sent until the follower
+    /// acknowledges it or the runtime reports how the transfer went.
+    Snapshot {
+        /// The snapshot's last index.
+        pending: Index,
+    },
 }
 
 /// Replication progress of one follower.
@@ -55,7 +62,15 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= self.capacity,
+            ProgressState::Snapshot { .. } => true,
         }
+    }
+
+    /// Switches to sending a snapshot that ends at `index`.
+    pub fn become_snapshot(&mut self, index: Index) {
+        self.state = ProgressState::Snapshot { pending: index };
+        self.probe_sent = false;
+        self.inflight.clear();
     }
 
     /// Number of AppendEntries in flight.
@@ -103,6 +118,7 @@ impl Progress {
                     self.inflight.push_back(last);
                 }
             }
+            ProgressState::Snapshot { .. } => {}
         }
     }
 
@@ -110,6 +126,10 @@ impl Progress {
     /// message go so a lost AppendEntries cannot stall replication.
     pub fn on_heartbeat_response(&mut self) {
         self.recent_active = true;
+        if matches!(self.state, ProgressState::Snapshot { .. }) {
+            // Only the transfer's outcome or the follower's answer ends it.
+            return;
+        }
         self.probe_sent = false;
         if self.inflight.len() >= self.capacity {
             self.inflight.pop_front();

@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use crate::config::{Bugs, Config};
-use crate::error::{ProposeError, RestoreError};
+use crate::error::{CompactError, ProposeError, RestoreError};
 use crate::log::RaftLog;
 use crate::message::{AppendResponse, Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
 use crate::ready::{Ready, SoftState};
 use crate::rng::SplitMix64;
-use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Role, Term};
+use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotInfo, Term};
 
 /// Most committed entries handed out in one Ready, so one Ready stays
 /// bounded however far the commit index jumps.
@@ -73,6 +73,8 @@ pub struct Raft {
     needs_broadcast: bool,
     messages: Vec<Message>,
     persisted_messages: Vec<Message>,
+    /// A snapshot installed in place of the log, for the next Ready.
+    installed_snapshot: Option<SnapshotInfo>,
     last_hard_state: HardState,
     last_soft_state: SoftState,
     stats: Stats,
@@ -93,10 +95,64 @@ impl Raft {
         entries: Vec<Entry>,
         applied: Index,
     ) -> Result<Raft, RestoreError> {
+        Raft::restore_from_snapshot(
+            config,
+            hard_state,
+            SnapshotInfo::default(),
+            entries,
+            applied,
+        )
+    }
+
+    /// A replica restarted from its latest snapshot and the stored log.
+    ///
+    /// `stored` is what the log store holds, which may overlap the
+    /// snapshot (a purge that did not become durable before a crash): only
+    /// entries after `snapshot.index` are kept, and only if they continue
+    /// the snapshot (the stored entry at `snapshot.index` has the
+    /// snapshot's term, or the stored log starts right after it);
+    /// otherwise they were a divergent, uncommitted suffix and are
+    /// dropped. `applied` is where the state machine stands (at least the
+    /// snapshot's index once it restored the snapshot).
+    pub fn restore_from_snapshot(
+        config: Config,
+        mut hard_state: HardState,
+        snapshot: SnapshotInfo,
+        stored: Vec<Entry>,
+        applied: Index,
+    ) -> Result<Raft, RestoreError> {
         config.validate()?;
-        let mut prev_term = 0;
+        let continues = match stored.first() {
+            None => false,
+            Some(first) if first.index == snapshot.index + 1 => true,
+            Some(first) if first.index > snapshot.index + 1 => {
+                return Err(RestoreError::SnapshotGap {
+                    first: first.index,
+                    snapshot_index: snapshot.index,
+                })
+            }
+            Some(first) => stored
+                .get((snapshot.index - first.index) as usize)
+                .is_some_and(|e| e.index == snapshot.index && e.term == snapshot.term),
+        };
+        let entries: Vec<Entry> = if continues {
+            stored
+                .into_iter()
+                .filter(|e| e.index > snapshot.index)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if snapshot.term > hard_state.term {
+            // The snapshot was stored but the term that came with it was not
+            // yet durable: adopting a higher term (without a vote) is what
+            // receiving any message of that term does.
+            hard_state.term = snapshot.term;
+            hard_state.vote = None;
+        }
+        let mut prev_term = snapshot.term;
         for (i, e) in entries.iter().enumerate() {
-            let expected = i as Index + 1;
+            let expected = snapshot.index + 1 + i as Index;
             if e.index != expected {
                 return Err(RestoreError::Gap {
                     index: e.index,
@@ -114,7 +170,13 @@ impl Raft {
         }
         let rng = SplitMix64::new(config.seed);
         let voters = config.voters.clone();
-        let log = RaftLog::restored(entries, hard_state.commit, applied);
+        let log = RaftLog::restored(
+            snapshot.index,
+            snapshot.term,
+            entries,
+            hard_state.commit,
+            applied,
+        );
         let last_soft_state = SoftState {
             role: Role::Follower,
             leader_id: None,
@@ -137,6 +199,7 @@ impl Raft {
             needs_broadcast: false,
             messages: Vec::new(),
             persisted_messages: Vec::new(),
+            installed_snapshot: None,
             last_hard_state: hard_state,
             last_soft_state,
             stats: Stats::default(),
@@ -306,6 +369,10 @@ impl Raft {
                 self.follow(m.from);
                 self.handle_heartbeat(m.from, commit);
             }
+            MessageBody::Snapshot { snapshot } => {
+                self.follow(m.from);
+                self.handle_snapshot(m.from, snapshot);
+            }
             MessageBody::AppendResponse(resp) => {
                 if self.role == Role::Leader {
                     self.handle_append_response(m.from, resp);
@@ -337,6 +404,46 @@ impl Raft {
         self.debug_validate();
     }
 
+    /// Reports that a snapshot of the state machine at `index` (applied)
+    /// is durable: entries up to it are dropped from memory (§7). Purge
+    /// them from the log store too. A follower that later needs them gets
+    /// this snapshot instead (see [`MessageBody::Snapshot`]), so keep the
+    /// snapshot at the compaction point until a later one replaces it.
+    pub fn compact(&mut self, index: Index) -> Result<(), CompactError> {
+        let offset = self.log.snapshot().index;
+        if index <= offset {
+            return Err(CompactError::AlreadyCompacted { index, offset });
+        }
+        if index > self.log.applied() {
+            return Err(CompactError::NotApplied {
+                index,
+                applied: self.log.applied(),
+            });
+        }
+        self.log.compact(index);
+        self.debug_validate();
+        Ok(())
+    }
+
+    /// Leader: reports how sending the snapshot to `to` went. Either way
+    /// the follower goes back to probing, paused until its next heartbeat
+    /// answer; after a success the probe finds it past the snapshot, after
+    /// a failure the probe sends the snapshot again.
+    pub fn report_snapshot(&mut self, to: NodeId, delivered: bool) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if let ProgressState::Snapshot { pending } = pr.state {
+                let next = if delivered {
+                    pending + 1
+                } else {
+                    pr.match_index + 1
+                };
+                pr.become_probe(next);
+                pr.probe_sent = true;
+            }
+        }
+        self.debug_validate();
+    }
+
     /// Whether [`Raft::ready`] has anything to do.
     pub fn has_ready(&self) -> bool {
         self.needs_broadcast
@@ -344,6 +451,7 @@ impl Raft {
             || !self.persisted_messages.is_empty()
             || self.log.has_unstable()
             || self.log.has_next_committed()
+            || self.installed_snapshot.is_some()
             || self.hard_state() != self.last_hard_state
             || self.soft_state() != self.last_soft_state
     }
@@ -370,6 +478,7 @@ impl Raft {
         rd.messages = std::mem::take(&mut self.messages);
         rd.persisted_messages = std::mem::take(&mut self.persisted_messages);
         rd.committed_entries = self.log.take_committed(MAX_APPLY_PER_READY);
+        rd.snapshot = self.installed_snapshot.take();
         self.debug_validate();
         rd
     }
@@ -408,14 +517,18 @@ impl Raft {
                 return true;
             }
             let leader = match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => Some(m.from),
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => Some(m.from),
                 _ => None,
             };
             self.become_follower(m.term, leader);
             true
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => {
                     // A stale leader: answer with our term so that it steps
                     // down (§5.1). With check-quorum and pre-vote this is
                     // the only way it learns of the new term.
@@ -713,6 +826,31 @@ impl Raft {
         self.send(leader, MessageBody::HeartbeatResponse);
     }
 
+    /// InstallSnapshot at the follower (§7). The runtime stepped this
+    /// message only after the snapshot's data was stored here.
+    fn handle_snapshot(&mut self, leader: NodeId, snap: SnapshotInfo) {
+        let committed = self.log.committed();
+        if snap.index <= committed {
+            // Stale: we already hold (and may have applied) more.
+            let match_index = committed;
+            self.send_after_persist(leader, AppendResponse::Accepted { match_index });
+            return;
+        }
+        if self.log.match_term(snap.index, snap.term) {
+            // We hold the snapshot's last entry, so everything up to it
+            // matches the leader: keep the log, commit through it (§7: "If
+            // existing log entry has same index and term as snapshot's last
+            // included entry, retain log entries following it").
+            self.log.commit_to(snap.index);
+        } else {
+            // "Discard the entire log" and adopt the snapshot.
+            self.log.install_snapshot(snap);
+            self.installed_snapshot = Some(snap);
+        }
+        let match_index = snap.index;
+        self.send_after_persist(leader, AppendResponse::Accepted { match_index });
+    }
+
     fn handle_append_response(&mut self, from: NodeId, resp: AppendResponse) {
         let last_index = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
@@ -723,8 +861,12 @@ impl Raft {
             AppendResponse::Accepted { match_index } => {
                 let match_index = match_index.min(last_index);
                 let advanced = pr.update_match(match_index);
-                if advanced && pr.state == ProgressState::Probe {
-                    pr.become_replicate();
+                match pr.state {
+                    ProgressState::Probe if advanced => pr.become_replicate(),
+                    ProgressState::Snapshot { pending } if pr.match_index >= pending => {
+                        pr.become_replicate()
+                    }
+                    _ => {}
                 }
                 if advanced && self.maybe_commit() {
                     return; // maybe_commit scheduled a broadcast
@@ -739,6 +881,7 @@ impl Raft {
                 let stale = match pr.state {
                     ProgressState::Replicate => rejected_index <= pr.match_index,
                     ProgressState::Probe => rejected_index + 1 != pr.next_index,
+                    ProgressState::Snapshot { .. } => true,
                 };
                 if stale {
                     return;
@@ -839,12 +982,10 @@ impl Raft {
             allow_empty = false;
             let prev_log_index = pr.next_index - 1;
             let Some(prev_log_term) = self.log.term(prev_log_index) else {
-                // Reached only once compaction exists: the follower needs a
-                // snapshot. Until then every index from 0 is held.
-                panic!(
-                    "group {} term {}: entry {prev_log_index} for {to} not in log",
-                    self.config.group, self.term
-                );
+                // The entries this follower needs were compacted into a
+                // snapshot: send that instead (§7).
+                self.send_snapshot(to);
+                return;
             };
             let entries = self.log.slice(
                 pr.next_index,
@@ -865,6 +1006,20 @@ impl Raft {
             if pr.state == ProgressState::Probe || last_sent.is_none() {
                 return;
             }
+        }
+    }
+
+    fn send_snapshot(&mut self, to: NodeId) {
+        let snapshot = self.log.snapshot();
+        assert!(
+            snapshot.index > 0,
+            "group {} term {}: follower {to} needs entries before the first one",
+            self.config.group,
+            self.term
+        );
+        self.send(to, MessageBody::Snapshot { snapshot });
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.become_snapshot(snapshot.index);
         }
     }
 

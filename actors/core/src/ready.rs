@@ -2,10 +2,15 @@
 //! order, after feeding it inputs.
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, Index, NodeId, Role, Term};
+use crate::types::{Entry, HardState, Index, NodeId, Role, SnapshotInfo, Term};
 
 /// A batch of work for the caller. Carry it out in this order:
 ///
+/// 0. If [`Ready::snapshot`] is set, the replica has adopted that
+///    snapshot (the leader's, received out of band): restore the state
+///    machine from it before applying anything later, and in the write of
+///    step 2 drop the whole stored log (purge up to the snapshot, truncate
+///    after it); the snapshot data must already be durable.
 /// 1. Send [`Ready::messages`] at once (they depend on nothing unwritten:
 ///    a leader may replicate in parallel with its own disk write, thesis
 ///    §10.2.1).
@@ -43,6 +48,8 @@ pub struct Ready {
     pub persisted_messages: Vec<Message>,
     /// Committed, locally durable entries to apply, in index order.
     pub committed_entries: Vec<Entry>,
+    /// A snapshot the replica installed in place of its log (step 0).
+    pub snapshot: Option<SnapshotInfo>,
 }
 
 impl Ready {
@@ -54,7 +61,7 @@ impl Ready {
 
     /// Whether steps 2-3 involve a disk write.
     pub fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
     }
 }
 

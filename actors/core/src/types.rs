@@ -79,3 +79,14 @@ pub enum Role {
     /// Replicates the log and decides commitment.
     Leader,
 }
+
+/// Where a snapshot ends: the index and term of the last entry it covers.
+/// The snapshot's data travels outside the core (the runtime streams it);
+/// the core only needs to know where the log continues.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Index of the last entry the snapshot includes.
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+}

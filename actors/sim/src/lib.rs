@@ -47,6 +47,8 @@ pub struct Summary {
     pub messages: u64,
     /// Crashes injected.
     pub crashes: u64,
+    /// Snapshots adopted by followers (InstallSnapshot, §7).
+    pub snapshots_installed: u64,
     /// Values acknowledged to clients.
     pub acked: u64,
     /// Longest convergence after heal, in ticks.
@@ -77,6 +79,7 @@ pub fn run_many(
                 sum.committed += o.committed;
                 sum.messages += o.messages;
                 sum.crashes += o.crashes;
+                sum.snapshots_installed += o.snapshots_installed;
                 sum.acked += o.acked as u64;
                 sum.max_heal_ticks = sum.max_heal_ticks.max(o.heal_ticks_used);
                 if o.violation.is_some() {

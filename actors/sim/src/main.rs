@@ -41,6 +41,9 @@ struct Cli {
     /// Skip each replica's own validate(): only the paper-level checkers judge.
     #[arg(long)]
     skip_validate: bool,
+    /// Never take snapshots (replays seeds exactly as before snapshots existed)
+    #[arg(long)]
+    no_snapshots: bool,
     /// Print the trace of the run (with --seed).
     #[arg(long)]
     trace: bool,
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         c.bugs = bugs;
         c.chaos_ticks = cli.chaos_ticks;
         c.skip_validate = cli.skip_validate;
+        c.snapshots = !cli.no_snapshots;
         c
     };
 
@@ -122,7 +126,8 @@ fn main() -> ExitCode {
         }
         println!(
             "seeds: 1, violations: {v}, nodes: {}, elections: {}, leader_terms: {}, committed: {}, \
-             acked: {}, messages: {}, dropped: {}, crashes: {}, heal_ticks: {}",
+             acked: {}, messages: {}, dropped: {}, crashes: {}, snapshots_installed: {}, \
+             heal_ticks: {}",
             o.nodes,
             o.elections,
             o.leader_terms,
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             o.messages,
             o.dropped,
             o.crashes,
+            o.snapshots_installed,
             o.heal_ticks_used
         );
         return if v > 0 {
@@ -170,7 +176,8 @@ fn main() -> ExitCode {
     let secs = start.elapsed().as_secs_f64();
     println!(
         "seeds: {}, violations: {}, elections: {}, leader_terms: {}, committed: {}, acked: {}, \
-         messages: {}, crashes: {}, max_heal_ticks: {}, seconds: {secs:.1}",
+         messages: {}, crashes: {}, snapshots_installed: {}, max_heal_ticks: {}, \
+         seconds: {secs:.1}",
         s.seeds,
         s.failures.len(),
         s.elections,
@@ -179,6 +186,7 @@ fn main() -> ExitCode {
         s.acked,
         s.messages,
         s.crashes,
+        s.snapshots_installed,
         s.max_heal_ticks
     );
     if s.failures.is_empty() {

@@ -22,7 +22,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use bytes::Bytes;
 use synod_core::rng::SplitMix64;
-use synod_core::{Bugs, Config, Entry, EntryKind, Index, Message, NodeId, Raft, Ready, Role, Term};
+use synod_core::{
+    Bugs, Config, Entry, EntryKind, Index, Message, MessageBody, NodeId, Raft, Ready, Role,
+    SnapshotInfo, Term,
+};
 use synod_storage::{LogStore, MemLog, WriteBatch};
 
 use crate::invariants::{
@@ -128,6 +131,10 @@ pub struct SimConfig {
     /// Do not call each replica's own `validate()`, to show that the
     /// paper-level checkers alone catch a bug.
     pub skip_validate: bool,
+    /// Let replicas take snapshots and compact (most seeds then do, at a
+    /// seed-chosen interval). Off, a seed replays exactly as it did before
+    /// snapshots existed, which keeps old regression seeds meaningful.
+    pub snapshots: bool,
 }
 
 impl SimConfig {
@@ -142,6 +149,7 @@ impl SimConfig {
             heal_ticks: 600,
             trace: false,
             skip_validate: false,
+            snapshots: true,
         }
     }
 }
@@ -167,6 +175,8 @@ pub struct Outcome {
     pub dropped: u64,
     /// Node crashes.
     pub crashes: u64,
+    /// Snapshots adopted by followers in place of their log.
+    pub snapshots_installed: u64,
     /// Values acknowledged to clients.
     pub acked: usize,
     /// Ticks the heal phase needed to converge.
@@ -179,6 +189,20 @@ pub struct Outcome {
 enum Event {
     Tick(usize),
     Deliver(Message),
+    /// An InstallSnapshot message with its data, which the runtime streams
+    /// beside the Raft messages.
+    DeliverSnapshot {
+        msg: Message,
+        data: SimSnapshot,
+        sender_incarnation: u64,
+    },
+    /// The leader learns how a snapshot transfer went.
+    SnapshotReport {
+        leader: NodeId,
+        incarnation: u64,
+        to: NodeId,
+        ok: bool,
+    },
     PersistDone {
         node: usize,
         incarnation: u64,
@@ -223,6 +247,13 @@ struct PendingWrite {
     messages: Vec<Message>,
 }
 
+/// A snapshot: where it ends and the state machine at that point.
+#[derive(Clone, Debug)]
+struct SimSnapshot {
+    term: Term,
+    state: Vec<(Index, Bytes)>,
+}
+
 struct Node {
     id: NodeId,
     raft: Option<Raft>,
@@ -235,8 +266,13 @@ struct Node {
     pending: VecDeque<PendingWrite>,
     /// When the disk finishes its current queue.
     disk_free_at: u64,
-    /// The state machine: values applied in order (reset by a crash).
-    applied_values: Vec<u64>,
+    /// The state machine: (index, command) of every command applied, in
+    /// order. Reset by a crash, restored from the latest snapshot.
+    applied: Vec<(Index, Bytes)>,
+    /// Durable snapshots of the state machine, by last index (the newest
+    /// two are kept; the log is compacted to the older one, so followers
+    /// slightly behind still get entries). Written at once, survive crashes.
+    snapshots: BTreeMap<Index, SimSnapshot>,
     /// Commit index last reported to the leader-completeness checker.
     seen_commit: Index,
     /// Term in which this node was last seen leading.
@@ -263,6 +299,8 @@ pub struct World {
     check_quorum: bool,
     max_entries_per_msg: usize,
     max_inflight_msgs: usize,
+    /// Take a snapshot every this many applied entries (0: never).
+    snapshot_every: u64,
     next_value: u64,
     /// Proposals awaiting their apply at the proposer: (node, incarnation,
     /// index) -> (term, value).
@@ -291,6 +329,14 @@ impl World {
                 0
             },
         );
+        // Drawn from a stream of its own, so that with snapshots off a seed
+        // replays exactly what it did before snapshots existed.
+        let snapshot_every = if cfg.snapshots {
+            let mut knobs = SplitMix64::new(cfg.seed ^ 0x5A4A_5407);
+            [0, 3, 10, 40][knobs.range(0, 4) as usize]
+        } else {
+            0
+        };
         let nodes = (1..=cfg.nodes as NodeId)
             .map(|id| Node {
                 id,
@@ -299,7 +345,8 @@ impl World {
                 disk: MemLog::new(),
                 pending: VecDeque::new(),
                 disk_free_at: 0,
-                applied_values: Vec::new(),
+                applied: Vec::new(),
+                snapshots: BTreeMap::new(),
                 seen_commit: 0,
                 led_term: None,
                 past_elections: 0,
@@ -325,6 +372,7 @@ impl World {
             check_quorum,
             max_entries_per_msg,
             max_inflight_msgs,
+            snapshot_every,
             next_value: 1,
             proposals: BTreeMap::new(),
             election_safety: ElectionSafety::default(),
@@ -337,6 +385,7 @@ impl World {
         let line = format!(
             "config: nodes {} pre_vote {pre_vote} check_quorum {check_quorum} \
                  max_entries_per_msg {max_entries_per_msg} max_inflight {max_inflight_msgs} \
+                 snapshot_every {snapshot_every} \
                  loss {loss_percent}% dup {dup_percent}% faults {:?} bugs {:?}",
             world.cfg.nodes, world.cfg.faults, world.cfg.bugs
         );
@@ -445,6 +494,17 @@ impl World {
                 }
             }
             Event::Deliver(m) => self.deliver(m),
+            Event::DeliverSnapshot {
+                msg,
+                data,
+                sender_incarnation,
+            } => self.deliver_snapshot(msg, data, sender_incarnation),
+            Event::SnapshotReport {
+                leader,
+                incarnation,
+                to,
+                ok,
+            } => self.report_snapshot(leader, incarnation, to, ok),
             Event::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
             Event::Client => self.client(),
             Event::Nemesis => self.nemesis(),
@@ -497,14 +557,41 @@ impl World {
             .unwrap_or_default();
         let log = n.disk.all_entries(GROUP);
         let last = log.len();
-        match Raft::restore(config, hs, log, 0) {
+        let (snapshot, state) = match n.snapshots.iter().next_back() {
+            Some((&index, s)) => (
+                SnapshotInfo {
+                    index,
+                    term: s.term,
+                },
+                s.state.clone(),
+            ),
+            None => (SnapshotInfo::default(), Vec::new()),
+        };
+        match Raft::restore_from_snapshot(config, hs, snapshot, log, snapshot.index) {
             Ok(raft) => {
                 let commit = raft.log().committed();
                 let id = n.id;
+                // Align the disk with what the core kept: a snapshot
+                // adopted just before a crash is durable, but the write that
+                // dropped the old log may not be.
+                let mut align = WriteBatch::new();
+                let stored = self.nodes[i].disk.group(GROUP);
+                if stored.is_some_and(|g| g.first_index <= snapshot.index) {
+                    align.purge(GROUP, snapshot.index + 1);
+                }
+                if stored.is_some_and(|g| g.last_index > raft.log().last_index()) {
+                    align.truncate(GROUP, raft.log().last_index() + 1);
+                }
                 let node = &mut self.nodes[i];
                 node.seen_commit = commit;
+                node.applied = state;
                 node.raft = Some(raft);
-                self.trace(|| format!("node {id} starts: {hs:?}, {last} entries"));
+                if !align.is_empty() {
+                    self.stage_write(i, align, None, Vec::new());
+                }
+                self.trace(|| {
+                    format!("node {id} starts: {hs:?}, {last} entries, snapshot {snapshot:?}")
+                });
             }
             Err(e) => {
                 let v = Violation::new("restore", format!("node {} cannot restart: {e}", n.id));
@@ -522,7 +609,7 @@ impl World {
         node.pending.clear();
         node.disk.crash();
         node.disk_free_at = 0;
-        node.applied_values.clear();
+        node.applied.clear();
         node.led_term = None;
         let id = node.id;
         self.outcome.crashes += 1;
@@ -539,6 +626,51 @@ impl World {
         if let Some(raft) = self.nodes[i].raft.as_mut() {
             raft.step(m);
             self.process(i);
+        }
+    }
+
+    /// The receiver stores the snapshot's data durably, then steps the
+    /// message; the sender learns the transfer went through.
+    fn deliver_snapshot(&mut self, m: Message, data: SimSnapshot, sender_incarnation: u64) {
+        let i = (m.to - 1) as usize;
+        if self.blocked.contains(&(m.from, m.to)) || self.nodes[i].raft.is_none() {
+            self.outcome.dropped += 1;
+            let report = Event::SnapshotReport {
+                leader: m.from,
+                incarnation: sender_incarnation,
+                to: m.to,
+                ok: false,
+            };
+            self.schedule(TICK, report);
+            return;
+        }
+        let MessageBody::Snapshot { snapshot } = m.body else {
+            unreachable!("only snapshots travel this way")
+        };
+        self.trace(|| format!("{} -> {} t{} {:?}", m.from, m.to, m.term, m.body));
+        let (from, to) = (m.from, m.to);
+        self.nodes[i].snapshots.insert(snapshot.index, data);
+        if let Some(raft) = self.nodes[i].raft.as_mut() {
+            raft.step(m);
+            self.process(i);
+        }
+        let report = Event::SnapshotReport {
+            leader: from,
+            incarnation: sender_incarnation,
+            to,
+            ok: true,
+        };
+        self.schedule(3, report);
+    }
+
+    fn report_snapshot(&mut self, leader: NodeId, incarnation: u64, to: NodeId, ok: bool) {
+        let l = (leader - 1) as usize;
+        if self.nodes[l].incarnation != incarnation {
+            return;
+        }
+        if let Some(raft) = self.nodes[l].raft.as_mut() {
+            raft.report_snapshot(to, ok);
+            self.process(l);
         }
     }
 
@@ -631,56 +763,31 @@ impl World {
     }
 
     fn carry_out(&mut self, i: usize, rd: Ready) {
+        if let Some(snap) = rd.snapshot {
+            self.install(i, snap);
+        }
         if let Some(ss) = rd.soft_state {
             let id = self.nodes[i].id;
             self.trace(|| format!("node {id} is now {:?} (leader {:?})", ss.role, ss.leader_id));
         }
+        let must_persist = rd.must_persist();
         for m in rd.messages {
             self.send(m);
         }
-        let node = &mut self.nodes[i];
-        if rd.hard_state.is_some() || !rd.entries.is_empty() {
-            // Mostly a fast fsync, sometimes a slow one (real disks have a
-            // long tail): the window in which a crash loses a write.
-            let latency = if self.cfg.faults.delay && self.rng.chance(1, 20) {
-                self.rng.range(2 * TICK, 10 * TICK)
-            } else {
-                self.rng.range(1, 8)
-            };
-            let done = node.disk_free_at.max(self.now + latency);
-            node.disk_free_at = done;
+        if must_persist {
             let mut batch = WriteBatch::new();
+            if let Some(snap) = rd.snapshot {
+                // The log is replaced by the snapshot: drop all of it.
+                batch.purge(GROUP, snap.index + 1);
+                batch.truncate(GROUP, snap.index + 1);
+            }
             if let Some(hs) = rd.hard_state {
                 batch.set_hard_state(GROUP, hs);
             }
             let up_to = rd.entries.last().map(|e| (e.index, e.term));
             batch.append(GROUP, rd.entries);
-            // The core only hands out writes that continue its log, so the
-            // store must accept them; a refusal is a bug in one of the two.
-            if let Err(e) = node.disk.append(&batch) {
-                panic!("sim: node {} disk refused a Ready's write: {e}", node.id);
-            }
-            node.pending.push_back(PendingWrite {
-                up_to,
-                messages: rd.persisted_messages,
-            });
-            let incarnation = node.incarnation;
-            // Sometimes crash while this write is in flight: its immediate
-            // messages have left, the write and the messages that wait for
-            // it are lost. This is where persist-before-send bugs show.
-            if self.cfg.faults.crash && !self.healing && self.rng.chance(1, 400) {
-                self.schedule(0, Event::Crash(i));
-            }
-            self.seq += 1;
-            self.queue.push(Scheduled {
-                time: done,
-                seq: self.seq,
-                event: Event::PersistDone {
-                    node: i,
-                    incarnation,
-                },
-            });
-        } else if let Some(w) = node.pending.back_mut() {
+            self.stage_write(i, batch, up_to, rd.persisted_messages);
+        } else if let Some(w) = self.nodes[i].pending.back_mut() {
             // Nothing new to write, but these messages may depend on
             // earlier writes still in flight: they wait for them.
             w.messages.extend(rd.persisted_messages);
@@ -692,6 +799,49 @@ impl World {
         self.apply(i, &rd.committed_entries);
     }
 
+    /// Stages `batch` on node `i`'s disk; it becomes durable (and `up_to`
+    /// is reported, `messages` sent) after a simulated fsync, in order.
+    fn stage_write(
+        &mut self,
+        i: usize,
+        batch: WriteBatch,
+        up_to: Option<(Index, Term)>,
+        messages: Vec<Message>,
+    ) {
+        // Mostly a fast fsync, sometimes a slow one (real disks have a
+        // long tail): the window in which a crash loses a write.
+        let latency = if self.cfg.faults.delay && self.rng.chance(1, 20) {
+            self.rng.range(2 * TICK, 10 * TICK)
+        } else {
+            self.rng.range(1, 8)
+        };
+        let node = &mut self.nodes[i];
+        let done = node.disk_free_at.max(self.now + latency);
+        node.disk_free_at = done;
+        // The core only hands out writes that continue its log, so the
+        // store must accept them; a refusal is a bug in one of the two.
+        if let Err(e) = node.disk.append(&batch) {
+            panic!("sim: node {} disk refused a write: {e}", node.id);
+        }
+        node.pending.push_back(PendingWrite { up_to, messages });
+        let incarnation = node.incarnation;
+        // Sometimes crash while this write is in flight: its immediate
+        // messages have left, the write and the messages that wait for
+        // it are lost. This is where persist-before-send bugs show.
+        if self.cfg.faults.crash && !self.healing && self.rng.chance(1, 400) {
+            self.schedule(0, Event::Crash(i));
+        }
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            time: done,
+            seq: self.seq,
+            event: Event::PersistDone {
+                node: i,
+                incarnation,
+            },
+        });
+    }
+
     fn apply(&mut self, i: usize, entries: &[Entry]) {
         let id = self.nodes[i].id;
         let incarnation = self.nodes[i].incarnation;
@@ -701,7 +851,7 @@ impl World {
             }
             if let EntryKind::Normal(data) = &e.kind {
                 let value = decode_value(data);
-                self.nodes[i].applied_values.push(value);
+                self.nodes[i].applied.push((e.index, data.clone()));
                 if let Some((term, v)) = self.proposals.remove(&(i, incarnation, e.index)) {
                     if term == e.term && v == value {
                         self.liveness.observe_ack(v);
@@ -712,13 +862,79 @@ impl World {
         if let (Some(last), Some(raft)) = (entries.last(), self.nodes[i].raft.as_mut()) {
             raft.on_applied(last.index);
         }
+        self.maybe_snapshot(i);
+    }
+
+    /// The state machine restores a snapshot the replica adopted.
+    fn install(&mut self, i: usize, snap: SnapshotInfo) {
+        let id = self.nodes[i].id;
+        let Some(data) = self.nodes[i].snapshots.get(&snap.index).cloned() else {
+            panic!("sim: node {id} adopted snapshot {snap:?} it never received");
+        };
+        if let Err(v) = self
+            .state_machine_safety
+            .observe_snapshot(id, snap.index, &data.state)
+        {
+            self.violate(v);
+        }
+        self.nodes[i].applied = data.state;
+        self.outcome.snapshots_installed += 1;
+        self.trace(|| format!("node {id} installs snapshot {snap:?}"));
+    }
+
+    /// Every `snapshot_every` applied entries: save the state machine, keep
+    /// the two newest snapshots, compact the log to the older one and purge
+    /// it from the disk.
+    fn maybe_snapshot(&mut self, i: usize) {
+        if self.snapshot_every == 0 {
+            return;
+        }
+        let node = &mut self.nodes[i];
+        let Some(raft) = node.raft.as_mut() else {
+            return;
+        };
+        let applied = raft.log().applied();
+        let newest = node.snapshots.keys().next_back().copied().unwrap_or(0);
+        if applied < newest + self.snapshot_every {
+            return;
+        }
+        let term = raft.log().term(applied).expect("applied entries are held");
+        node.snapshots.insert(
+            applied,
+            SimSnapshot {
+                term,
+                state: node.applied.clone(),
+            },
+        );
+        while node.snapshots.len() > 2 {
+            node.snapshots.pop_first();
+        }
+        let older = *node.snapshots.keys().next().expect("two snapshots");
+        if older < applied && raft.compact(older).is_ok() {
+            let mut batch = WriteBatch::new();
+            batch.purge(GROUP, older + 1);
+            self.stage_write(i, batch, None, Vec::new());
+        }
     }
 
     fn send(&mut self, m: Message) {
         self.outcome.messages += 1;
         let f = self.cfg.faults;
+        let snapshot = self.snapshot_data(&m);
         if self.blocked.contains(&(m.from, m.to)) || self.rng.chance(self.loss_percent, 100) {
             self.outcome.dropped += 1;
+            if let Some((_, incarnation)) = snapshot {
+                // The transfer failed; the leader hears of it a bit later.
+                self.schedule(
+                    TICK,
+                    Event::SnapshotReport {
+                        leader: m.from,
+                        incarnation,
+                        to: m.to,
+                        ok: false,
+                    },
+                );
+            }
             return;
         }
         let copies = if self.rng.chance(self.dup_percent, 100) {
@@ -731,8 +947,32 @@ impl World {
             if f.delay && !self.healing && self.rng.chance(3, 100) {
                 delay += self.rng.range(5 * TICK, 30 * TICK);
             }
-            self.schedule(delay, Event::Deliver(m.clone()));
+            let event = match &snapshot {
+                Some((data, incarnation)) => Event::DeliverSnapshot {
+                    msg: m.clone(),
+                    data: data.clone(),
+                    sender_incarnation: *incarnation,
+                },
+                None => Event::Deliver(m.clone()),
+            };
+            self.schedule(delay, event);
         }
+    }
+
+    /// For an InstallSnapshot message: the sender's snapshot data (which
+    /// the runtime would stream) and the sender's incarnation.
+    fn snapshot_data(&self, m: &Message) -> Option<(SimSnapshot, u64)> {
+        let MessageBody::Snapshot { snapshot } = m.body else {
+            return None;
+        };
+        let sender = &self.nodes[(m.from - 1) as usize];
+        let data = sender.snapshots.get(&snapshot.index).unwrap_or_else(|| {
+            panic!(
+                "sim: node {} sends snapshot {snapshot:?} it does not have",
+                m.from
+            )
+        });
+        Some((data.clone(), sender.incarnation))
     }
 
     /// Feeds the checkers with node `i`'s current state.
@@ -762,7 +1002,11 @@ impl World {
                 if node.led_term != Some(term) {
                     node.led_term = Some(term);
                     let log = raft.log().entries();
-                    if let Err(v) = self.leader_completeness.check_leader(id, term, log, None) {
+                    let first = raft.log().first_index();
+                    if let Err(v) = self
+                        .leader_completeness
+                        .check_leader(id, term, log, first, None)
+                    {
                         found.push(v);
                     }
                 }
@@ -794,10 +1038,13 @@ impl World {
                 continue;
             }
             let log = r.log().entries();
-            if let Err(v) =
-                self.leader_completeness
-                    .check_leader(r.id(), r.term(), log, Some(indexes))
-            {
+            if let Err(v) = self.leader_completeness.check_leader(
+                r.id(),
+                r.term(),
+                log,
+                r.log().first_index(),
+                Some(indexes),
+            ) {
                 self.outcome.violation.get_or_insert(v);
                 return;
             }
@@ -981,7 +1228,8 @@ impl World {
 
     fn check_after_heal(&mut self) {
         for n in &self.nodes {
-            if let Err(v) = self.liveness.check_node(n.id, &n.applied_values) {
+            let values: Vec<u64> = n.applied.iter().map(|(_, d)| decode_value(d)).collect();
+            if let Err(v) = self.liveness.check_node(n.id, &values) {
                 self.outcome.violation.get_or_insert(v);
                 return;
             }

@@ -16,7 +16,7 @@ fn violation_of(seed: u64, bugs: Bugs, skip_validate: bool) -> Option<&'static s
 
 #[test]
 fn correct_core_passes_the_seeds_used_below() {
-    for seed in [1, 2, 3, 40, 60, 690, 1380] {
+    for seed in [1, 2, 3, 13, 31, 138, 627] {
         assert_eq!(
             violation_of(seed, Bugs::default(), false),
             None,
@@ -46,7 +46,7 @@ fn committing_previous_term_entries_by_counting_loses_a_commit() {
         commit_previous_term_by_counting: true,
         ..Bugs::default()
     };
-    for seed in [40, 60] {
+    for seed in [13, 31] {
         let v = violation_of(seed, bugs, false);
         assert!(
             v.is_some_and(|v| v.starts_with("leader completeness")),
@@ -61,7 +61,7 @@ fn replying_before_persisting_the_vote_elects_two_leaders() {
         reply_before_persisting_vote: true,
         ..Bugs::default()
     };
-    for seed in [690, 1380] {
+    for seed in [138, 627] {
         let v = violation_of(seed, bugs, false);
         assert!(
             v.is_some_and(|v| v.starts_with("election safety")),

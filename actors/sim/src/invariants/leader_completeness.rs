@@ -83,13 +83,17 @@ impl LeaderCompleteness {
         leader: NodeId,
         term: Term,
         log: &[Entry],
+        first_index: Index,
         only: Option<&[Index]>,
     ) -> Result<(), Violation> {
         let check = |index: Index, c: &Committed| -> Result<(), Violation> {
-            if c.known_in_term >= term {
+            if c.known_in_term >= term || index < first_index {
+                // Not yet required of this leader, or compacted into its
+                // snapshot (which only ever covers applied, hence
+                // committed, entries: state machine safety checks those).
                 return Ok(());
             }
-            let held = log.get((index - 1) as usize);
+            let held = log.get((index - first_index) as usize);
             if held != Some(&c.entry) {
                 return Err(Violation::new(
                     NAME,
@@ -142,19 +146,21 @@ mod tests {
     fn later_leader_with_committed_entries_passes() {
         let mut c = LeaderCompleteness::default();
         c.observe_commit(1, 2, &[e(1, 1, 1), e(2, 2, 2)]).unwrap();
-        c.check_leader(3, 3, &[e(1, 1, 1), e(2, 2, 2), e(3, 3, 3)], None)
+        c.check_leader(3, 3, &[e(1, 1, 1), e(2, 2, 2), e(3, 3, 3)], 1, None)
             .unwrap();
         // A leader of the same term need not be checked (it committed them).
-        c.check_leader(1, 2, &[], None).unwrap();
+        c.check_leader(1, 2, &[], 1, None).unwrap();
+        // Compacted entries are covered by the leader's snapshot.
+        c.check_leader(3, 3, &[e(3, 3, 3)], 3, None).unwrap();
     }
 
     #[test]
     fn later_leader_missing_a_committed_entry_fires() {
         let mut c = LeaderCompleteness::default();
         c.observe_commit(1, 2, &[e(1, 1, 1), e(2, 2, 2)]).unwrap();
-        assert!(c.check_leader(3, 4, &[e(1, 1, 1)], None).is_err());
+        assert!(c.check_leader(3, 4, &[e(1, 1, 1)], 1, None).is_err());
         assert!(c
-            .check_leader(3, 4, &[e(1, 1, 1), e(2, 3, 2)], Some(&[2]))
+            .check_leader(3, 4, &[e(1, 1, 1), e(2, 3, 2)], 1, Some(&[2]))
             .is_err());
     }
 
@@ -162,9 +168,9 @@ mod tests {
     fn earlier_knowledge_tightens_the_bound() {
         let mut c = LeaderCompleteness::default();
         c.observe_commit(1, 5, &[e(1, 1, 1)]).unwrap();
-        c.check_leader(2, 4, &[], None).unwrap();
+        c.check_leader(2, 4, &[], 1, None).unwrap();
         assert_eq!(c.observe_commit(2, 3, &[e(1, 1, 1)]).unwrap(), vec![1]);
-        assert!(c.check_leader(2, 4, &[], None).is_err());
+        assert!(c.check_leader(2, 4, &[], 1, None).is_err());
     }
 
     #[test]

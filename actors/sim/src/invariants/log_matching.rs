@@ -59,22 +59,34 @@ impl LogMatching {
         Ok(())
     }
 
-    /// The definition, checked directly on two whole logs (each
-    /// contiguous from index 1).
+    /// The definition, checked directly on two logs, each contiguous but
+    /// possibly starting after a snapshot: only their common range can be
+    /// compared.
     pub fn check_pair(a: &[Entry], b: &[Entry]) -> Result<(), Violation> {
-        let common = a.len().min(b.len());
-        // Find the highest index where both have the same term...
-        let Some(top) = (0..common).rev().find(|&i| a[i].term == b[i].term) else {
+        let (Some(a0), Some(b0)) = (a.first(), b.first()) else {
+            return Ok(());
+        };
+        let start = a0.index.max(b0.index);
+        let end = (a0.index + a.len() as Index).min(b0.index + b.len() as Index);
+        fn at(log: &[Entry], first: Index, i: Index) -> &Entry {
+            &log[(i - first) as usize]
+        }
+        // Find the highest common index where both have the same term...
+        let Some(top) = (start..end)
+            .rev()
+            .find(|&i| at(a, a0.index, i).term == at(b, b0.index, i).term)
+        else {
             return Ok(());
         };
         // ...then everything up through it must be identical.
-        for i in 0..=top {
-            if a[i] != b[i] {
+        for i in start..=top {
+            let (x, y) = (at(a, a0.index, i), at(b, b0.index, i));
+            if x != y {
                 return Err(Violation::new(
                     NAME,
                     format!(
-                        "logs agree on ({}, term {}) but differ at index {}: {:?} vs {:?}",
-                        a[top].index, a[top].term, a[i].index, a[i], b[i]
+                        "logs agree on ({top}, term {}) but differ at index {i}: {x:?} vs {y:?}",
+                        at(a, a0.index, top).term
                     ),
                 ));
             }

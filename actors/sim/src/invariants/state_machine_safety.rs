@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use synod_core::{Entry, Index, NodeId};
 
 use super::Violation;
@@ -38,6 +39,48 @@ impl StateMachineSafety {
         }
     }
 
+    /// A node adopted a snapshot ending at `index` whose state is the
+    /// `(index, value)` of every command applied up to it: each must be
+    /// what was applied at that index anywhere, and every command applied
+    /// anywhere up to `index` must be in it (§7: a snapshot is the state
+    /// machine after applying exactly the committed prefix).
+    pub fn observe_snapshot(
+        &mut self,
+        node: NodeId,
+        index: Index,
+        state: &[(Index, Bytes)],
+    ) -> Result<(), Violation> {
+        let in_snapshot: BTreeMap<Index, &Bytes> = state.iter().map(|(i, d)| (*i, d)).collect();
+        if let Some((&i, _)) = in_snapshot.range(index + 1..).next() {
+            return Err(Violation::new(
+                NAME,
+                format!("node {node}: snapshot at {index} holds a command of index {i}"),
+            ));
+        }
+        for (&i, (first, known)) in self.applied.range(..=index) {
+            let expected = known.data();
+            let got = in_snapshot.get(&i).copied();
+            if expected != got {
+                return Err(Violation::new(
+                    NAME,
+                    format!(
+                        "node {node}: snapshot at {index} has {got:?} at {i}, but node {first} \
+                         applied {known:?} there"
+                    ),
+                ));
+            }
+        }
+        // Every snapshot is taken from applied state, and every apply is
+        // observed first, so a command no one applied was invented.
+        if let Some(i) = in_snapshot.keys().find(|i| !self.applied.contains_key(i)) {
+            return Err(Violation::new(
+                NAME,
+                format!("node {node}: snapshot at {index} holds a command at {i} no one applied"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Highest index applied anywhere.
     pub fn max_applied(&self) -> Index {
         self.applied.keys().next_back().copied().unwrap_or(0)
@@ -64,6 +107,29 @@ mod tests {
         c.observe_apply(2, &e(1, 1, 1)).unwrap();
         c.observe_apply(1, &e(2, 1, 2)).unwrap();
         assert_eq!(c.max_applied(), 2);
+    }
+
+    #[test]
+    fn snapshots_must_hold_exactly_the_applied_commands() {
+        let mut c = StateMachineSafety::default();
+        c.observe_apply(1, &e(1, 1, 1)).unwrap();
+        c.observe_apply(1, &e(2, 1, 2)).unwrap();
+        let d = |v: u8| Bytes::from(vec![v]);
+        c.observe_snapshot(2, 2, &[(1, d(1)), (2, d(2))]).unwrap();
+        assert!(c.observe_snapshot(2, 2, &[(1, d(1))]).is_err(), "missing");
+        assert!(
+            c.observe_snapshot(2, 2, &[(1, d(1)), (2, d(7))]).is_err(),
+            "altered"
+        );
+        assert!(
+            c.observe_snapshot(2, 1, &[(1, d(1)), (2, d(2))]).is_err(),
+            "beyond"
+        );
+        assert!(
+            c.observe_snapshot(2, 3, &[(1, d(1)), (2, d(2)), (3, d(3))])
+                .is_err(),
+            "invented"
+        );
     }
 
     #[test]

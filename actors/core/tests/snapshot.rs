@@ -1,0 +1,303 @@
+//! §7 "Log compaction" of "In Search of an Understandable Consensus
+//! Algorithm (Extended Version)" (Ongaro & Ousterhout, 2014): snapshots,
+//! compaction and InstallSnapshot. Each test asserts the exact output of
+//! the step. The snapshot's data travels outside the core; these tests
+//! only see its (index, term).
+
+use synod_core::{
+    AppendResponse, CompactError, Config, Entry, EntryKind, HardState, Message, MessageBody,
+    ProgressState, Raft, Ready, RestoreError, Role, SnapshotInfo,
+};
+
+fn config(id: u64, n: u64) -> Config {
+    let mut c = Config::new(id, 1..=n);
+    c.pre_vote = false;
+    c
+}
+
+fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+fn cmd(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Normal(format!("c{index}").into()),
+    }
+}
+
+fn persist(r: &mut Raft) -> Ready {
+    let rd = r.ready();
+    if let Some((index, term)) = rd.persist_up_to() {
+        r.on_persisted(index, term);
+    }
+    if let Some(last) = rd.committed_entries.last() {
+        r.on_applied(last.index);
+    }
+    rd
+}
+
+fn accepted(from: u64, to: u64, term: u64, match_index: u64) -> Message {
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::AppendResponse(AppendResponse::Accepted { match_index }),
+    )
+}
+
+/// Node 1 leads a three-node group in term 1 with entries 1..=10 (the
+/// no-op and nine commands) committed and applied with node 2's help.
+fn leader_with_ten_applied() -> Raft {
+    let mut r = Raft::new(config(1, 3)).unwrap();
+    while r.role() != Role::Candidate {
+        r.tick();
+    }
+    let _ = persist(&mut r);
+    r.step(msg(2, 1, 1, MessageBody::VoteResponse { granted: true }));
+    let _ = persist(&mut r);
+    r.propose((0..9).map(|k| format!("c{}", k + 2).into()).collect())
+        .unwrap();
+    let _ = persist(&mut r);
+    r.step(accepted(2, 1, 1, 10));
+    let _ = persist(&mut r);
+    assert_eq!((r.log().committed(), r.log().applied()), (10, 10));
+    r
+}
+
+#[test]
+fn s7_compaction_drops_applied_entries_only() {
+    let mut r = leader_with_ten_applied();
+    assert_eq!(
+        r.compact(11),
+        Err(CompactError::NotApplied {
+            index: 11,
+            applied: 10
+        })
+    );
+    r.compact(6).unwrap();
+    assert_eq!(r.log().first_index(), 7);
+    assert_eq!(r.log().snapshot(), SnapshotInfo { index: 6, term: 1 });
+    assert_eq!(
+        r.compact(5),
+        Err(CompactError::AlreadyCompacted {
+            index: 5,
+            offset: 6
+        })
+    );
+}
+
+#[test]
+fn s7_leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
+    let mut r = leader_with_ten_applied();
+    r.compact(8).unwrap();
+    // Node 3 answers the election's probe (at index 0): it holds nothing,
+    // and everything it needs next is behind the snapshot.
+    r.step(accepted(3, 1, 1, 0));
+    let rd = persist(&mut r);
+    let snapshot = SnapshotInfo { index: 8, term: 1 };
+    assert_eq!(
+        rd.messages,
+        vec![msg(1, 3, 1, MessageBody::Snapshot { snapshot })]
+    );
+    let pr = r.progress(3).unwrap();
+    assert_eq!(pr.state, ProgressState::Snapshot { pending: 8 });
+    assert!(pr.is_paused(), "nothing else goes out during the transfer");
+    // Heartbeat answers do not end the transfer.
+    r.step(msg(3, 1, 1, MessageBody::HeartbeatResponse));
+    assert!(r.progress(3).unwrap().is_paused());
+    // The follower's answer does: it then streams from after the snapshot.
+    r.step(accepted(3, 1, 1, 8));
+    let pr = r.progress(3).unwrap();
+    assert_eq!((pr.state, pr.match_index), (ProgressState::Replicate, 8));
+    let rd = persist(&mut r);
+    match &rd.messages[..] {
+        [Message {
+            to: 3,
+            body:
+                MessageBody::Append {
+                    prev_log_index: 8,
+                    entries,
+                    ..
+                },
+            ..
+        }] => assert_eq!(entries.len(), 2),
+        other => panic!("expected an append after the snapshot, got {other:?}"),
+    }
+}
+
+#[test]
+fn s7_reported_transfer_returns_the_follower_to_probing() {
+    let mut r = leader_with_ten_applied();
+    r.compact(8).unwrap();
+    r.step(accepted(3, 1, 1, 0));
+    let _ = persist(&mut r);
+    r.report_snapshot(3, true);
+    let pr = r.progress(3).unwrap();
+    assert_eq!((pr.state, pr.next_index), (ProgressState::Probe, 9));
+    assert!(pr.is_paused(), "resumes at the next heartbeat answer");
+    r.step(msg(3, 1, 1, MessageBody::HeartbeatResponse));
+    let rd = persist(&mut r);
+    assert!(rd.messages.iter().any(|m| matches!(
+        m.body,
+        MessageBody::Append {
+            prev_log_index: 8,
+            ..
+        }
+    )));
+    // A failed transfer probes from the known match: the snapshot again.
+    let mut r = leader_with_ten_applied();
+    r.compact(8).unwrap();
+    r.step(accepted(3, 1, 1, 0));
+    let _ = persist(&mut r);
+    r.report_snapshot(3, false);
+    r.step(msg(3, 1, 1, MessageBody::HeartbeatResponse));
+    let rd = persist(&mut r);
+    assert!(rd
+        .messages
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::Snapshot { .. })));
+}
+
+/// A follower (node 2) in term 3 whose log is 1..=5 of term 1, 6..=7 of
+/// term 2, nothing committed.
+fn follower() -> Raft {
+    let entries = vec![
+        cmd(1, 1),
+        cmd(2, 1),
+        cmd(3, 1),
+        cmd(4, 1),
+        cmd(5, 1),
+        cmd(6, 2),
+        cmd(7, 2),
+    ];
+    let hs = HardState {
+        term: 3,
+        vote: None,
+        commit: 0,
+    };
+    Raft::restore(config(2, 3), hs, entries, 0).unwrap()
+}
+
+#[test]
+fn s7_follower_with_a_conflicting_log_discards_it_for_the_snapshot() {
+    let mut r = follower();
+    let snapshot = SnapshotInfo { index: 6, term: 3 };
+    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot }));
+    let rd = r.ready();
+    assert_eq!(rd.snapshot, Some(snapshot));
+    assert!(rd.entries.is_empty());
+    assert!(rd.committed_entries.is_empty(), "the snapshot is the state");
+    assert_eq!(
+        rd.hard_state,
+        Some(HardState {
+            term: 3,
+            vote: None,
+            commit: 6
+        })
+    );
+    assert!(rd.messages.is_empty());
+    assert_eq!(rd.persisted_messages, vec![accepted(2, 1, 3, 6)]);
+    assert_eq!(
+        (
+            r.log().first_index(),
+            r.log().last_index(),
+            r.log().applied()
+        ),
+        (7, 6, 6)
+    );
+}
+
+#[test]
+fn s7_follower_holding_the_last_entry_keeps_the_suffix() {
+    let mut r = follower();
+    let snapshot = SnapshotInfo { index: 5, term: 1 };
+    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot }));
+    let rd = persist(&mut r);
+    assert_eq!(rd.snapshot, None);
+    assert_eq!(r.log().last_index(), 7, "entries after it are retained");
+    assert_eq!(r.log().committed(), 5);
+    assert_eq!(rd.committed_entries.len(), 5, "applied from the log");
+    assert_eq!(rd.persisted_messages, vec![accepted(2, 1, 3, 5)]);
+}
+
+#[test]
+fn s7_stale_snapshot_is_acknowledged_with_the_commit_index() {
+    let mut r = follower();
+    r.step(msg(1, 2, 3, MessageBody::Heartbeat { commit: 7 }));
+    let _ = persist(&mut r);
+    assert_eq!(r.log().committed(), 7);
+    let snapshot = SnapshotInfo { index: 4, term: 1 };
+    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot }));
+    let rd = persist(&mut r);
+    assert_eq!(rd.snapshot, None);
+    assert_eq!(rd.persisted_messages, vec![accepted(2, 1, 3, 7)]);
+}
+
+#[test]
+fn s7_restart_keeps_only_a_suffix_that_continues_the_snapshot() {
+    let hs = HardState {
+        term: 3,
+        vote: Some(1),
+        commit: 4,
+    };
+    let stored = vec![cmd(3, 1), cmd(4, 1), cmd(5, 2), cmd(6, 2)];
+    // The stored entry at the snapshot's index has its term: keep 5..=6.
+    let r = Raft::restore_from_snapshot(
+        config(2, 3),
+        hs,
+        SnapshotInfo { index: 4, term: 1 },
+        stored.clone(),
+        4,
+    )
+    .unwrap();
+    assert_eq!((r.log().first_index(), r.log().last_index()), (5, 6));
+    assert_eq!((r.log().committed(), r.log().applied()), (4, 4));
+    // It has another term: the suffix was divergent, drop it.
+    let r = Raft::restore_from_snapshot(
+        config(2, 3),
+        hs,
+        SnapshotInfo { index: 4, term: 2 },
+        stored.clone(),
+        4,
+    )
+    .unwrap();
+    assert_eq!((r.log().first_index(), r.log().last_index()), (5, 4));
+    // The snapshot is past everything stored (its install was not yet
+    // durable): the log continues after it; its term is adopted.
+    let r = Raft::restore_from_snapshot(
+        config(2, 3),
+        hs,
+        SnapshotInfo { index: 9, term: 4 },
+        stored,
+        9,
+    )
+    .unwrap();
+    assert_eq!(
+        (r.log().last_index(), r.log().committed(), r.term()),
+        (9, 9, 4)
+    );
+    assert_eq!(r.vote(), None, "a higher term carries no vote");
+    // A stored log that starts after a gap is an error.
+    let err = Raft::restore_from_snapshot(
+        config(2, 3),
+        hs,
+        SnapshotInfo { index: 2, term: 1 },
+        vec![cmd(5, 2)],
+        2,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        RestoreError::SnapshotGap {
+            first: 5,
+            snapshot_index: 2
+        }
+    );
+}
