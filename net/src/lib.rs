@@ -1,6 +1,17 @@
-//! Synod's network layer (QUIC + mutual TLS). Built in the runtime issue;
-//! this crate is a placeholder so the workspace has its final shape.
+//! # synod-net: Synod's QUIC transport
+//!
+//! One QUIC connection per pair of nodes, mutual TLS against the cluster CA,
+//! Raft traffic of all groups batched into frames, requests and snapshots
+//! on streams of their own ([`transport`]); the frame format ([`frame`]);
+//! TLS material and a dev certificate generator ([`tls`]). This crate knows
+//! nothing of Raft: it carries items of a type the layer above chooses.
 #![deny(missing_docs)]
 
-/// Version byte carried at the start of every frame this crate will write.
-pub const FRAME_VERSION: u8 = 1;
+pub mod frame;
+pub mod tls;
+pub mod transport;
+
+pub use tls::{TlsError, TlsMaterial};
+pub use transport::{
+    BoxFuture, Connector, Handler, NetConfig, NetError, NetStats, Peer, SnapshotStream, Transport,
+};
