@@ -48,7 +48,12 @@ impl RaftLog {
         applied: Index,
     ) -> Self {
         let last = entries.last().map_or(offset, |e| e.index);
-        let committed = committed.clamp(offset, last);
+        // What the state machine applied was committed, even if the hard
+        // state recording that commit was not yet durable (a Ready's
+        // entries may be applied before its write completes): never hand
+        // those entries out again.
+        let applied = applied.min(last);
+        let committed = committed.max(applied).clamp(offset, last);
         let applied = applied.clamp(offset, committed);
         RaftLog {
             offset,
@@ -181,7 +186,8 @@ impl RaftLog {
         first
     }
 
-    /// Highest index `<= upto` whose term is `term`, if any.
+    /// Highest index `<= upto` whose term is `term`, if any (the snapshot
+    /// point counts: its term is known).
     pub fn last_index_of_term(&self, term: Term, upto: Index) -> Option<Index> {
         let mut i = upto.min(self.last_index());
         while i >= self.first_index() {
@@ -192,7 +198,7 @@ impl RaftLog {
             }
             i -= 1;
         }
-        None
+        (self.offset > 0 && self.offset <= upto && self.offset_term == term).then_some(self.offset)
     }
 
     /// Appends entries that continue the log (leader path).

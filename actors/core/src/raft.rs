@@ -429,9 +429,15 @@ impl Raft {
     /// the follower goes back to probing, paused until its next heartbeat
     /// answer; after a success the probe finds it past the snapshot, after
     /// a failure the probe sends the snapshot again.
-    pub fn report_snapshot(&mut self, to: NodeId, delivered: bool) {
+    ///
+    /// `index` names the transfer (the snapshot's index, from the
+    /// message): a late report of an earlier transfer is ignored.
+    pub fn report_snapshot(&mut self, to: NodeId, index: Index, delivered: bool) {
         if let Some(pr) = self.progress.get_mut(&to) {
             if let ProgressState::Snapshot { pending } = pr.state {
+                if pending != index {
+                    return;
+                }
                 let next = if delivered {
                     pending + 1
                 } else {
@@ -894,6 +900,13 @@ impl Raft {
                     None => conflict_index,
                 };
                 let pr = self.progress.get_mut(&from).expect("checked above");
+                if hint <= pr.match_index {
+                    // The follower no longer holds what it acknowledged (it
+                    // adopted a snapshot whose install was lost in a crash):
+                    // believe the rejection, or the same probe goes out
+                    // forever. Lowering a match only ever delays commits.
+                    pr.match_index = hint - 1;
+                }
                 pr.become_probe(hint.min(rejected_index));
                 self.send_append(from, false);
             }

@@ -7,10 +7,12 @@ use crate::types::{Entry, HardState, Index, NodeId, Role, SnapshotInfo, Term};
 /// A batch of work for the caller. Carry it out in this order:
 ///
 /// 0. If [`Ready::snapshot`] is set, the replica has adopted that
-///    snapshot (the leader's, received out of band): restore the state
-///    machine from it before applying anything later, and in the write of
-///    step 2 drop the whole stored log (purge up to the snapshot, truncate
-///    after it); the snapshot data must already be durable.
+///    snapshot (the leader's, received out of band): first finish applying
+///    the committed entries of earlier Readies, then restore the state
+///    machine from the snapshot, before applying anything later; in the
+///    write of step 2 drop the whole stored log (purge up to the snapshot,
+///    truncate after it). The snapshot data must already be durable. From
+///    the install on, `log().applied()` counts the snapshot as applied.
 /// 1. Send [`Ready::messages`] at once (they depend on nothing unwritten:
 ///    a leader may replicate in parallel with its own disk write, thesis
 ///    §10.2.1).

@@ -138,7 +138,7 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
     r.compact(8).unwrap();
     r.step(accepted(3, 1, 1, 0));
     let _ = persist(&mut r);
-    r.report_snapshot(3, true);
+    r.report_snapshot(3, 8, true);
     let pr = r.progress(3).unwrap();
     assert_eq!((pr.state, pr.next_index), (ProgressState::Probe, 9));
     assert!(pr.is_paused(), "resumes at the next heartbeat answer");
@@ -156,7 +156,7 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
     r.compact(8).unwrap();
     r.step(accepted(3, 1, 1, 0));
     let _ = persist(&mut r);
-    r.report_snapshot(3, false);
+    r.report_snapshot(3, 8, false);
     r.step(msg(3, 1, 1, MessageBody::HeartbeatResponse));
     let rd = persist(&mut r);
     assert!(rd

@@ -201,6 +201,7 @@ enum Event {
         leader: NodeId,
         incarnation: u64,
         to: NodeId,
+        index: Index,
         ok: bool,
     },
     PersistDone {
@@ -503,8 +504,9 @@ impl World {
                 leader,
                 incarnation,
                 to,
+                index,
                 ok,
-            } => self.report_snapshot(leader, incarnation, to, ok),
+            } => self.report_snapshot(leader, incarnation, to, index, ok),
             Event::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
             Event::Client => self.client(),
             Event::Nemesis => self.nemesis(),
@@ -633,20 +635,21 @@ impl World {
     /// message; the sender learns the transfer went through.
     fn deliver_snapshot(&mut self, m: Message, data: SimSnapshot, sender_incarnation: u64) {
         let i = (m.to - 1) as usize;
+        let MessageBody::Snapshot { snapshot } = m.body else {
+            unreachable!("only snapshots travel this way")
+        };
         if self.blocked.contains(&(m.from, m.to)) || self.nodes[i].raft.is_none() {
             self.outcome.dropped += 1;
             let report = Event::SnapshotReport {
                 leader: m.from,
                 incarnation: sender_incarnation,
                 to: m.to,
+                index: snapshot.index,
                 ok: false,
             };
             self.schedule(TICK, report);
             return;
         }
-        let MessageBody::Snapshot { snapshot } = m.body else {
-            unreachable!("only snapshots travel this way")
-        };
         self.trace(|| format!("{} -> {} t{} {:?}", m.from, m.to, m.term, m.body));
         let (from, to) = (m.from, m.to);
         self.nodes[i].snapshots.insert(snapshot.index, data);
@@ -658,18 +661,26 @@ impl World {
             leader: from,
             incarnation: sender_incarnation,
             to,
+            index: snapshot.index,
             ok: true,
         };
         self.schedule(3, report);
     }
 
-    fn report_snapshot(&mut self, leader: NodeId, incarnation: u64, to: NodeId, ok: bool) {
+    fn report_snapshot(
+        &mut self,
+        leader: NodeId,
+        incarnation: u64,
+        to: NodeId,
+        index: Index,
+        ok: bool,
+    ) {
         let l = (leader - 1) as usize;
         if self.nodes[l].incarnation != incarnation {
             return;
         }
         if let Some(raft) = self.nodes[l].raft.as_mut() {
-            raft.report_snapshot(to, ok);
+            raft.report_snapshot(to, index, ok);
             self.process(l);
         }
     }
@@ -923,17 +934,18 @@ impl World {
         let snapshot = self.snapshot_data(&m);
         if self.blocked.contains(&(m.from, m.to)) || self.rng.chance(self.loss_percent, 100) {
             self.outcome.dropped += 1;
-            if let Some((_, incarnation)) = snapshot {
+            if let (Some((_, incarnation)), MessageBody::Snapshot { snapshot }) =
+                (snapshot, &m.body)
+            {
                 // The transfer failed; the leader hears of it a bit later.
-                self.schedule(
-                    TICK,
-                    Event::SnapshotReport {
-                        leader: m.from,
-                        incarnation,
-                        to: m.to,
-                        ok: false,
-                    },
-                );
+                let report = Event::SnapshotReport {
+                    leader: m.from,
+                    incarnation,
+                    to: m.to,
+                    index: snapshot.index,
+                    ok: false,
+                };
+                self.schedule(TICK, report);
             }
             return;
         }
