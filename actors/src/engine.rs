@@ -1,0 +1,563 @@
+//! The engine: everything one node runs, assembled.
+//!
+//! ```text
+//!  main thread (actix System)          net thread (tokio)         log-writer thread
+//!  ┌──────────────────────────┐        ┌───────────────────┐      ┌──────────────────┐
+//!  │ NodeActor (supervisor)   │        │ QUIC endpoint     │      │ WAL: append all, │
+//!  │ per group: RaftGroup,    │◄──────►│ per-peer senders, │      │ one fdatasync,   │
+//!  │ FsmCaller, Snapshot-     │ Addr / │ stream readers,   │      │ answer all       │
+//!  │ Executor, Replicators    │ queues │ request handler   │      │                  │
+//!  └──────────────────────────┘        └───────────────────┘      └──────────────────┘
+//! ```
+//!
+//! Production ([`Placement::Threads`]) puts the transport and the log
+//! writer on threads of their own, so QUIC crypto and framing use the
+//! second core and fsyncs never stall the actors. The simulation
+//! ([`Placement::Local`]) runs the very same code on the current runtime
+//! with an in-memory log store and a simulated socket.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use slog::{info, Logger};
+use synod_core::NodeId;
+use synod_net::{
+    frame, BoxFuture, Handler, NetConfig, Peer, SnapshotStream, TlsMaterial, Transport,
+};
+use synod_storage::{GroupId, MemLog, SnapshotStore, StorageError, Wal, WalOptions};
+use tokio::sync::oneshot;
+
+use crate::group::{Inbound, InjectPanic, Propose};
+use crate::log_writer::LogWriter;
+use crate::node::{CreateGroup, Lookup, NodeActor, Routes, Status, StopAll};
+use crate::proto::{
+    GroupStatus, NodeStats, RaftItem, Request, RequestError, Response, SnapshotHeader,
+};
+use crate::shared::{Counters, GroupConfig, NodeShared};
+use crate::snapshot_exec::Receive;
+use crate::state_machine::{StateMachineFactory, ENTRY_COMMAND, ENTRY_READ};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The data directory's log could not be opened.
+    #[error("cannot open the write-ahead log in {dir}: {source}")]
+    Wal {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: StorageError,
+    },
+    /// The snapshot directory could not be opened.
+    #[error("cannot open the snapshot store in {dir}: {source}")]
+    Snapshots {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: StorageError,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The transport could not start.
+    #[error("cannot start the transport: {0}")]
+    Net(String),
+    /// A thread could not be spawned.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    /// A group could not be created.
+    #[error("cannot start group {group}: {reason}")]
+    Group {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
+    /// The node is shutting down.
+    #[error("the node is stopped")]
+    Stopped,
+}
+
+/// What a node is.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Every other node, with its address.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The cluster CA and this node's certificate.
+    pub tls: TlsMaterial,
+    /// Snapshots go to `data_dir/snapshots` (and the WAL to
+    /// `data_dir/wal` with [`Placement::Threads`]).
+    pub data_dir: PathBuf,
+    /// How groups behave.
+    pub group: GroupConfig,
+    /// Seed of the groups' election timers (vary it per node and boot).
+    pub seed: u64,
+    /// Largest frame on the wire.
+    pub max_frame_bytes: usize,
+    /// The node's logger.
+    pub logger: Logger,
+}
+
+/// Where the engine's parts run.
+pub enum Placement {
+    /// Production: the WAL in `data_dir/wal` behind a log-writer thread,
+    /// the transport on a thread of its own, listening on `listen`.
+    Threads {
+        /// Where to listen.
+        listen: Listen,
+        /// WAL options.
+        wal: WalOptions,
+    },
+    /// Simulation: everything on the current runtime, an in-memory store.
+    Local {
+        /// The log store.
+        store: MemLog,
+        /// The (simulated) UDP socket.
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        /// Seed for QUIC's random choices.
+        seed: u64,
+    },
+}
+
+/// Where the transport listens.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bind this UDP address.
+    Addr(SocketAddr),
+    /// Use this bound socket (tests pick free ports without races).
+    Socket(std::net::UdpSocket),
+}
+
+/// Where a fault is injected (tests of supervision).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// The group's RaftGroup panics.
+    RaftGroup,
+    /// The group's FsmCaller panics.
+    FsmCaller,
+}
+
+struct Inner {
+    shared: Arc<NodeShared>,
+    routes: Arc<Routes>,
+    node: Addr<NodeActor>,
+    transport: Transport<RaftItem>,
+    /// Stops the transport's thread (production placement).
+    net_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// The transport's view of the node: where inbound traffic goes.
+struct NodeHandler {
+    routes: Arc<Routes>,
+    engine: OnceLock<Weak<Inner>>,
+    node_id: NodeId,
+}
+
+impl Handler<RaftItem> for NodeHandler {
+    fn raft(&self, _from: u64, batch: Vec<RaftItem>) -> BoxFuture<()> {
+        let mut per_group: BTreeMap<GroupId, Vec<synod_core::Message>> = BTreeMap::new();
+        for item in batch {
+            if item.msg.to == self.node_id {
+                per_group.entry(item.group).or_default().push(item.msg);
+            }
+        }
+        let routes = Arc::clone(&self.routes);
+        Box::pin(async move {
+            for (group, msgs) in per_group {
+                if let Some(r) = routes.get(group) {
+                    // Awaiting a full mailbox is the back-pressure.
+                    let _ = r.raft.send(Inbound(msgs)).await;
+                }
+            }
+        })
+    }
+
+    fn request(&self, peer: Peer, request: Bytes) -> BoxFuture<Bytes> {
+        let engine = self
+            .engine
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|inner| Engine { inner });
+        Box::pin(async move {
+            let response = match (engine, frame::decode::<Request>(&request)) {
+                (None, _) => {
+                    Response::Err(RequestError::Unavailable("the node is starting".into()))
+                }
+                (_, Err(e)) => {
+                    Response::Err(RequestError::Application(format!("bad request: {e}")))
+                }
+                (Some(engine), Ok(req)) => {
+                    // Clients get their command forwarded to the leader;
+                    // nodes already did that (no forwarding loops).
+                    let forward = peer == Peer::Client;
+                    engine.serve(req, forward).await
+                }
+            };
+            frame::encode(&response, frame::DEFAULT_MAX_FRAME).unwrap_or_else(|e| {
+                let err = Response::Err(RequestError::Application(format!(
+                    "response too large: {e}"
+                )));
+                frame::encode(&err, frame::DEFAULT_MAX_FRAME).unwrap_or_default()
+            })
+        })
+    }
+
+    fn snapshot(
+        &self,
+        from: u64,
+        header: Bytes,
+        data: SnapshotStream,
+    ) -> BoxFuture<Result<(), String>> {
+        let routes = Arc::clone(&self.routes);
+        Box::pin(async move {
+            let header: SnapshotHeader = frame::decode(&header).map_err(|e| e.to_string())?;
+            let group = header.group;
+            let route = routes
+                .get(group)
+                .ok_or_else(|| format!("no group {group} here"))?;
+            route
+                .snapshot
+                .send(Receive { from, header, data })
+                .await
+                .map_err(|e| e.to_string())?
+        })
+    }
+}
+
+impl Engine {
+    /// Starts a node. Call inside an actix `System` (production) or on a
+    /// `LocalSet` (simulation); groups are created afterwards with
+    /// [`Engine::create_group`].
+    pub async fn start(cfg: EngineConfig, placement: Placement) -> Result<Engine, EngineError> {
+        let snap_dir = cfg.data_dir.join("snapshots");
+        let snapshots =
+            SnapshotStore::open(&snap_dir, 2).map_err(|source| EngineError::Snapshots {
+                dir: snap_dir.clone(),
+                source,
+            })?;
+        let routes = Arc::new(Routes::default());
+        let handler = Arc::new(NodeHandler {
+            routes: Arc::clone(&routes),
+            engine: OnceLock::new(),
+            node_id: cfg.node_id,
+        });
+        let mut net_cfg = NetConfig::new(cfg.node_id, cfg.peers.clone(), cfg.tls.clone());
+        net_cfg.max_frame_bytes = cfg.max_frame_bytes;
+        net_cfg.logger = cfg.logger.clone();
+        let (log_writer, transport, net_stop) = match placement {
+            Placement::Threads { listen, wal } => {
+                let wal_dir = cfg.data_dir.join("wal");
+                let wal = Wal::open(&wal_dir, wal).map_err(|source| EngineError::Wal {
+                    dir: wal_dir.clone(),
+                    source,
+                })?;
+                let log_writer = LogWriter::spawn_thread(wal).map_err(EngineError::Thread)?;
+                let socket = match listen {
+                    Listen::Socket(s) => s,
+                    Listen::Addr(addr) => std::net::UdpSocket::bind(addr)
+                        .map_err(|source| EngineError::Bind { addr, source })?,
+                };
+                let (transport, stop) = start_net_thread(net_cfg, socket, handler.clone())?;
+                (log_writer, transport, Some(stop))
+            }
+            Placement::Local {
+                store,
+                socket,
+                seed,
+            } => {
+                let log_writer = LogWriter::spawn_local(store);
+                net_cfg.seed = Some(seed);
+                let transport = Transport::start(
+                    net_cfg,
+                    socket,
+                    handler.clone() as Arc<dyn Handler<RaftItem>>,
+                )
+                .map_err(|e| EngineError::Net(e.to_string()))?;
+                (log_writer, transport, None)
+            }
+        };
+        let mut voters: Vec<NodeId> = cfg.peers.keys().copied().collect();
+        voters.push(cfg.node_id);
+        voters.sort_unstable();
+        let shared = Arc::new(NodeShared {
+            node_id: cfg.node_id,
+            voters,
+            peers: cfg.peers.clone(),
+            log_writer,
+            net: Arc::new(transport.clone()),
+            snapshots,
+            cfg: cfg.group.clone(),
+            log: cfg.logger.new(slog::o!("node" => cfg.node_id)),
+            counters: Counters::default(),
+            seed: cfg.seed,
+            transport: Some(transport.clone()),
+        });
+        let node = NodeActor::new(Arc::clone(&shared), Arc::clone(&routes)).start();
+        let inner = Arc::new(Inner {
+            shared,
+            routes,
+            node,
+            transport,
+            net_stop: std::sync::Mutex::new(net_stop),
+        });
+        let _ = handler.engine.set(Arc::downgrade(&inner));
+        info!(inner.shared.log, "node started"; "peers" => ?cfg.peers);
+        Ok(Engine { inner })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.shared.node_id
+    }
+
+    /// Starts `group` on this node. Every node of the cluster must start it
+    /// (with the same kind of state machine) for the group to have its
+    /// replicas; a group whose state is on disk resumes from it.
+    pub async fn create_group(
+        &self,
+        group: GroupId,
+        factory: StateMachineFactory,
+    ) -> Result<(), EngineError> {
+        self.inner
+            .node
+            .send(CreateGroup { group, factory })
+            .await
+            .map_err(|_| EngineError::Stopped)?
+            .map_err(|reason| EngineError::Group { group, reason })
+    }
+
+    /// Commits `command` in `group` and returns the state machine's result.
+    /// Works on any node: a follower forwards to the leader. Retries while
+    /// no leader is known or the group is busy, until the propose timeout.
+    pub async fn command(&self, group: GroupId, command: Bytes) -> Result<Bytes, RequestError> {
+        self.propose(group, ENTRY_COMMAND, command, true).await
+    }
+
+    /// Runs `query` in `group` linearizably (through the log for now).
+    pub async fn read(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
+        self.propose(group, ENTRY_READ, query, true).await
+    }
+
+    async fn serve(&self, req: Request, forward: bool) -> Response {
+        let result = match req {
+            Request::Command { group, payload } => {
+                self.propose(group, ENTRY_COMMAND, payload, forward).await
+            }
+            Request::Read { group, payload } => {
+                self.propose(group, ENTRY_READ, payload, forward).await
+            }
+            Request::Status => return Response::Status(self.status().await),
+            Request::Stats => return Response::Stats(self.stats()),
+        };
+        match result {
+            Ok(b) => Response::Ok(b),
+            Err(e) => Response::Err(e),
+        }
+    }
+
+    async fn propose(
+        &self,
+        group: GroupId,
+        kind: u8,
+        payload: Bytes,
+        forward: bool,
+    ) -> Result<Bytes, RequestError> {
+        let timeout = self.inner.shared.cfg.propose_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let result = self
+                .propose_once(group, kind, payload.clone(), deadline)
+                .await;
+            let retry = match &result {
+                Err(RequestError::NotLeader {
+                    leader: Some(l), ..
+                }) if forward && *l != self.node_id() => {
+                    return self.forward(*l, group, kind, payload, deadline).await;
+                }
+                // No leader yet, or too busy: neither appended anything.
+                Err(RequestError::NotLeader { leader: None, .. })
+                | Err(RequestError::Busy(_))
+                | Err(RequestError::Restarting(_)) => true,
+                _ => false,
+            };
+            if !retry || tokio::time::Instant::now() + backoff > deadline {
+                return result;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    async fn propose_once(
+        &self,
+        group: GroupId,
+        kind: u8,
+        payload: Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, RequestError> {
+        let route = match self.inner.routes.lookup(group) {
+            Lookup::Running(r) => r,
+            Lookup::Restarting => return Err(RequestError::Restarting(group)),
+            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = tokio::time::timeout_at(
+            deadline,
+            route.raft.send(Propose {
+                kind,
+                payload,
+                reply: tx,
+            }),
+        )
+        .await;
+        match sent {
+            Err(_) => return Err(RequestError::Timeout(group)),
+            Ok(Err(_)) => return Err(RequestError::Stopped(group)),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(RequestError::Timeout(group)),
+            Ok(Err(_)) => Err(RequestError::Stopped(group)),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        group: GroupId,
+        kind: u8,
+        payload: Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, RequestError> {
+        let req = if kind == ENTRY_READ {
+            Request::Read { group, payload }
+        } else {
+            Request::Command { group, payload }
+        };
+        let bytes = frame::encode(&req, frame::DEFAULT_MAX_FRAME)
+            .map_err(|e| RequestError::Application(e.to_string()))?;
+        let call = self.inner.shared.net.request(leader, bytes);
+        let response = match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => return Err(RequestError::Timeout(group)),
+            Ok(Err(e)) => return Err(RequestError::Unavailable(format!("node {leader}: {e}"))),
+            Ok(Ok(r)) => r,
+        };
+        match frame::decode::<Response>(&response) {
+            Ok(Response::Ok(b)) => Ok(b),
+            Ok(Response::Err(e)) => Err(e),
+            Ok(_) => Err(RequestError::Unavailable("unexpected response".into())),
+            Err(e) => Err(RequestError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The state of every group on this node.
+    pub async fn status(&self) -> Vec<GroupStatus> {
+        self.inner.node.send(Status).await.unwrap_or_default()
+    }
+
+    /// This node's counters.
+    pub fn stats(&self) -> NodeStats {
+        self.inner.shared.stats()
+    }
+
+    /// Whether the transport has a live connection to `peer`.
+    pub fn is_connected(&self, peer: NodeId) -> bool {
+        self.inner.transport.is_connected(peer)
+    }
+
+    /// Test hook: make one of `group`'s actors panic, to exercise the
+    /// supervisor.
+    pub async fn inject_panic(
+        &self,
+        group: GroupId,
+        target: FaultTarget,
+    ) -> Result<(), RequestError> {
+        let route = self
+            .inner
+            .routes
+            .get(group)
+            .ok_or(RequestError::NoSuchGroup(group))?;
+        match target {
+            FaultTarget::RaftGroup => route.raft.do_send(InjectPanic),
+            FaultTarget::FsmCaller => route.fsm.do_send(crate::fsm::InjectPanic),
+        }
+        Ok(())
+    }
+
+    /// Stops every group and the transport.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.node.send(StopAll).await;
+        self.inner.transport.shutdown().await;
+        let stop = self.inner.net_stop.lock().ok().and_then(|mut s| s.take());
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the transport on a thread with its own tokio runtime; returns
+/// the handle and a sender that stops the thread.
+fn start_net_thread(
+    cfg: NetConfig,
+    socket: std::net::UdpSocket,
+    handler: Arc<NodeHandler>,
+) -> Result<(Transport<RaftItem>, oneshot::Sender<()>), EngineError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("synod-net".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let started = rt.block_on(async {
+                let socket = synod_net::transport::wrap_udp(socket).map_err(|e| e.to_string())?;
+                Transport::start(cfg, socket, handler as Arc<dyn Handler<RaftItem>>)
+                    .map_err(|e| e.to_string())
+            });
+            let ok = started.is_ok();
+            let _ = ready_tx.send(started);
+            if ok {
+                // Serve until told to stop (or the engine is dropped).
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+            }
+        })
+        .map_err(EngineError::Thread)?;
+    let transport = ready_rx
+        .recv()
+        .map_err(|_| EngineError::Net("the transport thread died".into()))?
+        .map_err(EngineError::Net)?;
+    Ok((transport, stop_tx))
+}

@@ -1,0 +1,295 @@
+//! FsmCaller: applies a group's committed entries to its state machine, in
+//! order and in batches, and answers the proposers waiting on them.
+//!
+//! ```text
+//!   RaftGroup ── Register{index, term, reply} ──► waiters (on the proposing node)
+//!   RaftGroup ── Apply(entries) ───────────────► state machine ─► reply to the waiter at that index
+//!   RaftGroup ── Restore{snapshot} ────────────► state machine restored (after earlier applies: FIFO)
+//!         ◄──── Applied(index) ─────────────────┘       every `snapshot_every` entries:
+//!                                                       SnapshotExecutor ◄── Save{index, term, data}
+//! ```
+//!
+//! A waiter is answered with the result only if the entry applied at its
+//! index has the term its proposal got; otherwise the proposal lost to a
+//! newer leader and the waiter learns that its command was not applied
+//! there (`NotLeader`). A panic in the state machine kills this actor; the
+//! supervisor restarts the group from its snapshot and log.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use slog::{error, Logger};
+use synod_core::{Entry, EntryKind, Index, Term};
+use synod_storage::GroupId;
+use tokio::sync::oneshot;
+
+use crate::group::{Applied, RaftGroup};
+use crate::proto::RequestError;
+use crate::shared::{DeathGuard, NodeShared};
+use crate::snapshot_exec::{Save, SnapshotExecutor};
+use crate::state_machine::{ApplyContext, StateMachine, ENTRY_COMMAND, ENTRY_READ};
+
+/// Where a proposer waits for its answer.
+pub type Reply = oneshot::Sender<Result<Bytes, RequestError>>;
+
+/// Registers a proposer waiting for the entry at `index` (of `term`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Register {
+    /// Index the proposal got.
+    pub index: Index,
+    /// Term the proposal got.
+    pub term: Term,
+    /// Where to answer.
+    pub reply: Reply,
+}
+
+/// Committed entries to apply, in order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply(pub Vec<Entry>);
+
+/// Restore the state machine from the snapshot the replica adopted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore {
+    /// The snapshot's index.
+    pub index: Index,
+    /// Its term.
+    pub term: Term,
+}
+
+/// The snapshot executor finished saving (or failed to save) a snapshot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SnapshotFinished {
+    /// Its index.
+    pub index: Index,
+    /// Whether it is durable.
+    pub ok: bool,
+}
+
+/// Test hook: make the state machine's actor panic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+/// The FsmCaller of one group.
+pub struct FsmCaller {
+    group: GroupId,
+    sm: Box<dyn StateMachine>,
+    applied: Index,
+    applied_term: Term,
+    waiters: BTreeMap<Index, (Term, Reply)>,
+    raft: Addr<RaftGroup>,
+    snapshotter: Addr<SnapshotExecutor>,
+    shared: Arc<NodeShared>,
+    last_snapshot: Index,
+    snapshot_in_progress: bool,
+    log: Logger,
+    _guard: DeathGuard,
+}
+
+impl FsmCaller {
+    /// A caller whose state machine stands at `applied` (index and term).
+    pub(crate) fn new(
+        group: GroupId,
+        sm: Box<dyn StateMachine>,
+        (applied, applied_term): (Index, Term),
+        raft: Addr<RaftGroup>,
+        snapshotter: Addr<SnapshotExecutor>,
+        shared: Arc<NodeShared>,
+        guard: DeathGuard,
+    ) -> Self {
+        let log = shared.log.new(slog::o!("group" => group, "actor" => "fsm"));
+        FsmCaller {
+            group,
+            sm,
+            applied,
+            applied_term,
+            waiters: BTreeMap::new(),
+            raft,
+            snapshotter,
+            shared,
+            last_snapshot: applied,
+            snapshot_in_progress: false,
+            log,
+            _guard: guard,
+        }
+    }
+
+    /// Answers and removes every waiter at or below `index` whose entry
+    /// was not the one applied (they lost to another leader).
+    fn fail_waiters_up_to(&mut self, index: Index, err: impl Fn() -> RequestError) {
+        let rest = self.waiters.split_off(&(index + 1));
+        for (_, (_, reply)) in std::mem::replace(&mut self.waiters, rest) {
+            let _ = reply.send(Err(err()));
+        }
+    }
+
+    fn apply_entry(&mut self, e: &Entry) {
+        let ctx = ApplyContext {
+            group: self.group,
+            index: e.index,
+            term: e.term,
+        };
+        let waiter = match self.waiters.first_key_value() {
+            Some((&i, _)) if i == e.index => self.waiters.pop_first().map(|(_, w)| w),
+            _ => None,
+        };
+        let waiter = match waiter {
+            Some((term, reply)) if term == e.term => Some(reply),
+            Some((_, reply)) => {
+                let _ = reply.send(Err(self.lost()));
+                None
+            }
+            None => None,
+        };
+        let EntryKind::Normal(data) = &e.kind else {
+            return; // a leader's no-op
+        };
+        let result = match data.split_first() {
+            Some((&ENTRY_COMMAND, cmd)) => {
+                self.shared.counters.applied.fetch_add(1, Ordering::Relaxed);
+                self.sm.apply(cmd, &ctx)
+            }
+            // A read through the log: only the proposer needs its answer.
+            Some((&ENTRY_READ, q)) if waiter.is_some() => self.sm.query(q),
+            Some((&ENTRY_READ, _)) => return,
+            _ => Err(format!("entry {} has an unknown payload kind", e.index)),
+        };
+        if let Some(reply) = waiter {
+            self.shared
+                .counters
+                .answered
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(result.map(Bytes::from).map_err(RequestError::Application));
+        }
+    }
+
+    fn lost(&self) -> RequestError {
+        RequestError::NotLeader {
+            group: self.group,
+            leader: None,
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let every = self.shared.cfg.snapshot_every;
+        if every == 0 || self.snapshot_in_progress || self.applied < self.last_snapshot + every {
+            return;
+        }
+        match self.sm.snapshot() {
+            Ok(data) => {
+                self.snapshot_in_progress = true;
+                self.snapshotter.do_send(Save {
+                    index: self.applied,
+                    term: self.applied_term,
+                    data,
+                });
+            }
+            Err(e) => error!(self.log, "the state machine could not snapshot"; "error" => e),
+        }
+    }
+}
+
+impl Actor for FsmCaller {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.shared.cfg.mailbox);
+    }
+}
+
+impl Handler<Register> for FsmCaller {
+    type Result = ();
+
+    fn handle(&mut self, m: Register, _: &mut Context<Self>) {
+        if m.index <= self.applied {
+            // Cannot happen in order (registration precedes the entry's
+            // apply), but a restore may have jumped past it.
+            let _ = m.reply.send(Err(RequestError::Stopped(self.group)));
+            return;
+        }
+        self.waiters.insert(m.index, (m.term, m.reply));
+    }
+}
+
+impl Handler<Apply> for FsmCaller {
+    type Result = ();
+
+    fn handle(&mut self, Apply(entries): Apply, _: &mut Context<Self>) {
+        let mut last = None;
+        for e in entries {
+            if e.index <= self.applied {
+                continue; // covered by a snapshot restored meanwhile
+            }
+            // Waiters below this index were for entries never applied here.
+            let err = self.lost();
+            self.fail_waiters_up_to(e.index - 1, || err.clone());
+            self.apply_entry(&e);
+            self.applied = e.index;
+            self.applied_term = e.term;
+            last = Some(e.index);
+        }
+        if let Some(index) = last {
+            self.raft.do_send(Applied(index));
+            self.maybe_snapshot();
+        }
+    }
+}
+
+impl Handler<Restore> for FsmCaller {
+    type Result = ();
+
+    fn handle(&mut self, m: Restore, _: &mut Context<Self>) {
+        let data = self
+            .shared
+            .snapshots
+            .open_snapshot(self.group, m.index)
+            .and_then(|r| r.read_all());
+        let restored = data
+            .map_err(|e| e.to_string())
+            .and_then(|d| self.sm.restore(&d));
+        if let Err(e) = restored {
+            // The snapshot was stored and checked before the replica adopted
+            // it; failing now means the disk or the application broke.
+            // Dying lets the supervisor restart the group from scratch.
+            panic!(
+                "group {}: cannot restore snapshot {}: {e}",
+                self.group, m.index
+            );
+        }
+        self.applied = m.index;
+        self.applied_term = m.term;
+        self.last_snapshot = m.index;
+        let group = self.group;
+        self.fail_waiters_up_to(m.index, || RequestError::Stopped(group));
+        self.shared
+            .counters
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Handler<SnapshotFinished> for FsmCaller {
+    type Result = ();
+
+    fn handle(&mut self, m: SnapshotFinished, _: &mut Context<Self>) {
+        self.snapshot_in_progress = false;
+        if m.ok {
+            self.last_snapshot = self.last_snapshot.max(m.index);
+        }
+    }
+}
+
+impl Handler<InjectPanic> for FsmCaller {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) {
+        panic!("group {}: fault injected into the FsmCaller", self.group);
+    }
+}

@@ -1,0 +1,511 @@
+//! RaftGroup: one per group per node. It owns the group's pure Raft core,
+//! drives its clock, feeds it inbound messages and proposals, and carries
+//! out every Ready in the order the core's contract demands:
+//!
+//! ```text
+//!  Tick / Inbound / Propose ──► core ──► Ready
+//!     1. messages ──────────────────────► Replicators (leader) / transport
+//!     0. snapshot to adopt ──────────────► FsmCaller: Restore (queued after earlier Applies)
+//!     2. hard state + entries ───────────► LogWriter (group commit with every other group)
+//!     3. when durable (Persisted, in order): core.on_persisted, then the Ready's
+//!        persisted messages (votes, acknowledgements) ──► transport
+//!     4. committed entries ──────────────► FsmCaller: Apply ──► Applied ──► core.on_applied
+//! ```
+//!
+//! Up to `max_inflight_writes` Readies may have writes in flight; their
+//! completions arrive in order (one log writer per node). Readies are
+//! taken after the mailbox drained (a scheduled `ProcessReady`), so all the
+//! proposals and messages that arrived meanwhile share one append, one
+//! message per follower and one disk write.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::{BufMut, Bytes, BytesMut};
+use slog::{crit, info, Logger};
+use synod_core::{
+    Index, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, SoftState, Term,
+};
+use synod_storage::{GroupId, StorageError, WriteBatch};
+
+use crate::fsm::{Apply, FsmCaller, Register, Reply, Restore};
+use crate::proto::{GroupStatus, RaftItem, RequestError};
+use crate::replicator::{Outbound, Replicator, StopReplicator};
+use crate::shared::{DeathGuard, NodeShared};
+
+/// Logical time passes (driven by the group's own interval timer).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tick;
+
+/// Carry out what the core has ready (scheduled after the mailbox drains).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ProcessReady;
+
+/// Raft messages for this group from a peer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Inbound(pub Vec<Message>);
+
+/// Propose a command (`ENTRY_COMMAND`) or a read through the log
+/// (`ENTRY_READ`); the answer goes to `reply` once applied.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Propose {
+    /// Entry payload kind.
+    pub kind: u8,
+    /// The encoded command or query.
+    pub payload: Bytes,
+    /// Where the result goes.
+    pub reply: Reply,
+}
+
+/// A write of this group became durable (or failed).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Persisted {
+    seq: u64,
+    result: Result<(), StorageError>,
+}
+
+/// The FsmCaller applied up to this index.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Applied(pub Index);
+
+/// A snapshot at `index` is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SnapshotSaved {
+    /// Its index.
+    pub index: Index,
+}
+
+/// Step a leader's InstallSnapshot message whose data is now stored here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StepSnapshot(pub Message);
+
+/// How a snapshot transfer to follower `to` went.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportSnapshot {
+    /// The follower.
+    pub to: NodeId,
+    /// The snapshot's index.
+    pub index: Index,
+    /// Whether the follower stored it.
+    pub ok: bool,
+}
+
+/// The group's state as this node sees it.
+#[derive(Message)]
+#[rtype(result = "GroupStatus")]
+pub struct GetStatus;
+
+/// Test hook: make this actor panic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+/// Late wiring: the FsmCaller exists only once this actor's address does.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetFsm(pub Addr<FsmCaller>);
+
+/// A Ready's write on its way to disk, with what waits for it.
+struct InflightWrite {
+    seq: u64,
+    up_to: Option<(Index, Term)>,
+    messages: Vec<Message>,
+}
+
+/// The RaftGroup actor.
+pub struct RaftGroup {
+    group: GroupId,
+    raft: Raft,
+    shared: Arc<NodeShared>,
+    fsm: Option<Addr<FsmCaller>>,
+    replicators: BTreeMap<NodeId, Addr<Replicator>>,
+    inflight: VecDeque<InflightWrite>,
+    next_seq: u64,
+    ready_scheduled: bool,
+    /// Snapshots saved, newest last: the log is compacted to the older.
+    snapshots: VecDeque<Index>,
+    restarts: u32,
+    failed: bool,
+    log: Logger,
+    _guard: DeathGuard,
+}
+
+impl RaftGroup {
+    pub(crate) fn new(
+        group: GroupId,
+        raft: Raft,
+        shared: Arc<NodeShared>,
+        latest_snapshot: Option<Index>,
+        restarts: u32,
+        guard: DeathGuard,
+    ) -> Self {
+        let log = shared.log.new(slog::o!("group" => group));
+        RaftGroup {
+            group,
+            raft,
+            shared,
+            fsm: None,
+            replicators: BTreeMap::new(),
+            inflight: VecDeque::new(),
+            next_seq: 0,
+            ready_scheduled: false,
+            snapshots: latest_snapshot.into_iter().collect(),
+            restarts,
+            failed: false,
+            log,
+            _guard: guard,
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if !self.ready_scheduled {
+            self.ready_scheduled = true;
+            ctx.notify(ProcessReady);
+        }
+    }
+
+    fn process_ready(&mut self, ctx: &mut Context<Self>) {
+        self.ready_scheduled = false;
+        if self.failed || self.fsm.is_none() {
+            // Not wired yet: committed entries must not go nowhere.
+            return;
+        }
+        while self.inflight.len() < self.shared.cfg.max_inflight_writes && self.raft.has_ready() {
+            let rd = self.raft.ready();
+            self.carry_out(rd, ctx);
+        }
+    }
+
+    fn carry_out(&mut self, rd: Ready, ctx: &mut Context<Self>) {
+        if let Some(ss) = rd.soft_state {
+            self.on_soft_state(ss, ctx);
+        }
+        let must_persist = rd.must_persist();
+        let up_to = rd.persist_up_to();
+        self.send(rd.messages);
+        if let (Some(snap), Some(fsm)) = (rd.snapshot, &self.fsm) {
+            // Queued behind every earlier Apply: the contract's step 0.
+            fsm.do_send(Restore {
+                index: snap.index,
+                term: snap.term,
+            });
+        }
+        if must_persist {
+            let mut batch = WriteBatch::new();
+            if let Some(snap) = rd.snapshot {
+                batch.purge(self.group, snap.index + 1);
+                batch.truncate(self.group, snap.index + 1);
+            }
+            if let Some(hs) = rd.hard_state {
+                batch.set_hard_state(self.group, hs);
+            }
+            batch.append(self.group, rd.entries);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.inflight.push_back(InflightWrite {
+                seq,
+                up_to,
+                messages: rd.persisted_messages,
+            });
+            let me = ctx.address().recipient();
+            self.shared.log_writer.write(
+                batch,
+                Box::new(move |result| me.do_send(Persisted { seq, result })),
+            );
+        } else if let Some(last) = self.inflight.back_mut() {
+            // Nothing to write, but these may depend on writes in flight.
+            last.messages.extend(rd.persisted_messages);
+        } else {
+            self.send(rd.persisted_messages);
+        }
+        if !rd.committed_entries.is_empty() {
+            if let Some(fsm) = &self.fsm {
+                fsm.do_send(Apply(rd.committed_entries));
+            }
+        }
+    }
+
+    fn on_soft_state(&mut self, ss: SoftState, ctx: &mut Context<Self>) {
+        let leading = ss.role == Role::Leader;
+        if leading && self.replicators.is_empty() {
+            self.shared
+                .counters
+                .leader_changes
+                .fetch_add(1, Ordering::Relaxed);
+            info!(self.log, "became leader"; "term" => self.raft.term());
+            for &peer in &self.shared.voters {
+                if peer != self.shared.node_id {
+                    let r =
+                        Replicator::new(self.group, peer, Arc::clone(&self.shared), ctx.address());
+                    self.replicators.insert(peer, r.start());
+                }
+            }
+        } else if !leading && !self.replicators.is_empty() {
+            info!(self.log, "stepped down"; "term" => self.raft.term(), "leader" => ?ss.leader_id);
+            for (_, r) in std::mem::take(&mut self.replicators) {
+                r.do_send(StopReplicator);
+            }
+        }
+    }
+
+    /// Sends messages: through the follower's Replicator when leading,
+    /// straight to the transport otherwise.
+    fn send(&self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let mut per_peer: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
+        for m in msgs {
+            per_peer.entry(m.to).or_default().push(m);
+        }
+        for (to, msgs) in per_peer {
+            match self.replicators.get(&to) {
+                Some(r) => r.do_send(Outbound(msgs)),
+                None => {
+                    for msg in msgs {
+                        if matches!(msg.body, MessageBody::Snapshot { .. }) {
+                            continue; // only a leader sends snapshots
+                        }
+                        self.shared.net.send(
+                            to,
+                            RaftItem {
+                                group: self.group,
+                                msg,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn not_leader(&self) -> RequestError {
+        RequestError::NotLeader {
+            group: self.group,
+            leader: self.raft.leader_id(),
+        }
+    }
+}
+
+/// Entry payload: kind byte then the encoded command.
+fn entry_payload(kind: u8, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(1 + payload.len());
+    b.put_u8(kind);
+    b.extend_from_slice(payload);
+    b.freeze()
+}
+
+impl Actor for RaftGroup {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.shared.cfg.mailbox);
+        ctx.run_interval(self.shared.cfg.tick, |_, ctx| ctx.notify(Tick));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for (_, r) in std::mem::take(&mut self.replicators) {
+            r.do_send(StopReplicator);
+        }
+    }
+}
+
+impl Handler<SetFsm> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, m: SetFsm, ctx: &mut Context<Self>) {
+        self.fsm = Some(m.0);
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<Tick> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.raft.tick();
+        if self.raft.has_ready() {
+            self.schedule(ctx);
+        }
+    }
+}
+
+impl Handler<ProcessReady> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, _: ProcessReady, ctx: &mut Context<Self>) {
+        self.process_ready(ctx);
+    }
+}
+
+impl Handler<Inbound> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(msgs): Inbound, ctx: &mut Context<Self>) {
+        for m in msgs {
+            self.raft.step(m);
+        }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<Propose> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, m: Propose, ctx: &mut Context<Self>) {
+        if self.failed {
+            let _ = m.reply.send(Err(RequestError::Stopped(self.group)));
+            return;
+        }
+        match self.raft.propose(vec![entry_payload(m.kind, &m.payload)]) {
+            Ok(p) => {
+                if let Some(fsm) = &self.fsm {
+                    // Queued before the entry's Apply can be: FIFO.
+                    fsm.do_send(Register {
+                        index: p.first_index,
+                        term: p.term,
+                        reply: m.reply,
+                    });
+                }
+                self.schedule(ctx);
+            }
+            Err(ProposeError::NotLeader { .. }) => {
+                let _ = m.reply.send(Err(self.not_leader()));
+            }
+            Err(ProposeError::Busy { .. }) => {
+                let _ = m.reply.send(Err(RequestError::Busy(self.group)));
+            }
+            Err(ProposeError::Empty) => {
+                let _ = m
+                    .reply
+                    .send(Err(RequestError::Application("empty proposal".into())));
+            }
+        }
+    }
+}
+
+impl Handler<Persisted> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, m: Persisted, ctx: &mut Context<Self>) {
+        if let Err(e) = m.result {
+            // The WAL refuses writes after a disk failure: this node can no
+            // longer promise durability. Stop the group; the node must be
+            // restarted (and will recover from what is durable).
+            crit!(self.log, "write failed; the group stops"; "error" => %e);
+            self.failed = true;
+            ctx.stop();
+            return;
+        }
+        let Some(w) = self.inflight.pop_front() else {
+            return;
+        };
+        assert_eq!(
+            w.seq, m.seq,
+            "group {}: writes complete in order",
+            self.group
+        );
+        if let Some((index, term)) = w.up_to {
+            self.raft.on_persisted(index, term);
+        }
+        self.send(w.messages);
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<Applied> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, Applied(index): Applied, ctx: &mut Context<Self>) {
+        if index > self.raft.log().applied() && index <= self.raft.log().applying() {
+            self.raft.on_applied(index);
+        }
+        if self.raft.has_ready() {
+            self.schedule(ctx);
+        }
+    }
+}
+
+impl Handler<SnapshotSaved> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, m: SnapshotSaved, _: &mut Context<Self>) {
+        self.snapshots.push_back(m.index);
+        while self.snapshots.len() > 2 {
+            self.snapshots.pop_front();
+        }
+        // Compact to the older of the two snapshots kept: followers a little
+        // behind still get entries, farther ones get that snapshot.
+        let Some(&older) = self.snapshots.front() else {
+            return;
+        };
+        if self.snapshots.len() == 2 && self.raft.compact(older).is_ok() {
+            let mut batch = WriteBatch::new();
+            batch.purge(self.group, older + 1);
+            let log = self.log.clone();
+            self.shared.log_writer.write(
+                batch,
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        slog::warn!(log, "purging the log after a snapshot failed"; "error" => %e);
+                    }
+                }),
+            );
+        }
+    }
+}
+
+impl Handler<StepSnapshot> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, StepSnapshot(m): StepSnapshot, ctx: &mut Context<Self>) {
+        self.raft.step(m);
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<ReportSnapshot> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, m: ReportSnapshot, ctx: &mut Context<Self>) {
+        self.raft.report_snapshot(m.to, m.index, m.ok);
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<GetStatus> for RaftGroup {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        let log = self.raft.log();
+        MessageResult(GroupStatus {
+            group: self.group,
+            role: format!("{:?}", self.raft.role()),
+            term: self.raft.term(),
+            leader: self.raft.leader_id(),
+            last_index: log.last_index(),
+            commit: log.committed(),
+            applied: log.applied(),
+            restarts: self.restarts,
+        })
+    }
+}
+
+impl Handler<InjectPanic> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) {
+        panic!("group {}: fault injected into the RaftGroup", self.group);
+    }
+}

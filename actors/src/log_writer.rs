@@ -1,0 +1,234 @@
+//! The LogWriter: one per node, it owns the node's log store and makes the
+//! writes of all groups durable together.
+//!
+//! ```text
+//!  RaftGroup ─┐                        ┌─ drain everything queued (up to 4096 requests)
+//!  RaftGroup ─┼─► unbounded channel ──►├─ append each write batch (validated, staged)
+//!  RaftGroup ─┘   (bounded by each     ├─ ONE sync for all of them (group commit)
+//!                 group's in-flight    ├─ answer every write (Persisted), then reads
+//!                 write limit)         └─ repeat
+//! ```
+//!
+//! One loop, two placements: on a thread of its own with a file-backed
+//! [`Wal`] (production: blocking fsyncs never stall the actors), or as a
+//! task on the current runtime with a [`MemLog`] (simulation: no OS
+//! threads). Reads are answered after the round's sync, so they only ever
+//! see durable state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use synod_core::{Entry, HardState, Index};
+use synod_storage::{GroupId, LogStore, MemLog, StorageError, Wal, WriteBatch};
+use tokio::sync::mpsc;
+
+/// Most requests handled in one round.
+const MAX_ROUND: usize = 4096;
+
+/// What a group's log looks like in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredGroup {
+    /// The hard state.
+    pub hard_state: HardState,
+    /// First index in the store (`last + 1` when empty).
+    pub first_index: Index,
+    /// All entries from `first_index`.
+    pub entries: Vec<Entry>,
+}
+
+/// A callback run on the log writer's thread with the outcome.
+pub type Done<T> = Box<dyn FnOnce(Result<T, StorageError>) + Send>;
+
+enum Request {
+    Write {
+        batch: WriteBatch,
+        done: Done<()>,
+    },
+    Read {
+        group: GroupId,
+        done: Done<StoredGroup>,
+    },
+}
+
+/// Counters of the log writer.
+#[derive(Default, Debug)]
+pub struct LogWriterStats {
+    /// Write requests received.
+    pub writes: AtomicU64,
+    /// Rounds (one sync each).
+    pub rounds: AtomicU64,
+    /// Entries appended.
+    pub entries: AtomicU64,
+    /// fdatasyncs (as the store reports them).
+    pub fsyncs: AtomicU64,
+}
+
+/// Handle to the node's log writer; cheap to clone.
+#[derive(Clone)]
+pub struct LogWriter {
+    tx: mpsc::UnboundedSender<Request>,
+    stats: Arc<LogWriterStats>,
+}
+
+/// A log store the writer can drive, with its fsync count.
+pub trait Store: LogStore + Send + 'static {
+    /// fdatasyncs performed so far.
+    fn fsyncs(&self) -> u64;
+}
+
+impl Store for Wal {
+    fn fsyncs(&self) -> u64 {
+        self.stats().fsyncs
+    }
+}
+
+impl Store for MemLog {
+    fn fsyncs(&self) -> u64 {
+        self.syncs()
+    }
+}
+
+impl LogWriter {
+    /// Starts the writer on a thread of its own (production).
+    pub fn spawn_thread(store: impl Store) -> std::io::Result<LogWriter> {
+        let (handle, fut) = LogWriter::make(store);
+        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        std::thread::Builder::new()
+            .name("synod-log-writer".into())
+            .spawn(move || rt.block_on(fut))?;
+        Ok(handle)
+    }
+
+    /// Starts the writer as a task on the current `LocalSet` (simulation).
+    pub fn spawn_local(store: impl Store) -> LogWriter {
+        let (handle, fut) = LogWriter::make(store);
+        tokio::task::spawn_local(fut);
+        handle
+    }
+
+    fn make(store: impl Store) -> (LogWriter, impl std::future::Future<Output = ()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(LogWriterStats::default());
+        let fut = run(store, rx, Arc::clone(&stats));
+        (LogWriter { tx, stats }, fut)
+    }
+
+    /// Queues `batch`; `done` runs (on the writer) once it is durable or
+    /// failed. If the writer is gone, `done` runs at once with an error.
+    pub fn write(&self, batch: WriteBatch, done: Done<()>) {
+        if let Err(mpsc::error::SendError(Request::Write { done, .. })) =
+            self.tx.send(Request::Write { batch, done })
+        {
+            done(Err(stopped()));
+        }
+    }
+
+    /// Reads a group's durable state; `done` runs with it.
+    pub fn read(&self, group: GroupId, done: Done<StoredGroup>) {
+        if let Err(mpsc::error::SendError(Request::Read { done, .. })) =
+            self.tx.send(Request::Read { group, done })
+        {
+            done(Err(stopped()));
+        }
+    }
+
+    /// Reads a group's durable state.
+    pub async fn read_async(&self, group: GroupId) -> Result<StoredGroup, StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.read(
+            group,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Writes `batch` and waits until it is durable.
+    pub async fn write_async(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(
+            batch,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &LogWriterStats {
+        &self.stats
+    }
+}
+
+fn stopped() -> StorageError {
+    StorageError::Failed {
+        reason: "the log writer has stopped".into(),
+    }
+}
+
+fn read_group(store: &mut impl Store, group: GroupId) -> Result<StoredGroup, StorageError> {
+    let Some(s) = store.group(group) else {
+        return Ok(StoredGroup {
+            first_index: 1,
+            ..StoredGroup::default()
+        });
+    };
+    let entries = if s.is_empty() {
+        Vec::new()
+    } else {
+        store.entries(group, s.first_index, s.last_index + 1, None)?
+    };
+    Ok(StoredGroup {
+        hard_state: s.hard_state,
+        first_index: s.first_index,
+        entries,
+    })
+}
+
+async fn run(
+    mut store: impl Store,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    stats: Arc<LogWriterStats>,
+) {
+    let mut round = Vec::with_capacity(64);
+    while let Some(first) = rx.recv().await {
+        round.push(first);
+        while round.len() < MAX_ROUND {
+            match rx.try_recv() {
+                Ok(r) => round.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        for r in round.drain(..) {
+            match r {
+                Request::Write { batch, done } => {
+                    stats.writes.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .entries
+                        .fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
+                    let staged = store.append(&batch);
+                    writes.push((staged, done));
+                }
+                Request::Read { group, done } => reads.push((group, done)),
+            }
+        }
+        let synced = if writes.iter().any(|(r, _)| r.is_ok()) {
+            let s = store.sync();
+            stats.rounds.fetch_add(1, Ordering::Relaxed);
+            stats.fsyncs.store(store.fsyncs(), Ordering::Relaxed);
+            s
+        } else {
+            Ok(())
+        };
+        for (staged, done) in writes {
+            done(staged.and_then(|_| synced.clone()));
+        }
+        for (group, done) in reads {
+            done(read_group(&mut store, group));
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! NodeActor: the supervision root and router of a node. It starts every
+//! group from durable state, publishes the group's addresses to the
+//! routing table the transport reads, and restarts a group whose actor
+//! died (a panic kills an actix actor for good; each group actor holds a
+//! guard that reports its death).
+//!
+//! Restart: stop the group's surviving actors and wait until the RaftGroup
+//! has stopped (so it can submit no more writes), then rebuild the group
+//! from its latest snapshot and the WAL (reads go through the log writer,
+//! behind every earlier write). Acknowledged writes are durable in the WAL,
+//! so nothing acknowledged is lost. More than `max_restarts` within
+//! `restart_window` marks the group failed: a deterministic bug (a state
+//! machine that panics on an entry) would otherwise loop forever.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use actix::prelude::*;
+use slog::{crit, info, warn, Logger};
+use synod_core::{Config, Raft, SnapshotInfo};
+use synod_storage::{GroupId, WriteBatch};
+
+use crate::fsm::FsmCaller;
+use crate::group::{GetStatus, RaftGroup};
+use crate::proto::GroupStatus;
+use crate::shared::{ActorDied, DeathGuard, NodeShared};
+use crate::snapshot_exec::{SetFsm, SnapshotExecutor};
+use crate::state_machine::StateMachineFactory;
+
+/// Where a group's actors are.
+#[derive(Clone)]
+pub struct GroupRoute {
+    /// The RaftGroup.
+    pub raft: Addr<RaftGroup>,
+    /// The FsmCaller.
+    pub fsm: Addr<FsmCaller>,
+    /// The SnapshotExecutor.
+    pub snapshot: Addr<SnapshotExecutor>,
+}
+
+/// The routing table: group id to actors (`None` while the group is
+/// being started or restarted). Read by the transport's thread, written by
+/// the NodeActor.
+#[derive(Default)]
+pub struct Routes {
+    map: RwLock<HashMap<GroupId, Option<GroupRoute>>>,
+}
+
+/// What the routing table says about a group.
+pub enum Lookup {
+    /// Running here.
+    Running(GroupRoute),
+    /// Known, but starting or restarting.
+    Restarting,
+    /// Not hosted here.
+    Unknown,
+}
+
+impl Routes {
+    /// The route of `group`, if it is running.
+    pub fn get(&self, group: GroupId) -> Option<GroupRoute> {
+        match self.lookup(group) {
+            Lookup::Running(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// What is known of `group`.
+    pub fn lookup(&self, group: GroupId) -> Lookup {
+        match self
+            .map
+            .read()
+            .ok()
+            .as_ref()
+            .and_then(|m| m.get(&group).cloned())
+        {
+            Some(Some(r)) => Lookup::Running(r),
+            Some(None) => Lookup::Restarting,
+            None => Lookup::Unknown,
+        }
+    }
+
+    fn set(&self, group: GroupId, route: Option<GroupRoute>) {
+        if let Ok(mut m) = self.map.write() {
+            m.insert(group, route);
+        }
+    }
+
+    fn remove(&self, group: GroupId) {
+        if let Ok(mut m) = self.map.write() {
+            m.remove(&group);
+        }
+    }
+}
+
+/// Stops an actor (graceful: after the messages already queued).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopActor;
+
+impl Handler<StopActor> for RaftGroup {
+    type Result = ();
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<StopActor> for FsmCaller {
+    type Result = ();
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<StopActor> for SnapshotExecutor {
+    type Result = ();
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Starts a group (on this node) with a fresh state machine from `factory`.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct CreateGroup {
+    /// The group.
+    pub group: GroupId,
+    /// Makes its state machine.
+    pub factory: StateMachineFactory,
+}
+
+/// Every group's status.
+#[derive(Message)]
+#[rtype(result = "Vec<GroupStatus>")]
+pub struct Status;
+
+/// Stops every group.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAll;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Starting,
+    Running,
+    Restarting,
+    Failed,
+}
+
+struct Slot {
+    factory: StateMachineFactory,
+    generation: u64,
+    route: Option<GroupRoute>,
+    recent_restarts: VecDeque<Instant>,
+    total_restarts: u32,
+    state: SlotState,
+}
+
+/// The supervision root and router of a node.
+pub struct NodeActor {
+    shared: Arc<NodeShared>,
+    routes: Arc<Routes>,
+    groups: BTreeMap<GroupId, Slot>,
+    log: Logger,
+}
+
+impl NodeActor {
+    /// A node actor over `shared`, publishing routes into `routes`.
+    pub fn new(shared: Arc<NodeShared>, routes: Arc<Routes>) -> Self {
+        let log = shared.log.new(slog::o!("actor" => "node"));
+        NodeActor {
+            shared,
+            routes,
+            groups: BTreeMap::new(),
+            log,
+        }
+    }
+
+    fn spawn_start(&mut self, group: GroupId, ctx: &mut Context<Self>) {
+        let Some(slot) = self.groups.get(&group) else {
+            return;
+        };
+        let fut = start_group(
+            Arc::clone(&self.shared),
+            group,
+            Arc::clone(&slot.factory),
+            slot.generation,
+            slot.total_restarts,
+            ctx.address().recipient(),
+        );
+        let generation = slot.generation;
+        ctx.spawn(fut.into_actor(self).map(move |result, act, _| {
+            let Some(slot) = act.groups.get_mut(&group) else {
+                return;
+            };
+            if slot.generation != generation {
+                return;
+            }
+            match result {
+                Ok(route) => {
+                    act.routes.set(group, Some(route.clone()));
+                    slot.route = Some(route);
+                    slot.state = SlotState::Running;
+                }
+                Err(e) => {
+                    crit!(act.log, "group cannot start; marked failed"; "group" => group, "error" => e);
+                    slot.state = SlotState::Failed;
+                    act.routes.remove(group);
+                }
+            }
+        }));
+    }
+}
+
+/// Builds a group's actors from its latest snapshot and the WAL.
+async fn start_group(
+    shared: Arc<NodeShared>,
+    group: GroupId,
+    factory: StateMachineFactory,
+    generation: u64,
+    restarts: u32,
+    supervisor: Recipient<ActorDied>,
+) -> Result<GroupRoute, String> {
+    let stored = shared
+        .log_writer
+        .read_async(group)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sm = factory();
+    let latest = shared.snapshots.latest(group).map_err(|e| e.to_string())?;
+    let snapshot = match &latest {
+        Some(meta) => {
+            let data = shared
+                .snapshots
+                .open_snapshot(group, meta.index)
+                .and_then(|r| r.read_all())
+                .map_err(|e| e.to_string())?;
+            sm.restore(&data)?;
+            SnapshotInfo {
+                index: meta.index,
+                term: meta.term,
+            }
+        }
+        None => SnapshotInfo::default(),
+    };
+    let cfg = &shared.cfg;
+    let mut config = Config::new(shared.node_id, shared.voters.iter().copied());
+    config.group = group;
+    config.election_ticks = cfg.election_ticks;
+    config.heartbeat_ticks = cfg.heartbeat_ticks;
+    config.max_uncommitted_entries = cfg.max_uncommitted;
+    config.seed = shared
+        .seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(group << 16)
+        .wrapping_add(generation);
+    let stored_first = stored.first_index;
+    let stored_last = stored.entries.last().map_or(stored_first - 1, |e| e.index);
+    let raft = Raft::restore_from_snapshot(
+        config,
+        stored.hard_state,
+        snapshot,
+        stored.entries,
+        snapshot.index,
+    )
+    .map_err(|e| format!("group {group}: {e}"))?;
+    // Align the store with what the core kept: a snapshot adopted just
+    // before a crash is durable, but the write that dropped the old log may
+    // not be (the simulation found this step missing once).
+    let mut align = WriteBatch::new();
+    if stored_first <= snapshot.index && stored_last >= stored_first {
+        align.purge(group, snapshot.index + 1);
+    }
+    if stored_last > raft.log().last_index() {
+        align.truncate(group, raft.log().last_index() + 1);
+    }
+    if !align.is_empty() {
+        shared
+            .log_writer
+            .write_async(align)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let guard = |kind| DeathGuard {
+        group,
+        generation,
+        kind,
+        supervisor: supervisor.clone(),
+    };
+    let raft_ctx = Context::<RaftGroup>::new();
+    let raft_addr = raft_ctx.address();
+    let snap_addr = SnapshotExecutor::new(
+        group,
+        Arc::clone(&shared),
+        raft_addr.clone(),
+        guard("snapshot"),
+    )
+    .start();
+    let fsm_addr = FsmCaller::new(
+        group,
+        sm,
+        (snapshot.index, snapshot.term),
+        raft_addr.clone(),
+        snap_addr.clone(),
+        Arc::clone(&shared),
+        guard("fsm"),
+    )
+    .start();
+    snap_addr.do_send(SetFsm(fsm_addr.clone()));
+    let latest_index = latest.map(|m| m.index);
+    let actor = RaftGroup::new(
+        group,
+        raft,
+        Arc::clone(&shared),
+        latest_index,
+        restarts,
+        guard("raft"),
+    );
+    let raft_addr = raft_ctx.run(actor);
+    raft_addr.do_send(crate::group::SetFsm(fsm_addr.clone()));
+    Ok(GroupRoute {
+        raft: raft_addr,
+        fsm: fsm_addr,
+        snapshot: snap_addr,
+    })
+}
+
+impl Actor for NodeActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<CreateGroup> for NodeActor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, m: CreateGroup, ctx: &mut Context<Self>) -> Self::Result {
+        if self.groups.contains_key(&m.group) {
+            let e = format!("group {} already exists on this node", m.group);
+            return Box::pin(async move { Err(e) }.into_actor(self));
+        }
+        self.routes.set(m.group, None);
+        self.groups.insert(
+            m.group,
+            Slot {
+                factory: Arc::clone(&m.factory),
+                generation: 0,
+                route: None,
+                recent_restarts: VecDeque::new(),
+                total_restarts: 0,
+                state: SlotState::Starting,
+            },
+        );
+        let fut = start_group(
+            Arc::clone(&self.shared),
+            m.group,
+            m.factory,
+            0,
+            0,
+            ctx.address().recipient(),
+        );
+        let group = m.group;
+        Box::pin(fut.into_actor(self).map(move |result, act, _| {
+            let slot = act.groups.get_mut(&group).expect("inserted above");
+            match result {
+                Ok(route) => {
+                    act.routes.set(group, Some(route.clone()));
+                    slot.route = Some(route);
+                    slot.state = SlotState::Running;
+                    info!(act.log, "group started"; "group" => group);
+                    Ok(())
+                }
+                Err(e) => {
+                    act.groups.remove(&group);
+                    act.routes.remove(group);
+                    Err(e)
+                }
+            }
+        }))
+    }
+}
+
+impl Handler<ActorDied> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, m: ActorDied, ctx: &mut Context<Self>) {
+        let Some(slot) = self.groups.get_mut(&m.group) else {
+            return;
+        };
+        if slot.generation != m.generation || slot.state != SlotState::Running {
+            return; // an earlier incarnation, or already being handled
+        }
+        warn!(self.log, "group actor died; restarting the group from durable state";
+              "group" => m.group, "actor" => m.kind, "generation" => m.generation);
+        self.shared
+            .counters
+            .restarts
+            .fetch_add(1, Ordering::Relaxed);
+        slot.state = SlotState::Restarting;
+        self.routes.set(m.group, None);
+        let now = Instant::now();
+        let window = self.shared.cfg.restart_window;
+        while slot
+            .recent_restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            slot.recent_restarts.pop_front();
+        }
+        let route = slot.route.take();
+        if slot.recent_restarts.len() as u32 >= self.shared.cfg.max_restarts {
+            crit!(self.log, "group keeps dying; marked failed (restart the node to retry)";
+                  "group" => m.group, "restarts" => slot.recent_restarts.len());
+            slot.state = SlotState::Failed;
+            self.routes.remove(m.group);
+            if let Some(r) = route {
+                r.raft.do_send(StopActor);
+                r.fsm.do_send(StopActor);
+                r.snapshot.do_send(StopActor);
+            }
+            return;
+        }
+        slot.recent_restarts.push_back(now);
+        slot.total_restarts += 1;
+        slot.generation += 1;
+        let group = m.group;
+        // Stop the survivors; wait for the RaftGroup, so it can submit no
+        // more writes before the new one reads the WAL.
+        let stop = async move {
+            if let Some(r) = route {
+                r.fsm.do_send(StopActor);
+                r.snapshot.do_send(StopActor);
+                let _ = r.raft.send(StopActor).await;
+            }
+        };
+        ctx.spawn(stop.into_actor(self).map(move |_, act, ctx| {
+            act.spawn_start(group, ctx);
+        }));
+    }
+}
+
+impl Handler<Status> for NodeActor {
+    type Result = ResponseFuture<Vec<GroupStatus>>;
+
+    fn handle(&mut self, _: Status, _: &mut Context<Self>) -> Self::Result {
+        let routes: Vec<(GroupId, Option<GroupRoute>, SlotState, u32)> = self
+            .groups
+            .iter()
+            .map(|(g, s)| (*g, s.route.clone(), s.state, s.total_restarts))
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (group, route, state, restarts) in routes {
+                let status = match route {
+                    Some(r) => r.raft.send(GetStatus).await.ok(),
+                    None => None,
+                };
+                out.push(status.unwrap_or(GroupStatus {
+                    group,
+                    role: format!("{state:?}"),
+                    term: 0,
+                    leader: None,
+                    last_index: 0,
+                    commit: 0,
+                    applied: 0,
+                    restarts,
+                }));
+            }
+            out
+        })
+    }
+}
+
+impl Handler<StopAll> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAll, _: &mut Context<Self>) {
+        for (group, slot) in self.groups.iter_mut() {
+            slot.state = SlotState::Failed;
+            self.routes.remove(*group);
+            if let Some(r) = slot.route.take() {
+                r.raft.do_send(StopActor);
+                r.fsm.do_send(StopActor);
+                r.snapshot.do_send(StopActor);
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! What every group of a node shares: identity, the log writer, the
+//! network, the snapshot store, configuration and counters.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use bytes::Bytes;
+use slog::Logger;
+use synod_core::NodeId;
+use synod_net::{BoxFuture, Transport};
+use synod_storage::{GroupId, SnapshotStore};
+
+use crate::log_writer::LogWriter;
+use crate::proto::{NodeStats, RaftItem};
+
+/// How every group of a node behaves. Defaults suit a cluster on a LAN.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// One tick of the Raft core. Default 50 ms.
+    pub tick: Duration,
+    /// Election timeout in ticks (randomized in `[n, 2n)`). Default 10.
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks. Default 2.
+    pub heartbeat_ticks: u32,
+    /// Readies whose writes may be in flight at once per group (the leader
+    /// keeps replicating while its previous batch is being synced).
+    /// Default 4.
+    pub max_inflight_writes: usize,
+    /// Take a snapshot every this many applied entries. Default 10,000.
+    pub snapshot_every: u64,
+    /// How long a proposal may wait for its result. Default 10 s.
+    pub propose_timeout: Duration,
+    /// Most entries proposed but not yet committed per group; more get
+    /// `Busy`. Default 10,000.
+    pub max_uncommitted: usize,
+    /// Restarts allowed within `restart_window` before a group is marked
+    /// failed. Default 5.
+    pub max_restarts: u32,
+    /// Default 60 s.
+    pub restart_window: Duration,
+    /// Mailbox capacity of each RaftGroup (back-pressure). Default 1024.
+    pub mailbox: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            tick: Duration::from_millis(50),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_inflight_writes: 4,
+            snapshot_every: 10_000,
+            propose_timeout: Duration::from_secs(10),
+            max_uncommitted: 10_000,
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+            mailbox: 1024,
+        }
+    }
+}
+
+/// How Raft traffic leaves the node. Implemented by the QUIC transport; a
+/// trait so that tests can put something else there.
+pub trait RaftNet: Send + Sync + 'static {
+    /// Queues a Raft message for node `to` (never blocks; may drop).
+    fn send(&self, to: NodeId, item: RaftItem);
+    /// Streams a snapshot to node `to`.
+    fn send_snapshot(
+        &self,
+        to: NodeId,
+        header: Bytes,
+        data: Box<dyn Read + Send>,
+    ) -> BoxFuture<Result<(), String>>;
+    /// Sends a request to node `to` (forwarding) and returns the response.
+    fn request(&self, to: NodeId, request: Bytes) -> BoxFuture<Result<Bytes, String>>;
+}
+
+impl RaftNet for Transport<RaftItem> {
+    fn send(&self, to: NodeId, item: RaftItem) {
+        let size = item.size_hint();
+        self.send_raft(to, item, size);
+    }
+
+    fn send_snapshot(
+        &self,
+        to: NodeId,
+        header: Bytes,
+        data: Box<dyn Read + Send>,
+    ) -> BoxFuture<Result<(), String>> {
+        let t = self.clone();
+        Box::pin(async move {
+            t.send_snapshot(to, header, data)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn request(&self, to: NodeId, request: Bytes) -> BoxFuture<Result<Bytes, String>> {
+        let t = self.clone();
+        Box::pin(async move { t.request(to, request).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// Counters of a node (beside the log writer's and the transport's).
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Commands applied.
+    pub applied: AtomicU64,
+    /// Proposals answered to their proposer.
+    pub answered: AtomicU64,
+    /// Leaderships won.
+    pub leader_changes: AtomicU64,
+    /// Group restarts.
+    pub restarts: AtomicU64,
+    /// Snapshots saved.
+    pub snapshots_saved: AtomicU64,
+    /// Snapshots installed.
+    pub snapshots_installed: AtomicU64,
+}
+
+/// A group's actor died: sent by a guard every group actor holds, so the
+/// supervisor notices panics (actix drops an actor whose handler panicked).
+#[derive(actix::Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct ActorDied {
+    /// The group.
+    pub group: GroupId,
+    /// The incarnation of the group the actor belonged to.
+    pub generation: u64,
+    /// Which actor.
+    pub kind: &'static str,
+}
+
+/// Tells the supervisor when the actor holding it is dropped.
+pub(crate) struct DeathGuard {
+    pub group: GroupId,
+    pub generation: u64,
+    pub kind: &'static str,
+    pub supervisor: Recipient<ActorDied>,
+}
+
+impl Drop for DeathGuard {
+    fn drop(&mut self) {
+        self.supervisor.do_send(ActorDied {
+            group: self.group,
+            generation: self.generation,
+            kind: self.kind,
+        });
+    }
+}
+
+/// Per-node context shared by every group.
+pub struct NodeShared {
+    /// This node.
+    pub node_id: NodeId,
+    /// All voting nodes (this one included).
+    pub voters: Vec<NodeId>,
+    /// Peer addresses (for leader hints).
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The node's log writer.
+    pub log_writer: LogWriter,
+    /// The network.
+    pub net: Arc<dyn RaftNet>,
+    /// Snapshot files.
+    pub snapshots: SnapshotStore,
+    /// Group behaviour.
+    pub cfg: GroupConfig,
+    /// Root logger of the node.
+    pub log: Logger,
+    /// Counters.
+    pub counters: Counters,
+    /// Base of the seeds of the groups' election timers.
+    pub seed: u64,
+    /// The transport, when it is QUIC (for its counters).
+    pub transport: Option<Transport<RaftItem>>,
+}
+
+impl NodeShared {
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.counters;
+        let lw = self.log_writer.stats();
+        let net = self
+            .transport
+            .as_ref()
+            .map(|t| t.stats())
+            .unwrap_or_default();
+        NodeStats {
+            node: self.node_id,
+            fsyncs: lw.fsyncs.load(Ordering::Relaxed),
+            log_writes: lw.writes.load(Ordering::Relaxed),
+            log_rounds: lw.rounds.load(Ordering::Relaxed),
+            log_entries: lw.entries.load(Ordering::Relaxed),
+            applied: c.applied.load(Ordering::Relaxed),
+            answered: c.answered.load(Ordering::Relaxed),
+            leader_changes: c.leader_changes.load(Ordering::Relaxed),
+            restarts: c.restarts.load(Ordering::Relaxed),
+            snapshots_saved: c.snapshots_saved.load(Ordering::Relaxed),
+            snapshots_installed: c.snapshots_installed.load(Ordering::Relaxed),
+            frames_sent: net.frames_sent,
+            items_sent: net.items_sent,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! SnapshotExecutor: saves a group's snapshots, streams them to followers
+//! that need them, and stores the ones a leader streams here.
+//!
+//! ```text
+//!  FsmCaller ── Save{index, term, data} ──► store (chunked, fsync, atomic rename)
+//!                                           └─► RaftGroup: SnapshotSaved (compact + purge the WAL)
+//!  Replicator ── open the snapshot ──► transport stream to the follower ──► report to RaftGroup
+//!  transport ── Receive{header, chunks} ──► store, then RaftGroup: StepSnapshot(InstallSnapshot msg)
+//! ```
+//!
+//! The receiving side stores the data durably before the InstallSnapshot
+//! message is stepped into the core, which is what the core's Ready
+//! contract requires.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use slog::{info, warn, Logger};
+use synod_core::{Index, MessageBody, Term};
+use synod_net::SnapshotStream;
+use synod_storage::{GroupId, SnapshotMeta};
+
+use crate::fsm::{FsmCaller, SnapshotFinished};
+use crate::group::{RaftGroup, SnapshotSaved, StepSnapshot};
+use crate::proto::SnapshotHeader;
+use crate::shared::{DeathGuard, NodeShared};
+
+/// Saves the state machine's state at `index` as a snapshot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Save {
+    /// Last applied index the state covers.
+    pub index: Index,
+    /// Its term.
+    pub term: Term,
+    /// The serialized state.
+    pub data: Vec<u8>,
+}
+
+/// A snapshot streamed here by a leader.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Receive {
+    /// Who sent it.
+    pub from: u64,
+    /// What it is.
+    pub header: SnapshotHeader,
+    /// The data.
+    pub data: SnapshotStream,
+}
+
+/// Late wiring: the FsmCaller is created after this actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetFsm(pub Addr<FsmCaller>);
+
+/// The SnapshotExecutor of one group.
+pub struct SnapshotExecutor {
+    group: GroupId,
+    shared: Arc<NodeShared>,
+    raft: Addr<RaftGroup>,
+    fsm: Option<Addr<FsmCaller>>,
+    log: Logger,
+    _guard: DeathGuard,
+}
+
+impl SnapshotExecutor {
+    pub(crate) fn new(
+        group: GroupId,
+        shared: Arc<NodeShared>,
+        raft: Addr<RaftGroup>,
+        guard: DeathGuard,
+    ) -> Self {
+        let log = shared
+            .log
+            .new(slog::o!("group" => group, "actor" => "snapshot"));
+        SnapshotExecutor {
+            group,
+            shared,
+            raft,
+            fsm: None,
+            log,
+            _guard: guard,
+        }
+    }
+
+    fn save(&self, m: &Save) -> Result<(), String> {
+        let meta = SnapshotMeta {
+            group: self.group,
+            index: m.index,
+            term: m.term,
+            voters: self.shared.voters.clone(),
+            learners: Vec::new(),
+        };
+        let mut w = self
+            .shared
+            .snapshots
+            .writer(meta)
+            .map_err(|e| e.to_string())?;
+        for chunk in m.data.chunks(1 << 20) {
+            w.write_chunk(chunk).map_err(|e| e.to_string())?;
+        }
+        if m.data.is_empty() {
+            w.write_chunk(&[]).map_err(|e| e.to_string())?;
+        }
+        w.finish().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+impl Actor for SnapshotExecutor {
+    type Context = Context<Self>;
+}
+
+impl Handler<SetFsm> for SnapshotExecutor {
+    type Result = ();
+
+    fn handle(&mut self, m: SetFsm, _: &mut Context<Self>) {
+        self.fsm = Some(m.0);
+    }
+}
+
+impl Handler<Save> for SnapshotExecutor {
+    type Result = ();
+
+    fn handle(&mut self, m: Save, _: &mut Context<Self>) {
+        let result = self.save(&m);
+        let ok = result.is_ok();
+        match result {
+            Ok(()) => {
+                self.shared
+                    .counters
+                    .snapshots_saved
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(self.log, "snapshot saved"; "index" => m.index, "bytes" => m.data.len());
+                self.raft.do_send(SnapshotSaved { index: m.index });
+            }
+            Err(e) => warn!(self.log, "saving a snapshot failed"; "index" => m.index, "error" => e),
+        }
+        if let Some(fsm) = &self.fsm {
+            fsm.do_send(SnapshotFinished { index: m.index, ok });
+        }
+    }
+}
+
+impl Handler<Receive> for SnapshotExecutor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, m: Receive, _: &mut Context<Self>) -> Self::Result {
+        let shared = Arc::clone(&self.shared);
+        let raft = self.raft.clone();
+        let group = self.group;
+        let log = self.log.clone();
+        Box::pin(async move {
+            let MessageBody::Snapshot { snapshot } = m.header.msg.body else {
+                return Err("the header does not carry an InstallSnapshot message".into());
+            };
+            let meta = SnapshotMeta {
+                group,
+                index: snapshot.index,
+                term: snapshot.term,
+                voters: m.header.voters.clone(),
+                learners: Vec::new(),
+            };
+            let mut w = shared.snapshots.writer(meta).map_err(|e| e.to_string())?;
+            let mut data = m.data;
+            let mut bytes = 0usize;
+            while let Some(chunk) = data.next_chunk().await {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                bytes += chunk.len();
+                w.write_chunk(&chunk).map_err(|e| e.to_string())?;
+            }
+            w.finish().map_err(|e| e.to_string())?;
+            info!(log, "snapshot received"; "from" => m.from, "index" => snapshot.index,
+                  "bytes" => bytes);
+            raft.send(StepSnapshot(m.header.msg))
+                .await
+                .map_err(|e| format!("group {group} is gone: {e}"))
+        })
+    }
+}

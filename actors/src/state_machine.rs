@@ -1,0 +1,42 @@
+//! The interface between a group and the application state it replicates.
+//! The runtime's typed `ReplicatedActor` API implements it; the actors only
+//! see bytes.
+
+use synod_core::{Index, Term};
+
+/// Where a command is being applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The group.
+    pub group: u64,
+    /// Log index of the command.
+    pub index: Index,
+    /// Term of the command's entry.
+    pub term: Term,
+}
+
+/// A replicated state machine, driven by its group's `FsmCaller`.
+///
+/// Every replica applies the same commands in the same order, so `apply`
+/// must be deterministic: same state and command, same result and new
+/// state, on every machine. Errors are values (returned to the caller),
+/// not failures of the group; a panic is a bug and stops the group.
+pub trait StateMachine: Send + 'static {
+    /// Applies a command; returns its encoded result.
+    fn apply(&mut self, command: &[u8], ctx: &ApplyContext) -> Result<Vec<u8>, String>;
+    /// Answers a read-only query; returns its encoded result.
+    fn query(&self, query: &[u8]) -> Result<Vec<u8>, String>;
+    /// Serializes the whole state (for a snapshot).
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
+    /// Replaces the whole state with a snapshot's.
+    fn restore(&mut self, data: &[u8]) -> Result<(), String>;
+}
+
+/// Makes a fresh, empty state machine: used when a group starts and when
+/// its supervisor restarts it (then restores the latest snapshot and
+/// replays the log).
+pub type StateMachineFactory = std::sync::Arc<dyn Fn() -> Box<dyn StateMachine> + Send + Sync>;
+
+/// Entry payloads start with one of these bytes.
+pub(crate) const ENTRY_COMMAND: u8 = 1;
+pub(crate) const ENTRY_READ: u8 = 2;
