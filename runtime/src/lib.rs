@@ -1,7 +1,70 @@
-//! Synod's public API. The `Node`, `ReplicatedActor` and `SharedState`
-//! types arrive with the runtime issue; today the crate re-exports the
-//! layers below so applications can already reach the pure Raft core.
+//! # Synod: replicated actors on multi-raft over QUIC
+//!
+//! An application spawns a [`ReplicatedActor`]: an actor whose messages
+//! are agreed on by a Raft group before they are handled, so that every
+//! replica applies the same messages in the same order and the actor
+//! survives the loss of any minority of nodes. One node hosts many groups;
+//! nodes talk over QUIC with mutual TLS.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use synod::{ApplyContext, Handler, Handlers, Node, NodeConfig, QueryHandler, ReplicatedActor};
+//!
+//! #[derive(Clone, Default, Serialize, Deserialize)]
+//! struct Counter { value: u64 }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Add(u64);
+//! synod::message!(Add => u64);          // a command, answered with the new value
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Value;
+//! synod::query!(Value => u64);          // a read-only query
+//!
+//! impl ReplicatedActor for Counter {
+//!     fn register(h: &mut Handlers<Self>) {
+//!         h.command::<Add>().query::<Value>();
+//!     }
+//! }
+//! impl Handler<Add> for Counter {
+//!     fn handle(&mut self, Add(n): Add, _: &ApplyContext) -> u64 {
+//!         self.value += n;
+//!         self.value
+//!     }
+//! }
+//! impl QueryHandler<Value> for Counter {
+//!     fn query(&self, _: Value) -> u64 { self.value }
+//! }
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let config = NodeConfig::from_file("node-1.toml".as_ref())?;
+//!     let node = Node::start(config, synod::logging::discard()).await?;
+//!     let counter = node.spawn_replicated(1, Counter::default()).await?;
+//!     let v = counter.send(Add(5)).await?;   // committed by the group, then applied
+//!     assert_eq!(counter.read(Value).await?, v);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! See `docs/USER_GUIDE.md` for the rules handlers must follow
+//! (determinism), configuration, errors and operations.
 #![deny(missing_docs)]
 
-pub use synod_actors::core;
-pub use synod_net as net;
+pub mod actor;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod kv;
+pub mod local;
+pub mod logging;
+pub mod node;
+
+pub use actor::{ApplyContext, Handler, Handlers, Message, Query, QueryHandler, ReplicatedActor};
+pub use client::{Client, ClientConfig};
+pub use config::NodeConfig;
+pub use error::{ConfigError, StartError, SynodError};
+pub use node::{Node, ReplicatedAddr};
+pub use synod_actors::{GroupStatus, NodeStats};
+pub use synod_net::TlsMaterial;

@@ -1,0 +1,251 @@
+//! The typed, actix-style API for replicated state: a [`ReplicatedActor`]
+//! handles [`Message`]s (commands, agreed on by the group before they run)
+//! and answers [`Query`]s (read-only).
+//!
+//! ## Determinism
+//!
+//! Every replica applies the same messages in the same order, and they must
+//! all end in the same state. A handler's result and effect may depend only
+//! on the actor's state, the message and the [`ApplyContext`]. So, inside
+//! `handle`:
+//!
+//! * no clocks (`Instant::now`, `SystemTime`): put times in the message;
+//! * no randomness: put random values in the message, or derive them from
+//!   `ctx.index`;
+//! * no I/O, no network, no reading environment variables or files;
+//! * no iteration order you do not control: `HashMap`/`HashSet` iterate in a
+//!   per-process random order; use `BTreeMap`/`BTreeSet` (or sort) when a
+//!   result depends on order;
+//! * no global or thread-local mutable state, no interior mutability shared
+//!   with the outside;
+//! * beware floating point that differs across CPUs or compilers;
+//! * panics are bugs: a panicking handler stops the group's state machine,
+//!   its supervisor restarts it, and a handler that panics on the same
+//!   message every time makes the group fail. Return errors as values in
+//!   `Result` instead.
+//!
+//! Queries take `&self` and must not change anything.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use synod_actors::ApplyContext;
+
+/// A command: a message the group agrees on, then every replica handles.
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {
+    /// What the handler returns (to the proposer).
+    type Result: Serialize + DeserializeOwned + Send + 'static;
+    /// The message's name on the wire and in the log. It must stay the same
+    /// across versions of your program, and be unique per actor type. The
+    /// [`message!`](crate::message) macro uses the type's name.
+    const NAME: &'static str;
+}
+
+/// A read-only question to a replicated actor.
+pub trait Query: Serialize + DeserializeOwned + Send + 'static {
+    /// The answer.
+    type Result: Serialize + DeserializeOwned + Send + 'static;
+    /// Wire name; see [`Message::NAME`].
+    const NAME: &'static str;
+}
+
+/// Handles message `M`. One implementation per message type, as in actix.
+pub trait Handler<M: Message>: ReplicatedActor {
+    /// Applies the message. Must be deterministic (see the module docs).
+    fn handle(&mut self, msg: M, ctx: &ApplyContext) -> M::Result;
+}
+
+/// Answers query `Q`.
+pub trait QueryHandler<Q: Query>: ReplicatedActor {
+    /// Answers from the current state, without changing it.
+    fn query(&self, query: Q) -> Q::Result;
+}
+
+/// An actor whose messages are agreed on by a Raft group before they are
+/// handled, so that every replica holds the same state.
+///
+/// Snapshots default to serde (MessagePack with field names, so fields can
+/// be added later); override [`ReplicatedActor::snapshot`] and
+/// [`ReplicatedActor::restore`] for a custom format.
+pub trait ReplicatedActor: Serialize + DeserializeOwned + Send + 'static {
+    /// Lists the messages and queries the actor handles:
+    /// `h.command::<Inc>().query::<Get>();`.
+    fn register(h: &mut Handlers<Self>);
+
+    /// The whole state, for a snapshot.
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec_named(self).map_err(|e| e.to_string())
+    }
+
+    /// The state back from a snapshot.
+    fn restore(data: &[u8]) -> Result<Self, String> {
+        rmp_serde::from_slice(data).map_err(|e| e.to_string())
+    }
+}
+
+type CommandFn<A> = fn(&mut A, &[u8], &ApplyContext) -> Result<Vec<u8>, String>;
+type QueryFn<A> = fn(&A, &[u8]) -> Result<Vec<u8>, String>;
+
+/// The message and query handlers of an actor type, by name.
+pub struct Handlers<A> {
+    commands: HashMap<&'static str, CommandFn<A>>,
+    queries: HashMap<&'static str, QueryFn<A>>,
+    duplicates: Vec<&'static str>,
+    _actor: PhantomData<fn() -> A>,
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], name: &str) -> Result<T, String> {
+    rmp_serde::from_slice(bytes).map_err(|e| format!("cannot decode {name}: {e}"))
+}
+
+fn encode<T: Serialize>(value: &T, name: &str) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec(value).map_err(|e| format!("cannot encode the result of {name}: {e}"))
+}
+
+impl<A: ReplicatedActor> Handlers<A> {
+    pub(crate) fn collect() -> Self {
+        let mut h = Handlers {
+            commands: HashMap::new(),
+            queries: HashMap::new(),
+            duplicates: Vec::new(),
+            _actor: PhantomData,
+        };
+        A::register(&mut h);
+        h
+    }
+
+    /// Registers the handler of message `M`.
+    pub fn command<M: Message>(&mut self) -> &mut Self
+    where
+        A: Handler<M>,
+    {
+        let f: CommandFn<A> = |actor, bytes, ctx| {
+            let msg: M = decode(bytes, M::NAME)?;
+            encode(&actor.handle(msg, ctx), M::NAME)
+        };
+        if self.commands.insert(M::NAME, f).is_some() {
+            self.duplicates.push(M::NAME);
+        }
+        self
+    }
+
+    /// Registers the handler of query `Q`.
+    pub fn query<Q: Query>(&mut self) -> &mut Self
+    where
+        A: QueryHandler<Q>,
+    {
+        let f: QueryFn<A> = |actor, bytes| {
+            let q: Q = decode(bytes, Q::NAME)?;
+            encode(&actor.query(q), Q::NAME)
+        };
+        if self.queries.insert(Q::NAME, f).is_some() {
+            self.duplicates.push(Q::NAME);
+        }
+        self
+    }
+
+    pub(crate) fn duplicates(&self) -> &[&'static str] {
+        &self.duplicates
+    }
+
+    pub(crate) fn apply(
+        &self,
+        actor: &mut A,
+        data: &[u8],
+        ctx: &ApplyContext,
+    ) -> Result<Vec<u8>, String> {
+        let (name, payload) = split_envelope(data)?;
+        match self.commands.get(name) {
+            Some(f) => f(actor, payload, ctx),
+            None => Err(format!(
+                "{} handles no message named {name:?}",
+                std::any::type_name::<A>()
+            )),
+        }
+    }
+
+    pub(crate) fn run_query(&self, actor: &A, data: &[u8]) -> Result<Vec<u8>, String> {
+        let (name, payload) = split_envelope(data)?;
+        match self.queries.get(name) {
+            Some(f) => f(actor, payload),
+            None => Err(format!(
+                "{} answers no query named {name:?}",
+                std::any::type_name::<A>()
+            )),
+        }
+    }
+}
+
+/// A message on the wire: name length (u16 LE), name, encoded message.
+pub(crate) fn envelope<T: Serialize>(name: &str, value: &T) -> Result<Vec<u8>, String> {
+    let len = u16::try_from(name.len()).map_err(|_| format!("message name {name:?} too long"))?;
+    let mut out = Vec::with_capacity(2 + name.len() + 64);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    rmp_serde::encode::write(&mut out, value).map_err(|e| format!("cannot encode {name}: {e}"))?;
+    Ok(out)
+}
+
+fn split_envelope(data: &[u8]) -> Result<(&str, &[u8]), String> {
+    if data.len() < 2 {
+        return Err("truncated message envelope".into());
+    }
+    let len = u16::from_le_bytes([data[0], data[1]]) as usize;
+    let name = data
+        .get(2..2 + len)
+        .ok_or("truncated message name")
+        .and_then(|n| std::str::from_utf8(n).map_err(|_| "message name is not UTF-8"))?;
+    Ok((name, &data[2 + len..]))
+}
+
+/// The bridge to the engine: a typed actor as a byte-level state machine.
+pub(crate) struct Typed<A> {
+    pub actor: A,
+    pub handlers: std::sync::Arc<Handlers<A>>,
+}
+
+impl<A: ReplicatedActor> synod_actors::StateMachine for Typed<A> {
+    fn apply(&mut self, command: &[u8], ctx: &ApplyContext) -> Result<Vec<u8>, String> {
+        self.handlers.apply(&mut self.actor, command, ctx)
+    }
+
+    fn query(&self, query: &[u8]) -> Result<Vec<u8>, String> {
+        self.handlers.run_query(&self.actor, query)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        self.actor.snapshot()
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        self.actor = A::restore(data)?;
+        Ok(())
+    }
+}
+
+/// Declares a [`Message`] (command) and its result type, named after the
+/// type: `synod::message!(Inc => u64);`.
+#[macro_export]
+macro_rules! message {
+    ($ty:ty => $result:ty) => {
+        impl $crate::Message for $ty {
+            type Result = $result;
+            const NAME: &'static str = stringify!($ty);
+        }
+    };
+}
+
+/// Declares a [`Query`] and its answer type, named after the type:
+/// `synod::query!(Get => u64);`.
+#[macro_export]
+macro_rules! query {
+    ($ty:ty => $result:ty) => {
+        impl $crate::Query for $ty {
+            type Result = $result;
+            const NAME: &'static str = stringify!($ty);
+        }
+    };
+}

@@ -1,0 +1,33 @@
+//! `synod`: run a node, generate dev certificates, or talk to a cluster.
+use clap::{Parser, Subcommand};
+use synod::cli::{run_certs, run_kv, run_node, CertsArgs, KvArgs, NodeArgs};
+
+/// Synod: replicated actors on multi-raft over QUIC.
+#[derive(Parser, Debug)]
+#[command(name = "synod", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node (hosting the built-in key-value groups of its config).
+    Node(NodeArgs),
+    /// Generate a dev CA and node/client certificates.
+    Certs(CertsArgs),
+    /// Talk to a cluster's key-value groups.
+    Kv(KvArgs),
+}
+
+fn main() {
+    let result = match Cli::parse().command {
+        Command::Node(a) => run_node(&a),
+        Command::Certs(a) => run_certs(&a),
+        Command::Kv(a) => run_kv(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("synod: {e}");
+        std::process::exit(1);
+    }
+}

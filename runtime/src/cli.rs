@@ -1,0 +1,251 @@
+//! The `synod` command line: run a node, make dev certificates, talk to a
+//! cluster. Other binaries (the demo, the benchmarks) embed [`run_node`]
+//! so they can start node processes of themselves.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use synod_core::NodeId;
+use synod_net::TlsMaterial;
+
+use crate::client::{Client, ClientConfig};
+use crate::config::{parse_level, NodeConfig, PeerConfig};
+use crate::kv::{Get, KvStore, Len, Put};
+use crate::node::Node;
+
+/// `synod node`: runs one node until SIGINT/SIGTERM.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// The node's TOML config file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override `id`.
+    #[arg(long)]
+    pub id: Option<NodeId>,
+    /// Override `listen`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Override `data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Replace the peers: `ID=ADDR`, repeatable.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<PeerConfig>,
+    /// Override `log.level`.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Override `storage.fsync`.
+    #[arg(long)]
+    pub fsync: Option<String>,
+    /// Override `service.kv_groups`.
+    #[arg(long)]
+    pub kv_groups: Option<u64>,
+}
+
+fn parse_peer(s: &str) -> Result<PeerConfig, String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ID=ADDR, like 2=127.0.0.1:7002"))?;
+    Ok(PeerConfig {
+        id: id.parse().map_err(|e| format!("{s:?}: bad id: {e}"))?,
+        addr: addr
+            .parse()
+            .map_err(|e| format!("{s:?}: bad address: {e}"))?,
+    })
+}
+
+impl NodeArgs {
+    /// The config file with the overrides applied, validated.
+    pub fn load(&self) -> Result<NodeConfig, String> {
+        let mut c = NodeConfig::from_file(&self.config).map_err(|e| e.to_string())?;
+        if let Some(v) = self.id {
+            c.id = v;
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if !self.peers.is_empty() {
+            c.peers = self.peers.clone();
+        }
+        if let Some(v) = &self.log_level {
+            c.log.level = v.clone();
+        }
+        if let Some(v) = &self.fsync {
+            c.storage.fsync = v.clone();
+        }
+        if let Some(v) = self.kv_groups {
+            c.service.kv_groups = v;
+        }
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+}
+
+/// Runs a node hosting the built-in `KvStore` groups of its config until
+/// SIGINT or SIGTERM. Blocks; creates its own actix `System`.
+pub fn run_node(args: &NodeArgs) -> Result<(), String> {
+    let config = args.load()?;
+    let level = parse_level(&config.log.level).map_err(|e| e.to_string())?;
+    let (logger, _guard) = crate::logging::stderr_logger(level, config.id);
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let node = Node::start(config.clone(), logger)
+            .await
+            .map_err(|e| format!("node {} cannot start: {e}", config.id))?;
+        for group in 1..=config.service.kv_groups {
+            node.spawn_replicated(group, KvStore::default())
+                .await
+                .map_err(|e| format!("group {group}: {e}"))?;
+        }
+        wait_for_signal().await;
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                biased;
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `synod certs`: a dev CA and certificates.
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Node ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<NodeId>,
+    /// Client names, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "admin")]
+    pub clients: Vec<String>,
+}
+
+/// Writes a dev CA and certificates for nodes and clients.
+pub fn run_certs(args: &CertsArgs) -> Result<(), String> {
+    let clients: Vec<&str> = args.clients.iter().map(String::as_str).collect();
+    let certs = synod_net::tls::dev::generate(&args.out, "synod-dev-ca", &args.nodes, &clients)
+        .map_err(|e| e.to_string())?;
+    println!("CA: {}", certs.ca.display());
+    for (id, f) in &certs.nodes {
+        println!("node {id}: {} {}", f.cert.display(), f.key.display());
+    }
+    for (name, f) in &certs.clients {
+        println!("client {name}: {} {}", f.cert.display(), f.key.display());
+    }
+    Ok(())
+}
+
+/// `synod kv`: a client of the built-in key-value groups.
+#[derive(Args, Debug, Clone)]
+pub struct KvArgs {
+    /// Cluster CA certificate.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Client certificate.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Client key.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// A node, `ID=ADDR`; repeat for each.
+    #[arg(long = "node", value_parser = parse_peer, required = true)]
+    pub nodes: Vec<PeerConfig>,
+    /// The group.
+    #[arg(long, default_value_t = 1)]
+    pub group: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub op: KvOp,
+}
+
+/// Operations of `synod kv`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum KvOp {
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Read a key (linearizable).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Keys and revision of the group.
+    Len,
+    /// Every node's view of its groups.
+    Status,
+}
+
+/// Runs one `synod kv` operation.
+pub fn run_kv(args: &KvArgs) -> Result<(), String> {
+    let tls =
+        TlsMaterial::from_pem_files(&args.ca, &args.cert, &args.key).map_err(|e| e.to_string())?;
+    let nodes: BTreeMap<NodeId, SocketAddr> = args.nodes.iter().map(|p| (p.id, p.addr)).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut cfg = ClientConfig::new(nodes.clone(), tls);
+        cfg.timeout = Duration::from_secs(10);
+        let client = Client::new(cfg).map_err(|e| e.to_string())?;
+        let g = args.group;
+        match &args.op {
+            KvOp::Put { key, value } => {
+                let put = Put {
+                    key: key.clone(),
+                    value: value.clone().into_bytes(),
+                };
+                let rev = client.send(g, put).await.map_err(|e| e.to_string())?;
+                println!("ok, revision {rev}");
+            }
+            KvOp::Get { key } => match client.read(g, Get { key: key.clone() }).await.map_err(|e| e.to_string())? {
+                Some(v) => println!("{}", String::from_utf8_lossy(&v)),
+                None => println!("(absent)"),
+            },
+            KvOp::Len => {
+                let (n, rev) = client.read(g, Len).await.map_err(|e| e.to_string())?;
+                println!("keys: {n}, revision: {rev}");
+            }
+            KvOp::Status => {
+                for &id in nodes.keys() {
+                    match client.status(id).await {
+                        Ok(groups) => {
+                            for s in groups {
+                                println!(
+                                    "node {id} group {}: {} term {} leader {:?} last {} commit {} applied {}",
+                                    s.group, s.role, s.term, s.leader, s.last_index, s.commit, s.applied
+                                );
+                            }
+                        }
+                        Err(e) => println!("node {id}: {e}"),
+                    }
+                }
+            }
+        }
+        client.close().await;
+        Ok(())
+    })
+}

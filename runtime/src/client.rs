@@ -1,0 +1,275 @@
+//! [`Client`]: talks to a cluster from outside, over QUIC with a client
+//! certificate from the cluster CA. It finds each group's leader, sends
+//! there (a node that is not the leader forwards), and retries on leader
+//! changes, but only when retrying cannot apply a command twice
+//! (`NotLeader`, `Busy`, an unreachable node). A `Timeout` or `Stopped`
+//! result means the outcome is unknown and is returned as is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use synod_actors::{GroupStatus, NodeStats, Request, RequestError, Response};
+use synod_core::NodeId;
+use synod_net::{frame, Connector, TlsMaterial};
+use synod_storage::GroupId;
+
+use crate::actor::{envelope, Message, Query};
+use crate::error::SynodError;
+
+/// How to reach a cluster.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The nodes: id and address.
+    pub nodes: BTreeMap<NodeId, SocketAddr>,
+    /// The cluster CA and the client's certificate.
+    pub tls: TlsMaterial,
+    /// Deadline of one call, retries included. Default 10 s.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for `nodes` with `tls`.
+    pub fn new(nodes: BTreeMap<NodeId, SocketAddr>, tls: TlsMaterial) -> Self {
+        ClientConfig {
+            nodes,
+            tls,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Inner {
+    connector: Connector,
+    nodes: BTreeMap<NodeId, SocketAddr>,
+    conns: Mutex<HashMap<NodeId, quinn::Connection>>,
+    leaders: Mutex<HashMap<GroupId, NodeId>>,
+    timeout: Duration,
+}
+
+/// A client of a Synod cluster. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Creates the client's QUIC endpoint (inside a tokio runtime). Nodes
+    /// are connected to lazily.
+    pub fn new(cfg: ClientConfig) -> Result<Client, SynodError> {
+        if cfg.nodes.is_empty() {
+            return Err(SynodError::Unavailable("no nodes configured".into()));
+        }
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")
+            .or_else(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+            .map_err(|e| SynodError::Unavailable(format!("cannot bind a UDP socket: {e}")))?;
+        let socket = synod_net::transport::wrap_udp(socket)
+            .map_err(|e| SynodError::Unavailable(e.to_string()))?;
+        let connector = Connector::new(&cfg.tls, socket, Duration::from_secs(5), None)
+            .map_err(|e| SynodError::Unavailable(e.to_string()))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                connector,
+                nodes: cfg.nodes,
+                conns: Mutex::new(HashMap::new()),
+                leaders: Mutex::new(HashMap::new()),
+                timeout: cfg.timeout,
+            }),
+        })
+    }
+
+    /// Sends a command to `group` and returns the handler's result.
+    pub async fn send<M: Message>(&self, group: GroupId, msg: M) -> Result<M::Result, SynodError> {
+        let payload = envelope(M::NAME, &msg).map_err(SynodError::Codec)?;
+        let out = self
+            .call(
+                group,
+                Request::Command {
+                    group,
+                    payload: Bytes::from(payload),
+                },
+            )
+            .await?;
+        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
+    /// Runs a query on `group`, linearizably.
+    pub async fn read<Q: Query>(&self, group: GroupId, query: Q) -> Result<Q::Result, SynodError> {
+        let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
+        let out = self
+            .call(
+                group,
+                Request::Read {
+                    group,
+                    payload: Bytes::from(payload),
+                },
+            )
+            .await?;
+        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
+    /// Node `node`'s view of its groups.
+    pub async fn status(&self, node: NodeId) -> Result<Vec<GroupStatus>, SynodError> {
+        match self.ask(node, &Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Node `node`'s counters.
+    pub async fn stats(&self, node: NodeId) -> Result<NodeStats, SynodError> {
+        match self.ask(node, &Request::Stats).await? {
+            Response::Stats(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The leader of `group` as node `node` sees it (refreshing the cache).
+    pub async fn find_leader(&self, group: GroupId) -> Option<NodeId> {
+        for &node in self.inner.nodes.keys() {
+            if let Ok(status) = self.status(node).await {
+                if let Some(l) = status
+                    .iter()
+                    .find(|s| s.group == group)
+                    .and_then(|s| s.leader)
+                {
+                    self.set_leader(group, l);
+                    return Some(l);
+                }
+            }
+        }
+        None
+    }
+
+    fn set_leader(&self, group: GroupId, node: NodeId) {
+        if let Ok(mut l) = self.inner.leaders.lock() {
+            l.insert(group, node);
+        }
+    }
+
+    fn leader(&self, group: GroupId) -> Option<NodeId> {
+        self.inner
+            .leaders
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&group).copied())
+    }
+
+    async fn connection(&self, node: NodeId) -> Result<quinn::Connection, SynodError> {
+        let cached = self
+            .inner
+            .conns
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&node).cloned())
+            .filter(|c| c.close_reason().is_none());
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let addr = *self
+            .inner
+            .nodes
+            .get(&node)
+            .ok_or_else(|| SynodError::Unavailable(format!("node {node} is not configured")))?;
+        let conn = self
+            .inner
+            .connector
+            .connect(node, addr)
+            .await
+            .map_err(|e| SynodError::Unavailable(e.to_string()))?;
+        if let Ok(mut c) = self.inner.conns.lock() {
+            c.insert(node, conn.clone());
+        }
+        Ok(conn)
+    }
+
+    fn forget(&self, node: NodeId) {
+        if let Ok(mut c) = self.inner.conns.lock() {
+            c.remove(&node);
+        }
+    }
+
+    /// One request to one node, no retries.
+    async fn ask(&self, node: NodeId, req: &Request) -> Result<Response, SynodError> {
+        let bytes = frame::encode(req, frame::DEFAULT_MAX_FRAME)
+            .map_err(|e| SynodError::Codec(e.to_string()))?;
+        let conn = self.connection(node).await?;
+        let call = self.inner.connector.call(&conn, bytes);
+        let resp = match tokio::time::timeout(self.inner.timeout, call).await {
+            Err(_) => {
+                return Err(SynodError::Unavailable(format!(
+                    "node {node} did not answer"
+                )))
+            }
+            Ok(Err(e)) => {
+                self.forget(node);
+                return Err(SynodError::Unavailable(format!("node {node}: {e}")));
+            }
+            Ok(Ok(r)) => r,
+        };
+        frame::decode::<Response>(&resp).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
+    /// A command or read for `group`, with leader finding and safe retries.
+    async fn call(&self, group: GroupId, req: Request) -> Result<Bytes, SynodError> {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let ids: Vec<NodeId> = self.inner.nodes.keys().copied().collect();
+        let mut next = (group as usize) % ids.len();
+        let mut target = self.leader(group).unwrap_or(ids[next]);
+        let mut backoff = Duration::from_millis(5);
+        let mut last_error = SynodError::Unavailable("no node answered".into());
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(last_error);
+            }
+            match tokio::time::timeout(remaining, self.ask(target, &req)).await {
+                Err(_) => return Err(SynodError::Timeout { group }),
+                Ok(Ok(Response::Ok(b))) => {
+                    self.set_leader(group, target);
+                    return Ok(b);
+                }
+                Ok(Ok(Response::Err(RequestError::NotLeader {
+                    leader: Some(l), ..
+                }))) if l != target && self.inner.nodes.contains_key(&l) => {
+                    self.set_leader(group, l);
+                    target = l;
+                    continue;
+                }
+                Ok(Ok(Response::Err(e))) if is_safe(&e) => last_error = e.into(),
+                Ok(Ok(Response::Err(e))) => return Err(e.into()),
+                Ok(Ok(other)) => return Err(unexpected(other)),
+                Ok(Err(e)) if e.is_safe_to_retry() => last_error = e,
+                Ok(Err(e)) => return Err(e),
+            }
+            // Try the next node after a short pause.
+            next = (next + 1) % ids.len();
+            target = ids[next];
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Closes the client's connections.
+    pub async fn close(&self) {
+        self.inner.connector.close().await;
+    }
+}
+
+/// Errors after which nothing was proposed.
+fn is_safe(e: &RequestError) -> bool {
+    matches!(
+        e,
+        RequestError::NotLeader { .. }
+            | RequestError::Busy(_)
+            | RequestError::Restarting(_)
+            | RequestError::Unavailable(_)
+            | RequestError::NoSuchGroup(_)
+    )
+}
+
+fn unexpected(r: Response) -> SynodError {
+    SynodError::Codec(format!("unexpected response {r:?}"))
+}

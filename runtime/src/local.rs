@@ -1,0 +1,323 @@
+//! A cluster of node processes on this machine, for demos, benchmarks and
+//! black-box tests: dev certificates, free loopback ports chosen at run
+//! time, one config file and data directory per node, and processes that
+//! can be killed (SIGKILL), paused (SIGSTOP), resumed and restarted. Every
+//! process is killed when the cluster is dropped.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use synod_core::NodeId;
+use synod_net::tls::dev::{self, DevCerts};
+
+use crate::client::{Client, ClientConfig};
+use crate::error::SynodError;
+
+/// What cluster to start.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Number of nodes (ids 1..=n).
+    pub nodes: u64,
+    /// Groups of the built-in KvStore each node hosts.
+    pub kv_groups: u64,
+    /// Directory for certificates, configs, data and logs.
+    pub dir: PathBuf,
+    /// The program to run and the arguments before `--config FILE`
+    /// (e.g. the `synod` binary and `["node"]`).
+    pub program: PathBuf,
+    /// Arguments before `--config`.
+    pub args: Vec<String>,
+    /// Milliseconds per Raft tick.
+    pub tick_ms: u64,
+    /// Election timeout in ticks.
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: u32,
+    /// Entries between snapshots.
+    pub snapshot_every: u64,
+    /// `storage.fsync`.
+    pub fsync: String,
+    /// `log.level`.
+    pub log_level: String,
+}
+
+impl ClusterOptions {
+    /// Three nodes, defaults for the rest.
+    pub fn new(dir: &Path, program: PathBuf, args: Vec<String>) -> Self {
+        ClusterOptions {
+            nodes: 3,
+            kv_groups: 1,
+            dir: dir.to_path_buf(),
+            program,
+            args,
+            tick_ms: 50,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_every: 10_000,
+            fsync: "always".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+struct LocalNode {
+    addr: SocketAddr,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running local cluster.
+pub struct LocalCluster {
+    opts: ClusterOptions,
+    certs: DevCerts,
+    nodes: BTreeMap<NodeId, LocalNode>,
+}
+
+/// `n` distinct free UDP ports on loopback (held at once, then released:
+/// another process could take one meanwhile, but nothing here would).
+fn free_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    sockets.iter().map(|s| s.local_addr()).collect()
+}
+
+fn node_config(
+    o: &ClusterOptions,
+    id: NodeId,
+    addrs: &BTreeMap<NodeId, SocketAddr>,
+    certs: &DevCerts,
+) -> String {
+    let (_, files) = certs
+        .nodes
+        .iter()
+        .find(|(n, _)| *n == id)
+        .expect("a certificate per node");
+    let mut s = format!(
+        "id = {id}\nlisten = \"{}\"\ndata_dir = \"{}\"\n",
+        addrs[&id],
+        o.dir.join(format!("node-{id}")).display()
+    );
+    for (&p, a) in addrs {
+        if p != id {
+            s += &format!("\n[[peers]]\nid = {p}\naddr = \"{a}\"\n");
+        }
+    }
+    s += &format!(
+        "\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        certs.ca.display(),
+        files.cert.display(),
+        files.key.display()
+    );
+    s += &format!(
+        "\n[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\nsnapshot_every = {}\n",
+        o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.snapshot_every
+    );
+    s += &format!("\n[storage]\nfsync = \"{}\"\n", o.fsync);
+    s += &format!("\n[log]\nlevel = \"{}\"\n", o.log_level);
+    s += &format!("\n[service]\nkv_groups = {}\n", o.kv_groups);
+    s
+}
+
+impl LocalCluster {
+    /// Generates certificates and configs, and starts every node.
+    pub fn start(opts: ClusterOptions) -> Result<LocalCluster, String> {
+        std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+        let ids: Vec<NodeId> = (1..=opts.nodes).collect();
+        let certs = dev::generate(&opts.dir.join("certs"), "synod-local-ca", &ids, &["local"])
+            .map_err(|e| e.to_string())?;
+        let addrs: BTreeMap<NodeId, SocketAddr> = ids
+            .iter()
+            .copied()
+            .zip(free_addrs(ids.len()).map_err(|e| e.to_string())?)
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for &id in &ids {
+            let config = opts.dir.join(format!("node-{id}.toml"));
+            std::fs::write(&config, node_config(&opts, id, &addrs, &certs))
+                .map_err(|e| format!("{}: {e}", config.display()))?;
+            nodes.insert(
+                id,
+                LocalNode {
+                    addr: addrs[&id],
+                    config,
+                    log: opts.dir.join(format!("node-{id}.log")),
+                    child: None,
+                },
+            );
+        }
+        let mut cluster = LocalCluster { opts, certs, nodes };
+        for &id in &ids {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).ok_or(format!("no node {id}"))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+        let child = Command::new(&self.opts.program)
+            .args(&self.opts.args)
+            .arg("--config")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.opts.program.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Node ids and addresses.
+    pub fn addrs(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.nodes.iter().map(|(id, n)| (*id, n.addr)).collect()
+    }
+
+    /// The options the cluster was started with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.opts
+    }
+
+    /// A client of this cluster (inside a tokio runtime).
+    pub fn client(&self) -> Result<Client, SynodError> {
+        let tls = self
+            .certs
+            .client("local")
+            .map_err(|e| SynodError::Unavailable(e.to_string()))?;
+        Client::new(ClientConfig::new(self.addrs(), tls))
+    }
+
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(Child::id)
+    }
+
+    /// Whether node `id`'s process is alive (reaps it if it exited).
+    pub fn is_running(&mut self, id: NodeId) -> bool {
+        let Some(child) = self.nodes.get_mut(&id).and_then(|n| n.child.as_mut()) else {
+            return false;
+        };
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL: the process dies at once, without any cleanup.
+    pub fn kill(&mut self, id: NodeId) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, id: NodeId, sig: &str) -> Result<(), String> {
+        let pid = self.pid(id).ok_or(format!("node {id} is not running"))?;
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .map_err(|e| format!("kill {sig}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill {sig} {pid} failed"))
+        }
+    }
+
+    /// SIGSTOP: the process freezes (a long GC pause, a stuck VM).
+    pub fn pause(&self, id: NodeId) -> Result<(), String> {
+        self.signal(id, "-STOP")
+    }
+
+    /// SIGCONT after [`LocalCluster::pause`].
+    pub fn resume(&self, id: NodeId) -> Result<(), String> {
+        self.signal(id, "-CONT")
+    }
+
+    /// Starts node `id` again (after a kill), on the same data directory.
+    pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
+        self.kill(id);
+        self.spawn(id)
+    }
+
+    /// SIGTERM every node and wait for them (a clean shutdown).
+    pub fn stop_all(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &id in &ids {
+            let _ = self.signal(id, "-TERM");
+        }
+        for id in ids {
+            if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) => break,
+                        Ok(None) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        _ => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts every stopped node again.
+    pub fn start_all(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if self.nodes[&id].child.is_none() {
+                self.spawn(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `lines` lines of node `id`'s log (for failure reports).
+    pub fn log_tail(&self, id: NodeId, lines: usize) -> String {
+        let Some(n) = self.nodes.get(&id) else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// CPU time (user + system) used so far by node `id`'s process.
+    pub fn cpu_time(&self, id: NodeId) -> Option<Duration> {
+        cpu_time_of(self.pid(id)?)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let _ = self.resume(id);
+            self.kill(id);
+        }
+    }
+}
+
+/// CPU time of a process from `/proc/<pid>/stat` (utime + stime, in the
+/// kernel's USER_HZ of 100 ticks per second).
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}

@@ -1,0 +1,201 @@
+//! [`Node`]: one member of a cluster, hosting replicas of many groups, and
+//! [`ReplicatedAddr`], the typed handle to a replicated actor.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use synod_actors::{Engine, EngineConfig, GroupStatus, Listen, NodeStats, Placement, StateMachine};
+use synod_core::NodeId;
+use synod_storage::GroupId;
+
+use crate::actor::{
+    envelope, Handler, Handlers, Message, Query, QueryHandler, ReplicatedActor, Typed,
+};
+use crate::config::NodeConfig;
+use crate::error::{StartError, SynodError};
+
+/// A running node.
+#[derive(Clone)]
+pub struct Node {
+    engine: Engine,
+    id: NodeId,
+}
+
+impl Node {
+    /// Starts a node from a validated config: opens its WAL and snapshot
+    /// store, binds its QUIC endpoint, connects to its peers. Call it
+    /// inside an actix `System` (e.g. `#[actix::main]`). Groups are then
+    /// spawned with [`Node::spawn_replicated`].
+    pub async fn start(config: NodeConfig, logger: slog::Logger) -> Result<Node, StartError> {
+        config.validate()?;
+        let tls = config.load_tls()?;
+        let engine_cfg = EngineConfig {
+            node_id: config.id,
+            peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
+            tls,
+            data_dir: config.data_dir.clone(),
+            group: config.group_config(),
+            seed: boot_seed(config.id),
+            max_frame_bytes: synod_net::frame::DEFAULT_MAX_FRAME,
+            logger,
+        };
+        let placement = Placement::Threads {
+            listen: Listen::Addr(config.listen),
+            wal: config.wal_options(),
+        };
+        let engine = Engine::start(engine_cfg, placement).await?;
+        Ok(Node {
+            engine,
+            id: config.id,
+        })
+    }
+
+    /// Wraps a started engine (the simulation builds engines itself).
+    pub fn from_engine(engine: Engine) -> Node {
+        let id = engine.node_id();
+        Node { engine, id }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The engine underneath (status, stats, fault injection).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Hosts this node's replica of `group`, a replicated `A` starting as
+    /// `initial`. Call it on every node of the cluster with the same group
+    /// id and actor type. If the group has state on disk (a restart), the
+    /// replica resumes from it and `initial` is only the starting point
+    /// before the latest snapshot and the log are replayed.
+    pub async fn spawn_replicated<A>(
+        &self,
+        group: GroupId,
+        initial: A,
+    ) -> Result<ReplicatedAddr<A>, StartError>
+    where
+        A: ReplicatedActor + Clone + Sync,
+    {
+        self.spawn_replicated_with(group, move || initial.clone())
+            .await
+    }
+
+    /// Like [`Node::spawn_replicated`], with a function making the initial
+    /// state (for actors that are not `Clone`).
+    pub async fn spawn_replicated_with<A, F>(
+        &self,
+        group: GroupId,
+        initial: F,
+    ) -> Result<ReplicatedAddr<A>, StartError>
+    where
+        A: ReplicatedActor,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        let handlers = Arc::new(Handlers::<A>::collect());
+        if let Some(name) = handlers.duplicates().first() {
+            return Err(StartError::DuplicateMessage {
+                actor: std::any::type_name::<A>(),
+                name,
+            });
+        }
+        let factory = Arc::new(move || {
+            Box::new(Typed {
+                actor: initial(),
+                handlers: Arc::clone(&handlers),
+            }) as Box<dyn StateMachine>
+        });
+        self.engine.create_group(group, factory).await?;
+        Ok(ReplicatedAddr {
+            engine: self.engine.clone(),
+            group,
+            _actor: PhantomData,
+        })
+    }
+
+    /// Every group hosted here, as this node sees it.
+    pub async fn status(&self) -> Vec<GroupStatus> {
+        self.engine.status().await
+    }
+
+    /// This node's counters.
+    pub fn stats(&self) -> NodeStats {
+        self.engine.stats()
+    }
+
+    /// Stops every group and closes the connections.
+    pub async fn shutdown(&self) {
+        self.engine.shutdown().await;
+    }
+}
+
+/// A seed for the election timers that differs per node and per boot.
+fn boot_seed(id: NodeId) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(id);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// The typed address of a replicated actor, valid on the node that spawned
+/// it. Messages sent through it are committed by the group (forwarded to
+/// the leader when this node is not), then handled on every replica; the
+/// caller gets the handler's result from the replica that proposed it.
+pub struct ReplicatedAddr<A> {
+    engine: Engine,
+    group: GroupId,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for ReplicatedAddr<A> {
+    fn clone(&self) -> Self {
+        ReplicatedAddr {
+            engine: self.engine.clone(),
+            group: self.group,
+            _actor: PhantomData,
+        }
+    }
+}
+
+impl<A: ReplicatedActor> ReplicatedAddr<A> {
+    /// The group this actor is replicated by.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Sends a command and returns the handler's result once the command is
+    /// committed and applied. On `Timeout` or `Stopped` the command may or
+    /// may not have been applied.
+    pub async fn send<M: Message>(&self, msg: M) -> Result<M::Result, SynodError>
+    where
+        A: Handler<M>,
+    {
+        let payload = envelope(M::NAME, &msg).map_err(SynodError::Codec)?;
+        let out = self
+            .engine
+            .command(self.group, Bytes::from(payload))
+            .await?;
+        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
+    /// Runs a query linearizably: it is ordered in the log like a command
+    /// (and answered by the replica that proposed it), so it sees every
+    /// command acknowledged before it was sent.
+    pub async fn read<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
+    where
+        A: QueryHandler<Q>,
+    {
+        let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
+        let out = self.engine.read(self.group, Bytes::from(payload)).await?;
+        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+}
