@@ -38,7 +38,7 @@ use crate::node::{CreateGroup, Lookup, NodeActor, Routes, Status, StopAll};
 use crate::proto::{
     GroupStatus, NodeStats, RaftItem, Request, RequestError, Response, SnapshotHeader,
 };
-use crate::shared::{Counters, GroupConfig, NodeShared};
+use crate::shared::{Counters, GroupConfig, NetFailure, NodeShared};
 use crate::snapshot_exec::Receive;
 use crate::state_machine::{StateMachineFactory, ENTRY_COMMAND, ENTRY_READ};
 
@@ -265,6 +265,7 @@ impl Engine {
         let mut net_cfg = NetConfig::new(cfg.node_id, cfg.peers.clone(), cfg.tls.clone());
         net_cfg.max_frame_bytes = cfg.max_frame_bytes;
         net_cfg.logger = cfg.logger.clone();
+        let local = matches!(placement, Placement::Local { .. });
         let (log_writer, transport, net_stop) = match placement {
             Placement::Threads { listen, wal } => {
                 let wal_dir = cfg.data_dir.join("wal");
@@ -278,8 +279,20 @@ impl Engine {
                     Listen::Addr(addr) => std::net::UdpSocket::bind(addr)
                         .map_err(|source| EngineError::Bind { addr, source })?,
                 };
-                let (transport, stop) = start_net_thread(net_cfg, socket, handler.clone())?;
-                (log_writer, transport, Some(stop))
+                if !cfg.group.net_thread {
+                    let socket = synod_net::transport::wrap_udp(socket)
+                        .map_err(|e| EngineError::Net(e.to_string()))?;
+                    let transport = Transport::start(
+                        net_cfg,
+                        socket,
+                        handler.clone() as Arc<dyn Handler<RaftItem>>,
+                    )
+                    .map_err(|e| EngineError::Net(e.to_string()))?;
+                    (log_writer, transport, None)
+                } else {
+                    let (transport, stop) = start_net_thread(net_cfg, socket, handler.clone())?;
+                    (log_writer, transport, Some(stop))
+                }
             }
             Placement::Local {
                 store,
@@ -312,6 +325,7 @@ impl Engine {
             counters: Counters::default(),
             seed: cfg.seed,
             transport: Some(transport.clone()),
+            offload_io: !local,
         });
         let node = NodeActor::new(Arc::clone(&shared), Arc::clone(&routes)).start();
         let inner = Arc::new(Inner {
@@ -394,7 +408,14 @@ impl Engine {
                 Err(RequestError::NotLeader {
                     leader: Some(l), ..
                 }) if forward && *l != self.node_id() => {
-                    return self.forward(*l, group, kind, payload, deadline).await;
+                    match self
+                        .forward(*l, group, kind, payload.clone(), deadline)
+                        .await
+                    {
+                        // The leader could not be reached: wait for a new one.
+                        Err(RequestError::NotLeader { leader: None, .. }) => true,
+                        other => return other,
+                    }
                 }
                 // No leader yet, or too busy: neither appended anything.
                 Err(RequestError::NotLeader { leader: None, .. })
@@ -462,7 +483,15 @@ impl Engine {
         let call = self.inner.shared.net.request(leader, bytes);
         let response = match tokio::time::timeout_at(deadline, call).await {
             Err(_) => return Err(RequestError::Timeout(group)),
-            Ok(Err(e)) => return Err(RequestError::Unavailable(format!("node {leader}: {e}"))),
+            // Never sent: as if no leader were known (the caller retries).
+            Ok(Err(NetFailure::NotSent(_))) => {
+                return Err(RequestError::NotLeader {
+                    group,
+                    leader: None,
+                })
+            }
+            // Sent, then the connection broke: the outcome is unknown.
+            Ok(Err(NetFailure::Lost(_))) => return Err(RequestError::Timeout(group)),
             Ok(Ok(r)) => r,
         };
         match frame::decode::<Response>(&response) {

@@ -26,7 +26,8 @@ use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use slog::{crit, info, Logger};
 use synod_core::{
-    Index, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, SoftState, Term,
+    HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, SoftState,
+    Term,
 };
 use synod_storage::{GroupId, StorageError, WriteBatch};
 
@@ -135,6 +136,11 @@ pub struct RaftGroup {
     ready_scheduled: bool,
     /// Snapshots saved, newest last: the log is compacted to the older.
     snapshots: VecDeque<Index>,
+    /// The hard state last handed to the log writer.
+    durable_hs: HardState,
+    /// A newer hard state differing only in commit, written with the next
+    /// write.
+    lazy_hs: Option<HardState>,
     restarts: u32,
     failed: bool,
     log: Logger,
@@ -151,6 +157,7 @@ impl RaftGroup {
         guard: DeathGuard,
     ) -> Self {
         let log = shared.log.new(slog::o!("group" => group));
+        let durable_hs = raft.hard_state();
         RaftGroup {
             group,
             raft,
@@ -161,6 +168,8 @@ impl RaftGroup {
             next_seq: 0,
             ready_scheduled: false,
             snapshots: latest_snapshot.into_iter().collect(),
+            durable_hs,
+            lazy_hs: None,
             restarts,
             failed: false,
             log,
@@ -187,9 +196,19 @@ impl RaftGroup {
         }
     }
 
-    fn carry_out(&mut self, rd: Ready, ctx: &mut Context<Self>) {
+    fn carry_out(&mut self, mut rd: Ready, ctx: &mut Context<Self>) {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss, ctx);
+        }
+        // A hard state that differs from the durable one only in its commit
+        // index needs no write of its own: losing a commit index is safe
+        // (it is learned again from the leader), so it rides along with the
+        // next write instead of costing an fsync per commit.
+        if let Some(hs) = rd.hard_state {
+            if (hs.term, hs.vote) == (self.durable_hs.term, self.durable_hs.vote) {
+                self.lazy_hs = Some(hs);
+                rd.hard_state = None;
+            }
         }
         let must_persist = rd.must_persist();
         let up_to = rd.persist_up_to();
@@ -207,8 +226,10 @@ impl RaftGroup {
                 batch.purge(self.group, snap.index + 1);
                 batch.truncate(self.group, snap.index + 1);
             }
-            if let Some(hs) = rd.hard_state {
+            if let Some(hs) = rd.hard_state.or(self.lazy_hs.take()) {
                 batch.set_hard_state(self.group, hs);
+                self.durable_hs = hs;
+                self.lazy_hs = None;
             }
             batch.append(self.group, rd.entries);
             let seq = self.next_seq;

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use slog::{info, warn, Logger};
 use synod_core::{Index, MessageBody, Term};
 use synod_net::SnapshotStream;
-use synod_storage::{GroupId, SnapshotMeta};
+use synod_storage::{GroupId, SnapshotMeta, SnapshotStore};
 
 use crate::fsm::{FsmCaller, SnapshotFinished};
 use crate::group::{RaftGroup, SnapshotSaved, StepSnapshot};
@@ -85,28 +85,43 @@ impl SnapshotExecutor {
         }
     }
 
-    fn save(&self, m: &Save) -> Result<(), String> {
-        let meta = SnapshotMeta {
+    fn meta(&self, m: &Save) -> SnapshotMeta {
+        SnapshotMeta {
             group: self.group,
             index: m.index,
             term: m.term,
             voters: self.shared.voters.clone(),
             learners: Vec::new(),
-        };
-        let mut w = self
-            .shared
-            .snapshots
-            .writer(meta)
-            .map_err(|e| e.to_string())?;
-        for chunk in m.data.chunks(1 << 20) {
-            w.write_chunk(chunk).map_err(|e| e.to_string())?;
         }
-        if m.data.is_empty() {
-            w.write_chunk(&[]).map_err(|e| e.to_string())?;
-        }
-        w.finish().map_err(|e| e.to_string())?;
-        Ok(())
     }
+
+    fn finish_save(&self, index: Index, bytes: usize, result: Result<(), String>) {
+        let ok = result.is_ok();
+        match result {
+            Ok(()) => {
+                self.shared
+                    .counters
+                    .snapshots_saved
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(self.log, "snapshot saved"; "index" => index, "bytes" => bytes);
+                self.raft.do_send(SnapshotSaved { index });
+            }
+            Err(e) => warn!(self.log, "saving a snapshot failed"; "index" => index, "error" => e),
+        }
+        if let Some(fsm) = &self.fsm {
+            fsm.do_send(SnapshotFinished { index, ok });
+        }
+    }
+}
+
+/// Writes a snapshot's data durably (chunked, fsync, atomic publish).
+fn save(store: &SnapshotStore, meta: SnapshotMeta, data: &[u8]) -> Result<(), String> {
+    let mut w = store.writer(meta).map_err(|e| e.to_string())?;
+    for chunk in data.chunks(1 << 20) {
+        w.write_chunk(chunk).map_err(|e| e.to_string())?;
+    }
+    w.finish().map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 impl Actor for SnapshotExecutor {
@@ -124,23 +139,32 @@ impl Handler<SetFsm> for SnapshotExecutor {
 impl Handler<Save> for SnapshotExecutor {
     type Result = ();
 
-    fn handle(&mut self, m: Save, _: &mut Context<Self>) {
-        let result = self.save(&m);
-        let ok = result.is_ok();
-        match result {
-            Ok(()) => {
-                self.shared
-                    .counters
-                    .snapshots_saved
-                    .fetch_add(1, Ordering::Relaxed);
-                info!(self.log, "snapshot saved"; "index" => m.index, "bytes" => m.data.len());
-                self.raft.do_send(SnapshotSaved { index: m.index });
-            }
-            Err(e) => warn!(self.log, "saving a snapshot failed"; "index" => m.index, "error" => e),
+    fn handle(&mut self, m: Save, ctx: &mut Context<Self>) {
+        let meta = self.meta(&m);
+        let (index, bytes) = (m.index, m.data.len());
+        if !self.shared.offload_io {
+            // Simulation: no OS threads; the store is fast there.
+            let result = save(&self.shared.snapshots, meta, &m.data);
+            self.finish_save(index, bytes, result);
+            return;
         }
-        if let Some(fsm) = &self.fsm {
-            fsm.do_send(SnapshotFinished { index: m.index, ok });
+        // Writing and fsyncing megabytes would stall every group on this
+        // thread: do it on a thread of its own and come back for the rest.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = self.shared.snapshots.clone();
+        let spawned = std::thread::Builder::new()
+            .name("synod-snapshot".into())
+            .spawn(move || {
+                let _ = tx.send(save(&store, meta, &m.data));
+            });
+        if let Err(e) = spawned {
+            self.finish_save(index, bytes, Err(e.to_string()));
+            return;
         }
+        ctx.spawn(rx.into_actor(self).map(move |r, act, _| {
+            let result = r.unwrap_or_else(|_| Err("the snapshot thread died".into()));
+            act.finish_save(index, bytes, result);
+        }));
     }
 }
 

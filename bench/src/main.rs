@@ -3,6 +3,7 @@
 //! figures and the commands that produced them.
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod wal;
 
 /// Synod benchmarks.
@@ -25,6 +26,11 @@ enum Command {
     Fsync(wal::FsyncArgs),
     /// Build a large WAL, then time how long reopening (recovery) takes.
     WalRecovery(wal::RecoveryArgs),
+    /// A three-node cluster of separate processes under a closed-loop write load.
+    Cluster(cluster::ClusterArgs),
+    /// (internal) Run one node of the benchmark cluster.
+    #[command(hide = true)]
+    Node(synod::cli::NodeArgs),
 }
 
 fn main() {
@@ -32,6 +38,8 @@ fn main() {
         Command::Wal(a) => wal::run_wal(&a),
         Command::Fsync(a) => wal::run_fsync(&a),
         Command::WalRecovery(a) => wal::run_recovery(&a),
+        Command::Cluster(a) => cluster::run(&a),
+        Command::Node(a) => synod::cli::run_node(&a),
     };
     if let Err(e) = result {
         eprintln!("synod-bench: {e}");

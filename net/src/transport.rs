@@ -94,6 +94,14 @@ pub enum NetError {
     /// No live connection to the peer right now.
     #[error("no connection to node {0} (it may be down or unreachable); retry later")]
     NotConnected(u64),
+    /// A stream could not be opened: nothing was sent.
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable {
+        /// Who.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
     /// A QUIC connection could not be made or broke.
     #[error("connection to {peer}: {reason}")]
     Connection {
@@ -158,11 +166,28 @@ impl NetConfig {
             max_queue_bytes: 64 << 20,
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
-            idle_timeout: Duration::from_secs(3),
-            keep_alive: Duration::from_millis(500),
+            // A dead peer must be noticed quickly: requests forwarded to a
+            // leader that was killed hang until then.
+            idle_timeout: Duration::from_millis(1000),
+            keep_alive: Duration::from_millis(200),
             seed: None,
             logger: Logger::root(slog::Discard, o!()),
         }
+    }
+}
+
+impl NetError {
+    /// Whether the request may have reached the peer (so its outcome is
+    /// unknown); `false` when it certainly was not sent.
+    pub fn maybe_sent(&self) -> bool {
+        !matches!(
+            self,
+            NetError::NotConnected(_)
+                | NetError::UnknownPeer(_)
+                | NetError::Unreachable { .. }
+                | NetError::Endpoint(_)
+                | NetError::Tls(_)
+        )
     }
 }
 
@@ -735,7 +760,10 @@ pub async fn call(conn: &quinn::Connection, request: Bytes, max: usize) -> Resul
         peer: peer.clone(),
         reason: e.to_string(),
     };
-    let (send, recv) = conn.open_bi().await.map_err(|e| conn_err(&e))?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| NetError::Unreachable {
+        peer: peer.clone(),
+        reason: e.to_string(),
+    })?;
     let mut writer = FramedWrite::new(send, frame::codec(max));
     let header = frame::encode(&StreamHeader::Request, max)?;
     writer.send(header).await.map_err(|e| conn_err(&e))?;
@@ -930,7 +958,7 @@ impl Connector {
         idle_timeout: Duration,
         seed: Option<u64>,
     ) -> Result<Connector, NetError> {
-        let client_config = tls.client_config(idle_timeout, idle_timeout / 3)?;
+        let client_config = tls.client_config(idle_timeout, idle_timeout / 5)?;
         let endpoint = make_endpoint(socket, None, tls.reset_key(), seed)?;
         Ok(Connector {
             endpoint,
@@ -945,12 +973,12 @@ impl Connector {
         let peer = format!("node {id} at {addr}");
         self.endpoint
             .connect_with(self.client_config.clone(), addr, &tls::node_name(id))
-            .map_err(|e| NetError::Connection {
+            .map_err(|e| NetError::Unreachable {
                 peer: peer.clone(),
                 reason: e.to_string(),
             })?
             .await
-            .map_err(|e| NetError::Connection {
+            .map_err(|e| NetError::Unreachable {
                 peer,
                 reason: e.to_string(),
             })

@@ -46,8 +46,13 @@ struct Inner {
     nodes: BTreeMap<NodeId, SocketAddr>,
     conns: Mutex<HashMap<NodeId, quinn::Connection>>,
     leaders: Mutex<HashMap<GroupId, NodeId>>,
+    /// Nodes that failed recently, and until when to avoid them.
+    down: Mutex<HashMap<NodeId, tokio::time::Instant>>,
     timeout: Duration,
 }
+
+/// How long a node that failed is avoided.
+const DOWN_FOR: Duration = Duration::from_millis(500);
 
 /// A client of a Synod cluster. Cheap to clone; share one per process.
 #[derive(Clone)]
@@ -67,7 +72,7 @@ impl Client {
             .map_err(|e| SynodError::Unavailable(format!("cannot bind a UDP socket: {e}")))?;
         let socket = synod_net::transport::wrap_udp(socket)
             .map_err(|e| SynodError::Unavailable(e.to_string()))?;
-        let connector = Connector::new(&cfg.tls, socket, Duration::from_secs(5), None)
+        let connector = Connector::new(&cfg.tls, socket, Duration::from_millis(1000), None)
             .map_err(|e| SynodError::Unavailable(e.to_string()))?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -75,6 +80,7 @@ impl Client {
                 nodes: cfg.nodes,
                 conns: Mutex::new(HashMap::new()),
                 leaders: Mutex::new(HashMap::new()),
+                down: Mutex::new(HashMap::new()),
                 timeout: cfg.timeout,
             }),
         })
@@ -185,27 +191,50 @@ impl Client {
         Ok(conn)
     }
 
+    /// Node `node` failed: drop its connection, avoid it for a while, and
+    /// stop believing it leads anything.
     fn forget(&self, node: NodeId) {
         if let Ok(mut c) = self.inner.conns.lock() {
             c.remove(&node);
         }
+        if let Ok(mut d) = self.inner.down.lock() {
+            d.insert(node, tokio::time::Instant::now() + DOWN_FOR);
+        }
+        if let Ok(mut l) = self.inner.leaders.lock() {
+            l.retain(|_, n| *n != node);
+        }
+    }
+
+    fn is_down(&self, node: NodeId) -> bool {
+        self.inner
+            .down
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&node).copied())
+            .is_some_and(|until| tokio::time::Instant::now() < until)
     }
 
     /// One request to one node, no retries.
     async fn ask(&self, node: NodeId, req: &Request) -> Result<Response, SynodError> {
         let bytes = frame::encode(req, frame::DEFAULT_MAX_FRAME)
             .map_err(|e| SynodError::Codec(e.to_string()))?;
-        let conn = self.connection(node).await?;
+        let conn = match self.connection(node).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.forget(node);
+                return Err(e);
+            }
+        };
         let call = self.inner.connector.call(&conn, bytes);
         let resp = match tokio::time::timeout(self.inner.timeout, call).await {
-            Err(_) => {
-                return Err(SynodError::Unavailable(format!(
-                    "node {node} did not answer"
-                )))
-            }
+            Err(_) => return Err(SynodError::ConnectionLost { node }),
             Ok(Err(e)) => {
                 self.forget(node);
-                return Err(SynodError::Unavailable(format!("node {node}: {e}")));
+                return Err(if e.maybe_sent() {
+                    SynodError::ConnectionLost { node }
+                } else {
+                    SynodError::Unavailable(format!("node {node}: {e}"))
+                });
             }
             Ok(Ok(r)) => r,
         };
@@ -217,7 +246,16 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
         let ids: Vec<NodeId> = self.inner.nodes.keys().copied().collect();
         let mut next = (group as usize) % ids.len();
-        let mut target = self.leader(group).unwrap_or(ids[next]);
+        for _ in 0..ids.len() {
+            if !self.is_down(ids[next]) {
+                break;
+            }
+            next = (next + 1) % ids.len();
+        }
+        let mut target = self
+            .leader(group)
+            .filter(|l| !self.is_down(*l))
+            .unwrap_or(ids[next]);
         let mut backoff = Duration::from_millis(5);
         let mut last_error = SynodError::Unavailable("no node answered".into());
         loop {
@@ -244,9 +282,17 @@ impl Client {
                 Ok(Err(e)) if e.is_safe_to_retry() => last_error = e,
                 Ok(Err(e)) => return Err(e),
             }
-            // Try the next node after a short pause.
-            next = (next + 1) % ids.len();
-            target = ids[next];
+            // Try the next node (one not known to be down) after a pause.
+            for _ in 0..ids.len() {
+                next = (next + 1) % ids.len();
+                if !self.is_down(ids[next]) {
+                    break;
+                }
+            }
+            target = self
+                .leader(group)
+                .filter(|l| !self.is_down(*l))
+                .unwrap_or(ids[next]);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }

@@ -22,9 +22,12 @@
 //! tick_ms = 50
 //! election_ticks = 10    # election timeout: 10-20 ticks (500-1000 ms)
 //! heartbeat_ticks = 2
-//! snapshot_every = 10000 # entries between snapshots
+//! snapshot_every = 100000 # entries between snapshots
 //! max_uncommitted = 10000
 //! propose_timeout_ms = 10000
+//!
+//! [net]                  # optional
+//! own_thread = false     # run QUIC on a thread of its own (see GroupConfig::net_thread)
 //!
 //! [storage]              # all optional
 //! fsync = "always"       # "always", "never", or an interval like "10ms"
@@ -126,6 +129,14 @@ impl Default for StorageConfig {
     }
 }
 
+/// Transport settings.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetSettings {
+    /// Run the QUIC transport on a thread of its own.
+    pub own_thread: bool,
+}
+
 /// Logging.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -171,6 +182,9 @@ pub struct NodeConfig {
     /// WAL settings.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Transport settings.
+    #[serde(default)]
+    pub net: NetSettings,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -302,6 +316,7 @@ impl NodeConfig {
             snapshot_every: r.snapshot_every,
             max_uncommitted: r.max_uncommitted,
             propose_timeout: Duration::from_millis(r.propose_timeout_ms),
+            net_thread: self.net.own_thread,
             ..GroupConfig::default()
         }
     }

@@ -54,9 +54,16 @@ pub enum SynodError {
     /// The message or its result could not be encoded or decoded here.
     #[error("encoding error: {0}")]
     Codec(String),
-    /// No node could be reached.
+    /// No node could be reached (nothing was sent).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// The connection to `node` broke after the request was sent: the
+    /// command may or may not have been applied.
+    #[error("the connection to node {node} broke after the request was sent; the command may or may not have been applied")]
+    ConnectionLost {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl SynodError {

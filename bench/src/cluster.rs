@@ -1,0 +1,214 @@
+//! The `cluster` workload: a three-node cluster of separate processes on
+//! loopback (this binary re-executed as nodes), driven by closed-loop
+//! clients writing 100-byte values. CPU is summed over the node processes
+//! (from /proc), fsyncs are counted by each node's log writer and averaged
+//! over the nodes; both are taken over the measured window only.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use synod::kv::Put;
+use synod::local::{ClusterOptions, LocalCluster};
+use synod::SynodError;
+
+/// Options of the `cluster` workload.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// Closed-loop clients (one write in flight each).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Seconds of warm-up, not measured.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Raft groups the writes are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub groups: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// `storage.fsync` of the nodes: always, never, or an interval.
+    #[arg(long, default_value = "always")]
+    pub fsync: String,
+    /// Directory for the cluster (default: under the current one).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Client endpoints to spread the clients over.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+}
+
+#[derive(Default)]
+struct Tally {
+    measuring: bool,
+    writes: u64,
+    errors: u64,
+    hist: Option<Histogram<u64>>,
+}
+
+/// Runs the workload and prints its summary line.
+pub fn run(a: &ClusterArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(run_async(a))
+}
+
+async fn run_async(a: &ClusterArgs) -> Result<(), String> {
+    let base = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let dir = tempfile::Builder::new()
+        .prefix("synod-bench-cluster-")
+        .tempdir_in(&base)
+        .map_err(|e| format!("{}: {e}", base.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
+    opts.kv_groups = a.groups;
+    opts.fsync = a.fsync.clone();
+    opts.log_level = "warn".into();
+    let cluster = LocalCluster::start(opts)?;
+    let clients: Vec<synod::Client> = (0..a.connections.max(1))
+        .map(|_| cluster.client().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for g in 1..=a.groups {
+        while clients[0].find_leader(g).await.is_none() {
+            if Instant::now() > deadline {
+                return Err(format!("group {g} elected no leader"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let tally = Rc::new(RefCell::new(Tally {
+        hist: Some(Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?),
+        ..Tally::default()
+    }));
+    let stop = Rc::new(RefCell::new(false));
+    let local = tokio::task::LocalSet::new();
+    let value = vec![b'x'; a.value_size];
+    for c in 0..a.clients {
+        let client = clients[c % clients.len()].clone();
+        let tally = Rc::clone(&tally);
+        let stop = Rc::clone(&stop);
+        let value = value.clone();
+        let group = 1 + (c as u64) % a.groups;
+        local.spawn_local(async move {
+            let mut n = 0u64;
+            while !*stop.borrow() {
+                let put = Put {
+                    key: format!("k{c}-{n}"),
+                    value: value.clone(),
+                };
+                n += 1;
+                let t = Instant::now();
+                let r = client.send(group, put).await;
+                let mut t2 = tally.borrow_mut();
+                if !t2.measuring {
+                    continue;
+                }
+                match r {
+                    Ok(_) => {
+                        t2.writes += 1;
+                        if let Some(h) = t2.hist.as_mut() {
+                            h.saturating_record(t.elapsed().as_micros() as u64);
+                        }
+                    }
+                    Err(SynodError::Busy { .. }) | Err(_) => t2.errors += 1,
+                }
+            }
+        });
+    }
+    let nodes: Vec<u64> = (1..=3).collect();
+    let measured = local
+        .run_until(async {
+            tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+            let cpu0: Vec<Duration> = nodes
+                .iter()
+                .map(|&n| cluster.cpu_time(n).unwrap_or_default())
+                .collect();
+            let mut fs0 = Vec::new();
+            for &n in &nodes {
+                fs0.push(clients[0].stats(n).await.map_err(|e| e.to_string())?);
+            }
+            tally.borrow_mut().measuring = true;
+            let t0 = Instant::now();
+            tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+            tally.borrow_mut().measuring = false;
+            let elapsed = t0.elapsed();
+            let cpu1: Vec<Duration> = nodes
+                .iter()
+                .map(|&n| cluster.cpu_time(n).unwrap_or_default())
+                .collect();
+            let mut fs1 = Vec::new();
+            for &n in &nodes {
+                fs1.push(clients[0].stats(n).await.map_err(|e| e.to_string())?);
+            }
+            *stop.borrow_mut() = true;
+            Ok::<_, String>((elapsed, cpu0, cpu1, fs0, fs1))
+        })
+        .await?;
+    let (elapsed, cpu0, cpu1, fs0, fs1) = measured;
+    let t = tally.borrow();
+    let writes = t.writes.max(1) as f64;
+    let cpu: f64 = cpu1
+        .iter()
+        .zip(&cpu0)
+        .map(|(b, a)| (*b - *a).as_secs_f64())
+        .sum();
+    let fsyncs: f64 = fs1
+        .iter()
+        .zip(&fs0)
+        .map(|(b, a)| (b.fsyncs - a.fsyncs) as f64)
+        .sum::<f64>()
+        / 3.0;
+    let rounds: f64 = fs1
+        .iter()
+        .zip(&fs0)
+        .map(|(b, a)| (b.log_rounds - a.log_rounds) as f64)
+        .sum::<f64>()
+        / 3.0;
+    let frames: f64 = fs1
+        .iter()
+        .zip(&fs0)
+        .map(|(b, a)| (b.frames_sent - a.frames_sent) as f64)
+        .sum();
+    let items: f64 = fs1
+        .iter()
+        .zip(&fs0)
+        .map(|(b, a)| (b.items_sent - a.items_sent) as f64)
+        .sum();
+    let h = t.hist.as_ref().ok_or("no histogram")?;
+    println!(
+        "clients: {}, groups: {}, value_bytes: {}, fsync: {}, seconds: {:.1}, errors: {}, log_rounds/s: {:.0}, raft_items/frame: {:.1}",
+        a.clients,
+        a.groups,
+        a.value_size,
+        a.fsync,
+        elapsed.as_secs_f64(),
+        t.errors,
+        rounds / elapsed.as_secs_f64(),
+        items / frames.max(1.0),
+    );
+    println!(
+        "writes/s: {:.0}, p50_us: {}, p99_us: {}, p999_us: {}, cpu_us/write: {:.0}, fsyncs/write: {:.4}",
+        t.writes as f64 / elapsed.as_secs_f64(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        cpu * 1e6 / writes,
+        fsyncs / writes,
+    );
+    drop(t);
+    for c in &clients {
+        c.close().await;
+    }
+    drop(cluster);
+    Ok(())
+}
