@@ -155,7 +155,7 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
         })
         .await?;
     let (elapsed, cpu0, cpu1, fs0, fs1) = measured;
-    let t = tally.borrow();
+    let t = std::mem::take(&mut *tally.borrow_mut());
     let writes = t.writes.max(1) as f64;
     let cpu: f64 = cpu1
         .iter()
@@ -205,7 +205,6 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
         cpu * 1e6 / writes,
         fsyncs / writes,
     );
-    drop(t);
     for c in &clients {
         c.close().await;
     }

@@ -49,6 +49,9 @@ enum Sub {
     Node(NodeArgs),
 }
 
+/// An acknowledged write: (group, key) and the value.
+type Acked = ((u64, String), Vec<u8>);
+
 /// What the workload saw.
 #[derive(Default)]
 struct Record {
@@ -239,9 +242,9 @@ async fn demo(cli: &Cli) -> Result<(), String> {
     let caught_up_after = start.elapsed() - restarted_at;
 
     // Every acknowledged write is there: read back with 64 readers.
-    let acked: Vec<((u64, String), Vec<u8>)> = record.borrow().acked.clone().into_iter().collect();
+    let acked: Vec<Acked> = record.borrow().acked.clone().into_iter().collect();
     let checked = acked.len();
-    let chunks: Vec<Vec<((u64, String), Vec<u8>)>> = acked
+    let chunks: Vec<Vec<Acked>> = acked
         .chunks(acked.len().div_ceil(64).max(1))
         .map(|c| c.to_vec())
         .collect();
@@ -279,7 +282,8 @@ async fn demo(cli: &Cli) -> Result<(), String> {
             Ok::<_, String>(())
         })
         .await?;
-    let r = record.borrow();
+    // Everything below only reads the record; take it out of the RefCell.
+    let r = std::mem::take(&mut *record.borrow_mut());
 
     // Failover: per affected group, the gap between the kill and its first
     // acknowledged write afterwards.
@@ -349,7 +353,6 @@ async fn demo(cli: &Cli) -> Result<(), String> {
         "safety:      all {checked} acknowledged writes read back (linearizable reads); {} unknown outcomes retried (Put is idempotent), {} safe retries",
         r.unknown_outcome, r.retried
     );
-    drop(r);
     client.close().await;
     cluster.stop_all();
     Ok(())
