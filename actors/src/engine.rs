@@ -29,11 +29,11 @@ use synod_core::NodeId;
 use synod_net::{
     frame, BoxFuture, Handler, NetConfig, Peer, SnapshotStream, TlsMaterial, Transport,
 };
-use synod_storage::{GroupId, MemLog, SnapshotStore, StorageError, Wal, WalOptions};
+use synod_storage::{GroupId, SnapshotStore, StorageError, Wal, WalOptions};
 use tokio::sync::oneshot;
 
 use crate::group::{Inbound, InjectPanic, Propose};
-use crate::log_writer::LogWriter;
+use crate::log_writer::{LogWriter, SharedMemLog};
 use crate::node::{CreateGroup, Lookup, NodeActor, Routes, Status, StopAll};
 use crate::proto::{
     GroupStatus, NodeStats, RaftItem, Request, RequestError, Response, SnapshotHeader,
@@ -125,8 +125,8 @@ pub enum Placement {
     },
     /// Simulation: everything on the current runtime, an in-memory store.
     Local {
-        /// The log store.
-        store: MemLog,
+        /// The log store (shared with the simulation, to survive crashes).
+        store: SharedMemLog,
         /// The (simulated) UDP socket.
         socket: Arc<dyn quinn::AsyncUdpSocket>,
         /// Seed for QUIC's random choices.
@@ -381,6 +381,7 @@ impl Engine {
             Request::Read { group, payload } => {
                 self.propose(group, ENTRY_READ, payload, forward).await
             }
+            Request::LocalRead { group, payload } => self.local_read(group, payload).await,
             Request::Status => return Response::Status(self.status().await),
             Request::Stats => return Response::Stats(self.stats()),
         };
@@ -500,6 +501,21 @@ impl Engine {
             Ok(_) => Err(RequestError::Unavailable("unexpected response".into())),
             Err(e) => Err(RequestError::Unavailable(e.to_string())),
         }
+    }
+
+    /// Runs `query` on this node's own replica of `group`, without going
+    /// through the log: fast, possibly stale (a follower may lag).
+    pub async fn local_read(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
+        let route = match self.inner.routes.lookup(group) {
+            Lookup::Running(r) => r,
+            Lookup::Restarting => return Err(RequestError::Restarting(group)),
+            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
+        };
+        route
+            .fsm
+            .send(crate::fsm::LocalQuery(query))
+            .await
+            .map_err(|_| RequestError::Stopped(group))?
     }
 
     /// The state of every group on this node.

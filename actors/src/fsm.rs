@@ -72,6 +72,22 @@ pub struct SnapshotFinished {
     pub ok: bool,
 }
 
+/// A read-only query on this replica's current state (a stale read).
+#[derive(Message)]
+#[rtype(result = "Result<Bytes, RequestError>")]
+pub struct LocalQuery(pub Bytes);
+
+impl Handler<LocalQuery> for FsmCaller {
+    type Result = Result<Bytes, RequestError>;
+
+    fn handle(&mut self, LocalQuery(q): LocalQuery, _: &mut Context<Self>) -> Self::Result {
+        self.sm
+            .query(&q)
+            .map(Bytes::from)
+            .map_err(RequestError::Application)
+    }
+}
+
 /// Test hook: make the state machine's actor panic.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -33,7 +33,7 @@ pub mod snapshot_exec;
 pub mod state_machine;
 
 pub use engine::{Engine, EngineConfig, EngineError, FaultTarget, Listen, Placement};
-pub use log_writer::LogWriter;
+pub use log_writer::{LogWriter, SharedMemLog};
 pub use proto::{GroupStatus, NodeStats, Request, RequestError, Response};
 pub use shared::GroupConfig;
 pub use state_machine::{ApplyContext, StateMachine, StateMachineFactory};

@@ -88,6 +88,52 @@ impl Store for MemLog {
     }
 }
 
+/// An in-memory store shared with whoever simulates the node, so that it
+/// outlives a simulated crash: the simulation calls [`MemLog::crash`] on it
+/// (dropping what was not synced) before starting the node again.
+#[derive(Clone, Default)]
+pub struct SharedMemLog(pub Arc<std::sync::Mutex<MemLog>>);
+
+impl SharedMemLog {
+    fn with<R>(&self, f: impl FnOnce(&mut MemLog) -> R) -> R {
+        let mut guard = match self.0.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+impl LogStore for SharedMemLog {
+    fn append(&mut self, batch: &WriteBatch) -> Result<(), StorageError> {
+        self.with(|m| m.append(batch))
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.with(|m| m.sync())
+    }
+    fn entries(
+        &mut self,
+        group: GroupId,
+        low: Index,
+        high: Index,
+        max_bytes: Option<usize>,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.with(|m| m.entries(group, low, high, max_bytes))
+    }
+    fn group(&self, group: GroupId) -> Option<synod_storage::GroupState> {
+        self.with(|m| m.group(group))
+    }
+    fn groups(&self) -> Vec<GroupId> {
+        self.with(|m| m.groups())
+    }
+}
+
+impl Store for SharedMemLog {
+    fn fsyncs(&self) -> u64 {
+        self.with(|m| m.syncs())
+    }
+}
+
 impl LogWriter {
     /// Starts the writer on a thread of its own (production).
     pub fn spawn_thread(store: impl Store) -> std::io::Result<LogWriter> {

@@ -39,6 +39,15 @@ pub enum Request {
         /// The encoded query.
         payload: Bytes,
     },
+    /// Run the read-only query `payload` on this node's replica of
+    /// `group`, without going through the log: fast, but possibly stale
+    /// (it sees what this replica applied, which may lag the leader).
+    LocalRead {
+        /// The group.
+        group: GroupId,
+        /// The encoded query.
+        payload: Bytes,
+    },
     /// The node's view of each group it hosts.
     Status,
     /// The node's counters.

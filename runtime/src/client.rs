@@ -64,15 +64,25 @@ impl Client {
     /// Creates the client's QUIC endpoint (inside a tokio runtime). Nodes
     /// are connected to lazily.
     pub fn new(cfg: ClientConfig) -> Result<Client, SynodError> {
-        if cfg.nodes.is_empty() {
-            return Err(SynodError::Unavailable("no nodes configured".into()));
-        }
         let socket = std::net::UdpSocket::bind("0.0.0.0:0")
             .or_else(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
             .map_err(|e| SynodError::Unavailable(format!("cannot bind a UDP socket: {e}")))?;
         let socket = synod_net::transport::wrap_udp(socket)
             .map_err(|e| SynodError::Unavailable(e.to_string()))?;
-        let connector = Connector::new(&cfg.tls, socket, Duration::from_millis(1000), None)
+        Client::with_socket(cfg, socket, None)
+    }
+
+    /// Like [`Client::new`], over a socket of the caller's (a simulated one),
+    /// with QUIC's randomness seeded when `seed` is given.
+    pub fn with_socket(
+        cfg: ClientConfig,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        seed: Option<u64>,
+    ) -> Result<Client, SynodError> {
+        if cfg.nodes.is_empty() {
+            return Err(SynodError::Unavailable("no nodes configured".into()));
+        }
+        let connector = Connector::new(&cfg.tls, socket, Duration::from_millis(1000), seed)
             .map_err(|e| SynodError::Unavailable(e.to_string()))?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -114,6 +124,28 @@ impl Client {
             )
             .await?;
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
+    /// Runs a query on node `node`'s own replica of `group`, without going
+    /// through the log: possibly stale, no retries (to compare replicas).
+    pub async fn read_local<Q: Query>(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        query: Q,
+    ) -> Result<Q::Result, SynodError> {
+        let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
+        let req = Request::LocalRead {
+            group,
+            payload: Bytes::from(payload),
+        };
+        match self.ask(node, &req).await? {
+            Response::Ok(b) => {
+                rmp_serde::from_slice(&b).map_err(|e| SynodError::Codec(e.to_string()))
+            }
+            Response::Err(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Node `node`'s view of its groups.

@@ -187,6 +187,20 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
+    /// Runs a query on this node's own replica, without going through the
+    /// log: fast, but possibly stale (a follower may lag the leader).
+    pub async fn read_local<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
+    where
+        A: QueryHandler<Q>,
+    {
+        let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
+        let out = self
+            .engine
+            .local_read(self.group, Bytes::from(payload))
+            .await?;
+        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
     /// Runs a query linearizably: it is ordered in the log like a command
     /// (and answered by the replica that proposed it), so it sees every
     /// command acknowledged before it was sent.

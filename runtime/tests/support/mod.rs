@@ -1,0 +1,2 @@
+//! Helpers of the simulation tests.
+pub mod turmoil_udp;
