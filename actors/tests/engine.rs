@@ -46,6 +46,18 @@ fn num(b: &Bytes) -> u64 {
 }
 
 async fn cluster(dir: &std::path::Path, snapshot_every: u64) -> Vec<Engine> {
+    cluster_with(
+        dir,
+        GroupConfig {
+            tick: Duration::from_millis(20),
+            snapshot_every,
+            ..GroupConfig::default()
+        },
+    )
+    .await
+}
+
+async fn cluster_with(dir: &std::path::Path, group: GroupConfig) -> Vec<Engine> {
     let certs = dev::generate(&dir.join("certs"), "ca", &[1, 2, 3], &[]).unwrap();
     let sockets: Vec<UdpSocket> = (0..3)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
@@ -63,11 +75,7 @@ async fn cluster(dir: &std::path::Path, snapshot_every: u64) -> Vec<Engine> {
             peers,
             tls: certs.node(id).unwrap(),
             data_dir: dir.join(format!("node{id}")),
-            group: GroupConfig {
-                tick: Duration::from_millis(20),
-                snapshot_every,
-                ..GroupConfig::default()
-            },
+            group: group.clone(),
             seed: id * 7919,
             max_frame_bytes: 16 << 20,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
@@ -185,6 +193,62 @@ async fn a_panicking_actor_is_restarted_from_durable_state() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    for e in &engines {
+        e.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_flood_of_proposals_meets_busy_not_unbounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let engines = cluster_with(
+        dir.path(),
+        GroupConfig {
+            tick: Duration::from_millis(20),
+            // A small uncommitted window and a short deadline: the flood
+            // must turn into Busy answers quickly instead of queueing.
+            max_uncommitted: 32,
+            propose_timeout: Duration::from_millis(300),
+            mailbox: 64,
+            ..GroupConfig::default()
+        },
+    )
+    .await;
+    let l = leader(&engines).await;
+    let leader_engine = engines[l].clone();
+    // 3,000 proposals at once on the leader.
+    let flood: Vec<_> = (0..3000u64)
+        .map(|k| {
+            let e = leader_engine.clone();
+            actix_rt::spawn(async move { (k, add(&e, k).await) })
+        })
+        .collect();
+    let (mut ok, mut busy, mut other, mut acked_sum) = (0, 0, Vec::new(), 0u64);
+    for h in flood {
+        let (k, r) = h.await.unwrap();
+        match r {
+            Ok(_) => {
+                ok += 1;
+                acked_sum += k;
+            }
+            Err(RequestError::Busy(_)) => busy += 1,
+            Err(e) => other.push(e),
+        }
+    }
+    assert!(ok > 0, "nothing got through");
+    assert!(busy > 0, "no back-pressure: all {ok} accepted");
+    // Timeouts are acceptable (the deadline is short), but nothing else.
+    assert!(
+        other.iter().all(|e| matches!(e, RequestError::Timeout(_))),
+        "unexpected errors: {other:?}"
+    );
+    // The group still works, and nothing acknowledged is missing: the total
+    // is at least the sum of what was acknowledged.
+    let total = num(&leader_engine.read(1, Bytes::new()).await.unwrap());
+    assert!(
+        total >= acked_sum,
+        "acknowledged {acked_sum}, applied {total}"
+    );
     for e in &engines {
         e.shutdown().await;
     }

@@ -310,6 +310,30 @@ impl Drop for LocalCluster {
     }
 }
 
+/// Whether node `node` has applied, in each of groups `1..=groups`, as
+/// far as every node of `others`; says where it lags when not.
+pub async fn caught_up(
+    client: &Client,
+    node: NodeId,
+    others: &[NodeId],
+    groups: u64,
+) -> Result<(), String> {
+    let mine = client.status(node).await.map_err(|e| e.to_string())?;
+    for &o in others {
+        let theirs = client.status(o).await.map_err(|e| e.to_string())?;
+        for g in 1..=groups {
+            let a = mine.iter().find(|s| s.group == g).map(|s| s.applied);
+            let b = theirs.iter().find(|s| s.group == g).map(|s| s.applied);
+            if a.is_none() || a < b {
+                return Err(format!(
+                    "group {g}: node {node} at {a:?}, node {o} at {b:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// CPU time of a process from `/proc/<pid>/stat` (utime + stime, in the
 /// kernel's USER_HZ of 100 ticks per second).
 pub fn cpu_time_of(pid: u32) -> Option<Duration> {

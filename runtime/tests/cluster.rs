@@ -89,18 +89,7 @@ async fn leader_of(client: &Client, group: u64) -> u64 {
 /// every group.
 async fn caught_up(client: &Client, id: u64, others: &[u64], groups: u64) {
     eventually(&format!("node {id} catching up"), 60, || async {
-        let mine = client.status(id).await.map_err(|e| e.to_string())?;
-        for &o in others {
-            let theirs = client.status(o).await.map_err(|e| e.to_string())?;
-            for g in 1..=groups {
-                let a = mine.iter().find(|s| s.group == g).map(|s| s.applied);
-                let b = theirs.iter().find(|s| s.group == g).map(|s| s.applied);
-                if a.is_none() || a < b {
-                    return Err(format!("group {g}: node {id} at {a:?}, node {o} at {b:?}"));
-                }
-            }
-        }
-        Ok(())
+        synod::local::caught_up(client, id, others, groups).await
     })
     .await
 }

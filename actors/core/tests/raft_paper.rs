@@ -4,25 +4,13 @@
 //! §9.6 and §6.2). Each test names the section it checks and asserts the
 //! exact output of the step.
 
+mod common;
+
+use common::{config, flush, msg, persist};
 use synod_core::{
     AppendResponse, Config, ConfigError, Entry, EntryKind, HardState, Message, MessageBody,
-    ProgressState, ProposeError, Raft, Ready, RestoreError, Role,
+    ProgressState, ProposeError, Raft, RestoreError, Role,
 };
-
-fn config(id: u64, n: u64) -> Config {
-    let mut c = Config::new(id, 1..=n);
-    c.pre_vote = false;
-    c
-}
-
-fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
-    Message {
-        from,
-        to,
-        term,
-        body,
-    }
-}
 
 fn noop(index: u64, term: u64) -> Entry {
     Entry {
@@ -38,23 +26,6 @@ fn cmd(index: u64, term: u64, v: &'static str) -> Entry {
         term,
         kind: EntryKind::Normal(v.into()),
     }
-}
-
-/// Takes a Ready and reports its write durable at once.
-fn persist(r: &mut Raft) -> Ready {
-    let rd = r.ready();
-    if let Some((index, term)) = rd.persist_up_to() {
-        r.on_persisted(index, term);
-    }
-    if let Some(last) = rd.committed_entries.last() {
-        r.on_applied(last.index);
-    }
-    rd
-}
-
-/// Like [`persist`], for steps whose Ready the test does not inspect.
-fn flush(r: &mut Raft) {
-    let _ = persist(r);
 }
 
 fn tick_until(r: &mut Raft, role: Role) -> u32 {

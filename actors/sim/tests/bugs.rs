@@ -9,7 +9,11 @@
 use synod_sim::{nodes_for_seed, run, Bugs, SimConfig};
 
 /// The first seed in `seeds` whose run reports a violation, and which.
-fn first_violation(bugs: Bugs, skip_validate: bool, seeds: std::ops::Range<u64>) -> Option<(u64, String)> {
+fn first_violation(
+    bugs: Bugs,
+    skip_validate: bool,
+    seeds: std::ops::Range<u64>,
+) -> Option<(u64, String)> {
     seeds.into_iter().find_map(|seed| {
         let mut c = SimConfig::new(seed, nodes_for_seed(seed));
         c.bugs = bugs;
@@ -51,7 +55,12 @@ fn committing_previous_term_entries_by_counting_loses_a_commit() {
         commit_previous_term_by_counting: true,
         ..Bugs::default()
     };
-    assert_caught("commit previous term by counting", bugs, false, "leader completeness");
+    assert_caught(
+        "commit previous term by counting",
+        bugs,
+        false,
+        "leader completeness",
+    );
 }
 
 #[test]
@@ -77,7 +86,17 @@ fn leader_keeping_its_role_on_a_higher_term() {
         ..Bugs::default()
     };
     // The replica's own validate() notices first...
-    assert_caught("leader ignores higher term", bugs, false, "replica invariants");
+    assert_caught(
+        "leader ignores higher term",
+        bugs,
+        false,
+        "replica invariants",
+    );
     // ...and without it, the election safety checker does.
-    assert_caught("leader ignores higher term (no validate)", bugs, true, "election safety");
+    assert_caught(
+        "leader ignores higher term (no validate)",
+        bugs,
+        true,
+        "election safety",
+    );
 }

@@ -90,6 +90,60 @@ impl GroupState {
     }
 }
 
+impl GroupState {
+    /// Checks that `[low, high)` can be read from a group in this state
+    /// (`state` is `None` when the group does not exist).
+    pub(crate) fn check_range(
+        state: Option<GroupState>,
+        group: GroupId,
+        low: Index,
+        high: Index,
+    ) -> Result<GroupState> {
+        let Some(s) = state else {
+            return Err(StorageError::Unavailable {
+                group,
+                index: low,
+                last_index: 0,
+            });
+        };
+        if low < s.first_index {
+            return Err(StorageError::Compacted {
+                group,
+                index: low,
+                first_index: s.first_index,
+            });
+        }
+        if high > s.last_index + 1 {
+            return Err(StorageError::Unavailable {
+                group,
+                index: high - 1,
+                last_index: s.last_index,
+            });
+        }
+        Ok(s)
+    }
+}
+
+/// Takes entries in order until their payload would exceed `max_bytes`
+/// (always at least one).
+pub(crate) fn within_bytes(
+    entries: impl Iterator<Item = Entry>,
+    max_bytes: Option<usize>,
+) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for e in entries {
+        bytes += e.payload_len();
+        if let Some(max) = max_bytes {
+            if !out.is_empty() && bytes > max {
+                break;
+            }
+        }
+        out.push(e);
+    }
+    out
+}
+
 /// The operations every log store offers: the file-backed [`Wal`] and the
 /// in-memory [`MemLog`] used by simulations.
 ///

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use synod_core::{Entry, HardState, Index};
 
 use crate::batch::{Op, WriteBatch};
-use crate::error::{Result, StorageError};
+use crate::error::Result;
 use crate::{GroupId, GroupState, LogStore};
 
 #[derive(Clone, Debug)]
@@ -170,40 +170,10 @@ impl LogStore for MemLog {
         high: Index,
         max_bytes: Option<usize>,
     ) -> Result<Vec<Entry>> {
-        let Some(g) = self.visible.groups.get(&group) else {
-            return Err(StorageError::Unavailable {
-                group,
-                index: low,
-                last_index: 0,
-            });
-        };
-        if low < g.first_index {
-            return Err(StorageError::Compacted {
-                group,
-                index: low,
-                first_index: g.first_index,
-            });
-        }
-        if high > g.last_index() + 1 {
-            return Err(StorageError::Unavailable {
-                group,
-                index: high - 1,
-                last_index: g.last_index(),
-            });
-        }
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for i in low..high {
-            let e = &g.entries[(i - g.first_index) as usize];
-            bytes += e.payload_len();
-            if let Some(max) = max_bytes {
-                if !out.is_empty() && bytes > max {
-                    break;
-                }
-            }
-            out.push(e.clone());
-        }
-        Ok(out)
+        GroupState::check_range(self.group(group), group, low, high)?;
+        let g = &self.visible.groups[&group];
+        let picked = (low..high).map(|i| g.entries[(i - g.first_index) as usize].clone());
+        Ok(crate::within_bytes(picked, max_bytes))
     }
 
     fn group(&self, group: GroupId) -> Option<GroupState> {

@@ -1266,27 +1266,8 @@ impl LogStore for Wal {
         high: Index,
         max_bytes: Option<usize>,
     ) -> Result<Vec<Entry>> {
-        let Some(g) = self.groups.get(&group) else {
-            return Err(StorageError::Unavailable {
-                group,
-                index: low,
-                last_index: 0,
-            });
-        };
-        if low < g.first_index {
-            return Err(StorageError::Compacted {
-                group,
-                index: low,
-                first_index: g.first_index,
-            });
-        }
-        if high > g.last_index() + 1 {
-            return Err(StorageError::Unavailable {
-                group,
-                index: high - 1,
-                last_index: g.last_index(),
-            });
-        }
+        GroupState::check_range(self.group(group), group, low, high)?;
+        let g = &self.groups[&group];
         let locs: Vec<Loc> = (low..high)
             .map(|i| *g.loc(i).expect("range checked above"))
             .collect();

@@ -6,44 +6,12 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use common::{dump, entry, Dump};
+use common::{copy_dir, dump, entry, opts, record_extents, segment_files, Dump};
 use synod_core::HardState;
-use synod_storage::{LogStore, SharedWal, StorageError, Wal, WalOptions, WriteBatch};
-
-fn opts(segment_size: u64) -> WalOptions {
-    WalOptions {
-        segment_size,
-        ..WalOptions::default()
-    }
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// (start, end of body) of every record in a segment file.
-fn record_extents(raw: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 8 <= raw.len() {
-        let len = u32::from_le_bytes(raw[pos..pos + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
-        }
-        out.push((pos, pos + 8 + len));
-        pos = (pos + 8 + len).div_ceil(8) * 8;
-    }
-    out
-}
+use synod_storage::{LogStore, SharedWal, StorageError, Wal, WriteBatch};
 
 /// A scratch directory, on tmpfs when the machine has one: these tests
 /// check recovery logic, not the disk, and make thousands of copies.
@@ -58,15 +26,6 @@ fn scratch() -> tempfile::TempDir {
         }
     }
     tempfile::tempdir().unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "LOCK" {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// A one-segment log written as `batches` synced batches (one record

@@ -5,51 +5,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
-use common::{dump, entry};
+use common::{copy_dir, dump, entry, opts, record_extents, segment_files};
 use synod_core::HardState;
-use synod_storage::{LogStore, StorageError, Wal, WalOptions, WriteBatch};
-
-fn opts(segment_size: u64) -> WalOptions {
-    WalOptions {
-        segment_size,
-        ..WalOptions::default()
-    }
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn record_extents(raw: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 8 <= raw.len() {
-        let len = u32::from_le_bytes(raw[pos..pos + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
-        }
-        out.push((pos, pos + 8 + len));
-        pos = (pos + 8 + len).div_ceil(8) * 8;
-    }
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "LOCK" {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
+use synod_storage::{LogStore, StorageError, Wal, WriteBatch};
 
 /// Claim 1/2: recovery replays the last segment from the page cache and
 /// deletes segments on the strength of records that were never fdatasync'd.

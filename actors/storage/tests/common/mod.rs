@@ -2,9 +2,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use synod_core::{Entry, EntryKind, Index};
-use synod_storage::{GroupId, GroupState, LogStore};
+use synod_storage::{GroupId, GroupState, LogStore, WalOptions};
 
 /// Everything a store holds, in a comparable form.
 pub type Dump = BTreeMap<GroupId, (GroupState, Vec<Entry>)>;
@@ -35,5 +37,49 @@ pub fn entry(group: GroupId, index: Index, term: u64, size: usize) -> Entry {
         term,
         index,
         kind: EntryKind::Normal(data.into()),
+    }
+}
+
+/// Default WAL options with `segment_size`.
+pub fn opts(segment_size: u64) -> WalOptions {
+    WalOptions {
+        segment_size,
+        ..WalOptions::default()
+    }
+}
+
+/// The segment files of a WAL directory, in order.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// (start, end of body) of every record in a segment file.
+pub fn record_extents(raw: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 8 <= raw.len() {
+        let len = u32::from_le_bytes(raw[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        out.push((pos, pos + 8 + len));
+        pos = (pos + 8 + len).div_ceil(8) * 8;
+    }
+    out
+}
+
+/// Copies a WAL directory (without its lock file).
+pub fn copy_dir(from: &Path, to: &Path) {
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "LOCK" {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
 }
