@@ -282,12 +282,7 @@ impl Engine {
                 if !cfg.group.net_thread {
                     let socket = synod_net::transport::wrap_udp(socket)
                         .map_err(|e| EngineError::Net(e.to_string()))?;
-                    let transport = Transport::start(
-                        net_cfg,
-                        socket,
-                        handler.clone() as Arc<dyn Handler<RaftItem>>,
-                    )
-                    .map_err(|e| EngineError::Net(e.to_string()))?;
+                    let transport = start_net_here(net_cfg, socket, handler.clone())?;
                     (log_writer, transport, None)
                 } else {
                     let (transport, stop) = start_net_thread(net_cfg, socket, handler.clone())?;
@@ -301,12 +296,7 @@ impl Engine {
             } => {
                 let log_writer = LogWriter::spawn_local(store);
                 net_cfg.seed = Some(seed);
-                let transport = Transport::start(
-                    net_cfg,
-                    socket,
-                    handler.clone() as Arc<dyn Handler<RaftItem>>,
-                )
-                .map_err(|e| EngineError::Net(e.to_string()))?;
+                let transport = start_net_here(net_cfg, socket, handler.clone())?;
                 (log_writer, transport, None)
             }
         };
@@ -316,7 +306,6 @@ impl Engine {
         let shared = Arc::new(NodeShared {
             node_id: cfg.node_id,
             voters,
-            peers: cfg.peers.clone(),
             log_writer,
             net: Arc::new(transport.clone()),
             snapshots,
@@ -561,6 +550,17 @@ impl Engine {
             let _ = stop.send(());
         }
     }
+}
+
+/// Starts the transport on the current runtime (the actors' thread, or a
+/// simulated host).
+fn start_net_here(
+    cfg: NetConfig,
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+    handler: Arc<NodeHandler>,
+) -> Result<Transport<RaftItem>, EngineError> {
+    Transport::start(cfg, socket, handler as Arc<dyn Handler<RaftItem>>)
+        .map_err(|e| EngineError::Net(e.to_string()))
 }
 
 /// Starts the transport on a thread with its own tokio runtime; returns

@@ -1,9 +1,7 @@
 //! What every group of a node shares: identity, the log writer, the
 //! network, the snapshot store, configuration and counters.
 
-use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,8 +183,6 @@ pub struct NodeShared {
     pub node_id: NodeId,
     /// All voting nodes (this one included).
     pub voters: Vec<NodeId>,
-    /// Peer addresses (for leader hints).
-    pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The node's log writer.
     pub log_writer: LogWriter,
     /// The network.

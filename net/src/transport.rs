@@ -406,13 +406,8 @@ where
     pub async fn request(&self, to: u64, request: Bytes) -> Result<Bytes, NetError> {
         let conn = self.connection(to)?;
         let max = self.shared.cfg.max_frame_bytes;
-        self.rt
-            .spawn(async move { call(&conn, request, max).await })
+        self.on_runtime(to, async move { call(&conn, request, max).await })
             .await
-            .map_err(|e| NetError::Connection {
-                peer: format!("node {to}"),
-                reason: e.to_string(),
-            })?
     }
 
     /// Streams a snapshot to node `to`: `header` (for the receiver's
@@ -427,13 +422,23 @@ where
         let conn = self.connection(to)?;
         let from = self.shared.cfg.node_id;
         let max = self.shared.cfg.max_frame_bytes;
-        self.rt
-            .spawn(async move { push_snapshot(&conn, from, header, data, max).await })
-            .await
-            .map_err(|e| NetError::Connection {
-                peer: format!("node {to}"),
-                reason: e.to_string(),
-            })?
+        self.on_runtime(to, async move {
+            push_snapshot(&conn, from, header, data, max).await
+        })
+        .await
+    }
+
+    /// Runs a stream operation with node `to` on the transport's runtime
+    /// (the caller may be on another thread's runtime).
+    async fn on_runtime<T: Send + 'static>(
+        &self,
+        to: u64,
+        op: impl Future<Output = Result<T, NetError>> + Send + 'static,
+    ) -> Result<T, NetError> {
+        self.rt.spawn(op).await.map_err(|e| NetError::Connection {
+            peer: format!("node {to}"),
+            reason: e.to_string(),
+        })?
     }
 
     fn connection(&self, to: u64) -> Result<quinn::Connection, NetError> {
@@ -637,47 +642,35 @@ async fn next_frame(
         .map(|r| r.map(|b| b.freeze()).map_err(|e| e.to_string()))
 }
 
+/// Reads and decodes the first frame of a stream (`None`: it ended first).
+async fn read_header(
+    framed: &mut FramedRead<quinn::RecvStream, LengthDelimitedCodec>,
+) -> Option<Result<StreamHeader, String>> {
+    next_frame(framed)
+        .await
+        .map(|f| f.and_then(|f| frame::decode(&f).map_err(|e| e.to_string())))
+}
+
 /// Reads a peer's Raft stream: frames of item batches, handed upward.
 async fn read_raft<M>(shared: Arc<Shared<M>>, recv: quinn::RecvStream, peer: Peer)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
     let mut framed = FramedRead::new(recv, frame::codec(shared.cfg.max_frame_bytes));
-    let from = match next_frame(&mut framed).await {
-        Some(Ok(f)) => match frame::decode::<StreamHeader>(&f) {
-            Ok(StreamHeader::Raft { from }) if peer == Peer::Node(from) => from,
-            Ok(h) => {
-                let why = format!("stream header {h:?} does not fit peer {peer:?}");
-                return bad_stream(&shared, framed.get_mut(), peer, CODE_IDENTITY, why);
-            }
-            Err(e) => {
-                return bad_stream(
-                    &shared,
-                    framed.get_mut(),
-                    peer,
-                    CODE_BAD_FRAME,
-                    e.to_string(),
-                )
-            }
-        },
+    let from = match read_header(&mut framed).await {
+        Some(Ok(StreamHeader::Raft { from })) if peer == Peer::Node(from) => from,
+        Some(Ok(h)) => {
+            let why = format!("stream header {h:?} does not fit peer {peer:?}");
+            return bad_stream(&shared, framed.get_mut(), peer, CODE_IDENTITY, why);
+        }
         Some(Err(e)) => return bad_stream(&shared, framed.get_mut(), peer, CODE_BAD_FRAME, e),
         None => return,
     };
     while let Some(f) = next_frame(&mut framed).await {
-        let batch = match f
-            .map_err(FrameError::Decode)
-            .and_then(|f| frame::decode::<Vec<M>>(&f))
-        {
+        let decoded = f.and_then(|f| frame::decode::<Vec<M>>(&f).map_err(|e| e.to_string()));
+        let batch = match decoded {
             Ok(b) => b,
-            Err(e) => {
-                return bad_stream(
-                    &shared,
-                    framed.get_mut(),
-                    peer,
-                    CODE_BAD_FRAME,
-                    e.to_string(),
-                )
-            }
+            Err(e) => return bad_stream(&shared, framed.get_mut(), peer, CODE_BAD_FRAME, e),
         };
         shared.stats.frames_received.fetch_add(1, Ordering::Relaxed);
         shared
@@ -700,10 +693,8 @@ async fn serve_bi<M>(
     let max = shared.cfg.max_frame_bytes;
     let mut reader = FramedRead::new(recv, frame::codec(max));
     let mut writer = FramedWrite::new(send, frame::codec(max));
-    let header = match next_frame(&mut reader).await {
-        Some(Ok(f)) => frame::decode::<StreamHeader>(&f).map_err(|e| e.to_string()),
-        Some(Err(e)) => Err(e),
-        None => return,
+    let Some(header) = read_header(&mut reader).await else {
+        return;
     };
     match header {
         Ok(StreamHeader::Request) => {
