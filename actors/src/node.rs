@@ -20,7 +20,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use slog::{crit, info, warn, Logger};
 use synod_core::{Config, Raft, SnapshotInfo};
-use synod_storage::{GroupId, WriteBatch};
+use synod_storage::{GroupId, GroupState, WriteBatch};
 
 use crate::fsm::FsmCaller;
 use crate::group::{GetStatus, RaftGroup};
@@ -266,16 +266,17 @@ async fn start_group(
         snapshot.index,
     )
     .map_err(|e| format!("group {group}: {e}"))?;
-    // Align the store with what the core kept: a snapshot adopted just
-    // before a crash is durable, but the write that dropped the old log may
-    // not be (the simulation found this step missing once).
-    let mut align = WriteBatch::new();
-    if stored_first <= snapshot.index && stored_last >= stored_first {
-        align.purge(group, snapshot.index + 1);
-    }
-    if stored_last > raft.log().last_index() {
-        align.truncate(group, raft.log().last_index() + 1);
-    }
+    let stored_state = GroupState {
+        first_index: stored_first,
+        last_index: stored_last,
+        hard_state: stored.hard_state,
+    };
+    let align = WriteBatch::realign(
+        group,
+        Some(stored_state),
+        snapshot.index,
+        raft.log().last_index(),
+    );
     if !align.is_empty() {
         shared
             .log_writer

@@ -573,17 +573,11 @@ impl World {
             Ok(raft) => {
                 let commit = raft.log().committed();
                 let id = n.id;
-                // Align the disk with what the core kept: a snapshot
-                // adopted just before a crash is durable, but the write that
-                // dropped the old log may not be.
-                let mut align = WriteBatch::new();
+                // Align the disk with what the core kept (a snapshot's
+                // install write may have been lost in the crash).
                 let stored = self.nodes[i].disk.group(GROUP);
-                if stored.is_some_and(|g| g.first_index <= snapshot.index) {
-                    align.purge(GROUP, snapshot.index + 1);
-                }
-                if stored.is_some_and(|g| g.last_index > raft.log().last_index()) {
-                    align.truncate(GROUP, raft.log().last_index() + 1);
-                }
+                let align =
+                    WriteBatch::realign(GROUP, stored, snapshot.index, raft.log().last_index());
                 let node = &mut self.nodes[i];
                 node.seen_commit = commit;
                 node.applied = state;

@@ -156,6 +156,30 @@ impl WriteBatch {
         self.ops.extend(other.ops);
     }
 
+    /// The ops that make a group's stored log hold exactly what a Raft
+    /// replica restored from a snapshot at `snapshot_index` kept, entries up
+    /// to `kept_last`. A snapshot adopted just before a crash is durable,
+    /// but the write that dropped the old log may not be: the store may
+    /// still hold entries the snapshot covers (or nothing at all, starting
+    /// at 1), or a suffix the replica dropped as divergent. Without this
+    /// the replica's next append would not fit the store.
+    pub fn realign(
+        group: GroupId,
+        stored: Option<GroupState>,
+        snapshot_index: Index,
+        kept_last: Index,
+    ) -> WriteBatch {
+        let (first, last) = stored.map_or((1, 0), |s| (s.first_index, s.last_index));
+        let mut b = WriteBatch::new();
+        if snapshot_index > 0 && first <= snapshot_index {
+            b.purge(group, snapshot_index + 1);
+        }
+        if last > kept_last {
+            b.truncate(group, kept_last + 1);
+        }
+        b
+    }
+
     /// Checks that every operation applies cleanly, in order, on top of
     /// the groups as `current` describes them, without changing anything.
     /// Both log stores call it before staging a batch, so a bad batch never
@@ -309,6 +333,60 @@ mod tests {
         let mut b = WriteBatch::new();
         b.purge(1, 10).append(1, vec![e(10, 1)]);
         assert!(b.validate(|_| None).is_ok());
+    }
+
+    #[test]
+    fn realign_makes_the_store_continue_after_the_snapshot() {
+        let stored = |first, last| {
+            Some(GroupState {
+                first_index: first,
+                last_index: last,
+                hard_state: HardState::default(),
+            })
+        };
+        // Nothing stored (the install write was lost): the log must still
+        // continue after the snapshot, or the next append is a gap.
+        let b = WriteBatch::realign(1, None, 50, 50);
+        assert_eq!(
+            b.ops(),
+            &[Op::Purge {
+                group: 1,
+                first_index: 51
+            }]
+        );
+        let b = WriteBatch::realign(1, stored(1, 0), 50, 50);
+        assert_eq!(
+            b.ops(),
+            &[Op::Purge {
+                group: 1,
+                first_index: 51
+            }]
+        );
+        // Entries the snapshot covers, and a dropped divergent suffix.
+        let b = WriteBatch::realign(1, stored(1, 60), 50, 50);
+        assert_eq!(
+            b.ops(),
+            &[
+                Op::Purge {
+                    group: 1,
+                    first_index: 51
+                },
+                Op::Truncate { group: 1, from: 51 }
+            ]
+        );
+        // Already aligned, or no snapshot: nothing to do.
+        assert!(WriteBatch::realign(1, stored(51, 60), 50, 60).is_empty());
+        assert!(WriteBatch::realign(1, None, 0, 0).is_empty());
+        // Whatever it returns applies cleanly, and the next append fits.
+        for (st, snap, kept) in [
+            (None, 50, 50),
+            (stored(1, 60), 50, 55),
+            (stored(3, 9), 50, 50),
+        ] {
+            let mut b = WriteBatch::realign(1, st, snap, kept);
+            b.append(1, vec![e(kept + 1, 2)]);
+            assert!(b.validate(|_| st).is_ok(), "{st:?} {snap} {kept}");
+        }
     }
 
     #[test]
