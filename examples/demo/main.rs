@@ -227,10 +227,11 @@ async fn demo(cli: &Cli) -> Result<(), String> {
             let phase_end = start + Duration::from_secs(cli.seconds * 3);
             let mut close_after = None;
             while Instant::now() < phase_end {
+                let others: Vec<u64> = (1..=3).filter(|&n| n != victim).collect();
                 if close_after.is_none()
-                    && lag(&client, victim, cli.groups)
+                    && synod::local::lag(&client, victim, &others, cli.groups)
                         .await
-                        .is_some_and(|l| l < 200)
+                        .is_ok_and(|l| l < 200)
                 {
                     close_after = Some(start.elapsed() - restarted_at);
                 }
@@ -377,28 +378,6 @@ async fn demo(cli: &Cli) -> Result<(), String> {
     client.close().await;
     cluster.stop_all();
     Ok(())
-}
-
-/// How far node `node` is behind the furthest other node, in the group
-/// where it is furthest behind (`None` if a status could not be read).
-async fn lag(client: &synod::Client, node: u64, groups: u64) -> Option<u64> {
-    let mut statuses = BTreeMap::new();
-    for n in 1..=3u64 {
-        statuses.insert(n, client.status(n).await.ok()?);
-    }
-    let mut worst = 0;
-    for g in 1..=groups {
-        let applied = |n: u64| {
-            statuses[&n]
-                .iter()
-                .find(|s| s.group == g)
-                .map(|s| s.applied)
-        };
-        let mine = applied(node)?;
-        let best = (1..=3).filter(|&n| n != node).filter_map(applied).max()?;
-        worst = worst.max(best.saturating_sub(mine));
-    }
-    Some(worst)
 }
 
 async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> Result<T, String>

@@ -310,28 +310,47 @@ impl Drop for LocalCluster {
     }
 }
 
+/// How many entries node `node` is behind the furthest of `others`, in
+/// the group of `1..=groups` where it is furthest behind.
+pub async fn lag(
+    client: &Client,
+    node: NodeId,
+    others: &[NodeId],
+    groups: u64,
+) -> Result<u64, String> {
+    let applied_in = |status: &[crate::GroupStatus], g: u64| {
+        status.iter().find(|s| s.group == g).map(|s| s.applied)
+    };
+    let mine = client.status(node).await.map_err(|e| e.to_string())?;
+    let mut theirs = Vec::new();
+    for &o in others {
+        theirs.push(client.status(o).await.map_err(|e| e.to_string())?);
+    }
+    let mut worst = 0;
+    for g in 1..=groups {
+        let a = applied_in(&mine, g).ok_or(format!("node {node} does not host group {g} yet"))?;
+        let best = theirs
+            .iter()
+            .filter_map(|t| applied_in(t, g))
+            .max()
+            .unwrap_or(0);
+        worst = worst.max(best.saturating_sub(a));
+    }
+    Ok(worst)
+}
+
 /// Whether node `node` has applied, in each of groups `1..=groups`, as
-/// far as every node of `others`; says where it lags when not.
+/// far as every node of `others`; says how far behind it is when not.
 pub async fn caught_up(
     client: &Client,
     node: NodeId,
     others: &[NodeId],
     groups: u64,
 ) -> Result<(), String> {
-    let mine = client.status(node).await.map_err(|e| e.to_string())?;
-    for &o in others {
-        let theirs = client.status(o).await.map_err(|e| e.to_string())?;
-        for g in 1..=groups {
-            let a = mine.iter().find(|s| s.group == g).map(|s| s.applied);
-            let b = theirs.iter().find(|s| s.group == g).map(|s| s.applied);
-            if a.is_none() || a < b {
-                return Err(format!(
-                    "group {g}: node {node} at {a:?}, node {o} at {b:?}"
-                ));
-            }
-        }
+    match lag(client, node, others, groups).await? {
+        0 => Ok(()),
+        n => Err(format!("node {node} is {n} entries behind")),
     }
-    Ok(())
 }
 
 /// CPU time of a process from `/proc/<pid>/stat` (utime + stime, in the

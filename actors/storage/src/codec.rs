@@ -50,6 +50,21 @@ const OP_REMOVE: u8 = 5;
 const KIND_NOOP: u8 = 0;
 const KIND_NORMAL: u8 = 1;
 
+/// A little-endian u32 from the first 4 bytes of `b` (callers slice after
+/// checking the length: a shorter slice is a bug, and panics).
+pub(crate) fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+/// A little-endian u64 from the first 8 bytes of `b` (see [`le_u32`]).
+pub(crate) fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
 /// Rounds `n` up to the record alignment.
 pub(crate) fn align_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
@@ -259,11 +274,11 @@ impl<'a> Reader<'a> {
     }
     fn u32(&mut self, what: &str) -> Result<u32, String> {
         let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        Ok(le_u32(b))
     }
     fn u64(&mut self, what: &str) -> Result<u64, String> {
         let b = self.take(8, what)?;
-        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        Ok(le_u64(b))
     }
     fn hard_state(&mut self) -> Result<HardState, String> {
         let term = self.u64("hard state term")?;

@@ -66,7 +66,7 @@ impl SnapshotMeta {
                 .get(pos..pos + 8)
                 .ok_or_else(|| format!("metadata too short for {what}"))?;
             pos += 8;
-            Ok(u64::from_le_bytes(s.try_into().expect("8 bytes")))
+            Ok(crate::codec::le_u64(s))
         };
         let group = u64_at("group")?;
         let index = u64_at("index")?;
@@ -76,7 +76,7 @@ impl SnapshotMeta {
             let n = b
                 .get(pos..pos + 4)
                 .ok_or_else(|| format!("metadata too short for {what}"))?;
-            let n = u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize;
+            let n = crate::codec::le_u32(n) as usize;
             pos += 4;
             let mut set = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
@@ -84,7 +84,7 @@ impl SnapshotMeta {
                     .get(pos..pos + 8)
                     .ok_or_else(|| format!("metadata too short for {what}"))?;
                 pos += 8;
-                set.push(u64::from_le_bytes(s.try_into().expect("8 bytes")));
+                set.push(crate::codec::le_u64(s));
             }
             sets.push(set);
         }
@@ -265,7 +265,7 @@ impl SnapshotStore {
         if &head[..8] != MAGIC {
             return Err(StorageError::corrupt(&path, 0, "not a Synod snapshot"));
         }
-        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        let version = crate::codec::le_u32(&head[8..12]);
         if version != VERSION {
             return Err(StorageError::corrupt(
                 &path,
@@ -273,7 +273,7 @@ impl SnapshotStore {
                 format!("snapshot format {version}, this build reads {VERSION}"),
             ));
         }
-        let meta_len = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as u64;
+        let meta_len = crate::codec::le_u32(&head[12..16]) as u64;
         if 16 + meta_len + 4 + FOOTER > total {
             return Err(StorageError::corrupt(
                 &path,
@@ -284,7 +284,7 @@ impl SnapshotStore {
         let mut m = vec![0u8; meta_len as usize + 4];
         file.read_exact(&mut m)
             .map_err(|e| StorageError::io(&path, e))?;
-        let crc = u32::from_le_bytes(m[meta_len as usize..].try_into().expect("4 bytes"));
+        let crc = crate::codec::le_u32(&m[meta_len as usize..]);
         m.truncate(meta_len as usize);
         if crc32c::crc32c(&m) != crc {
             return Err(StorageError::corrupt(
@@ -306,8 +306,8 @@ impl SnapshotStore {
         file.seek(SeekFrom::Start(total - FOOTER))
             .and_then(|_| file.read_exact(&mut footer))
             .map_err(|e| StorageError::io(&path, e))?;
-        let data_len = u64::from_le_bytes(footer[..8].try_into().expect("8 bytes"));
-        let data_crc = u32::from_le_bytes(footer[8..12].try_into().expect("4 bytes"));
+        let data_len = crate::codec::le_u64(&footer[..8]);
+        let data_crc = crate::codec::le_u32(&footer[8..12]);
         if &footer[12..] != END_MAGIC || data_start + data_len + FOOTER != total {
             return Err(StorageError::corrupt(
                 &path,

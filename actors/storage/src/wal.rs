@@ -591,7 +591,7 @@ impl Wal {
         if pos + RECORD_HEADER > raw.len() {
             return Ok(None);
         }
-        let len = u32::from_le_bytes(raw[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let len = codec::le_u32(&raw[pos..pos + 4]) as usize;
         if len == 0 {
             let crc = &raw[pos + 4..pos + 8];
             if crc != [0, 0, 0, 0] {
@@ -606,7 +606,7 @@ impl Wal {
                 raw.len()
             ));
         }
-        let crc = u32::from_le_bytes(raw[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let crc = codec::le_u32(&raw[pos + 4..pos + 8]);
         let body = raw.slice(start..start + len);
         if codec::record_crc(seq, &body) != crc {
             return Err("record checksum mismatch".into());
@@ -648,17 +648,17 @@ impl Wal {
         let prefix = RECORD_HEADER + codec::BATCH_PREFIX;
         let mut at = codec::align_up(pos + 1);
         while at + prefix <= raw.len() {
-            let len = u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let len = codec::le_u32(&raw[at..at + 4]) as usize;
             let body_at = at + RECORD_HEADER;
             if len >= codec::BATCH_PREFIX
                 && len <= raw.len() - body_at
                 && raw[body_at] == codec::T_BATCH
             {
-                let lsn = u64::from_le_bytes(raw[body_at + 1..body_at + 9].try_into().expect("8"));
+                let lsn = codec::le_u64(&raw[body_at + 1..body_at + 9]);
                 // Several damaged records in a row must not pass for a torn
                 // tail either: accept any of the next many LSNs.
                 if lsn >= expect_lsn && lsn < expect_lsn + 1024 {
-                    let crc = u32::from_le_bytes(raw[at + 4..at + 8].try_into().expect("4 bytes"));
+                    let crc = codec::le_u32(&raw[at + 4..at + 8]);
                     if codec::record_crc(seq, &raw[body_at..body_at + len]) == crc {
                         return Some(at);
                     }
