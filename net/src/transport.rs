@@ -918,8 +918,7 @@ where
                 shared.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
                 shared.stats.items_sent.fetch_add(n, Ordering::Relaxed);
             }
-            Err(FrameError::TooLarge { size, .. }) if b.len() > 1 => {
-                let _ = size;
+            Err(FrameError::TooLarge { .. }) if b.len() > 1 => {
                 let mut first = b;
                 let second = first.split_off(first.len() / 2);
                 pending.push(second);

@@ -31,8 +31,7 @@ where
     loop {
         match f().await {
             Ok(v) => return v,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("{what}: still failing after {secs} s: {e}"),

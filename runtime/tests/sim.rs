@@ -266,8 +266,7 @@ where
     loop {
         match f().await {
             Ok(v) => return v,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("no answer after the heal: {e}"),
