@@ -122,6 +122,12 @@ pub enum Placement {
         listen: Listen,
         /// WAL options.
         wal: WalOptions,
+        /// Run the QUIC transport on a thread of its own instead of the
+        /// actors' thread. Off by default in the runtime: measured on a
+        /// 2-core machine running three nodes, sharing the thread saves the
+        /// cross-thread wakeups of every message and is faster at every
+        /// load (docs/BENCHMARKS.md).
+        net_thread: bool,
     },
     /// Simulation: everything on the current runtime, an in-memory store.
     Local {
@@ -267,7 +273,11 @@ impl Engine {
         net_cfg.logger = cfg.logger.clone();
         let local = matches!(placement, Placement::Local { .. });
         let (log_writer, transport, net_stop) = match placement {
-            Placement::Threads { listen, wal } => {
+            Placement::Threads {
+                listen,
+                wal,
+                net_thread,
+            } => {
                 let wal_dir = cfg.data_dir.join("wal");
                 let wal = Wal::open(&wal_dir, wal).map_err(|source| EngineError::Wal {
                     dir: wal_dir.clone(),
@@ -279,7 +289,7 @@ impl Engine {
                     Listen::Addr(addr) => std::net::UdpSocket::bind(addr)
                         .map_err(|source| EngineError::Bind { addr, source })?,
                 };
-                if !cfg.group.net_thread {
+                if !net_thread {
                     let socket = synod_net::transport::wrap_udp(socket)
                         .map_err(|e| EngineError::Net(e.to_string()))?;
                     let transport = start_net_here(net_cfg, socket, handler.clone())?;

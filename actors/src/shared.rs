@@ -45,11 +45,6 @@ pub struct GroupConfig {
     pub restart_window: Duration,
     /// Mailbox capacity of each RaftGroup (back-pressure). Default 1024.
     pub mailbox: usize,
-    /// Run the QUIC transport on a thread of its own instead of the actors'
-    /// thread. Default off: measured on a 2-core machine running three
-    /// nodes, sharing the thread saves the cross-thread wakeups of every
-    /// message and is faster at every load (docs/BENCHMARKS.md).
-    pub net_thread: bool,
 }
 
 impl Default for GroupConfig {
@@ -65,7 +60,6 @@ impl Default for GroupConfig {
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             mailbox: 1024,
-            net_thread: false,
         }
     }
 }

@@ -82,6 +82,7 @@ async fn cluster_with(dir: &std::path::Path, group: GroupConfig) -> Vec<Engine> 
         };
         let placement = Placement::Threads {
             listen: Listen::Socket(socket),
+            net_thread: false,
             wal: WalOptions {
                 segment_size: 4 << 20,
                 ..WalOptions::default()

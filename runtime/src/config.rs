@@ -27,7 +27,7 @@
 //! propose_timeout_ms = 10000
 //!
 //! [net]                  # optional
-//! own_thread = false     # run QUIC on a thread of its own (see GroupConfig::net_thread)
+//! own_thread = false     # run QUIC on a thread of its own (see Placement::Threads)
 //!
 //! [storage]              # all optional
 //! fsync = "always"       # "always", "never", or an interval like "10ms"
@@ -316,7 +316,6 @@ impl NodeConfig {
             snapshot_every: r.snapshot_every,
             max_uncommitted: r.max_uncommitted,
             propose_timeout: Duration::from_millis(r.propose_timeout_ms),
-            net_thread: self.net.own_thread,
             ..GroupConfig::default()
         }
     }

@@ -43,6 +43,7 @@ impl Node {
         let placement = Placement::Threads {
             listen: Listen::Addr(config.listen),
             wal: config.wal_options(),
+            net_thread: config.net.own_thread,
         };
         let engine = Engine::start(engine_cfg, placement).await?;
         Ok(Node {
