@@ -32,6 +32,7 @@ use synod_net::{
 use synod_storage::{GroupId, SnapshotStore, StorageError, Wal, WalOptions};
 use tokio::sync::oneshot;
 
+use crate::faults::{DiskFaults, FaultyStore};
 use crate::group::{Inbound, InjectPanic, Propose};
 use crate::log_writer::{LogWriter, SharedMemLog};
 use crate::node::{CreateGroup, Lookup, NodeActor, Routes, Status, StopAll};
@@ -111,6 +112,10 @@ pub struct EngineConfig {
     pub max_frame_bytes: usize,
     /// The node's logger.
     pub logger: Logger,
+    /// Fault injection for tests and the simulation: the log store is
+    /// wrapped in a [`FaultyStore`] controlled by this handle. `None` in
+    /// production.
+    pub disk_faults: Option<DiskFaults>,
 }
 
 /// Where the engine's parts run.
@@ -283,7 +288,11 @@ impl Engine {
                     dir: wal_dir.clone(),
                     source,
                 })?;
-                let log_writer = LogWriter::spawn_thread(wal).map_err(EngineError::Thread)?;
+                let log_writer = match cfg.disk_faults.clone() {
+                    Some(faults) => LogWriter::spawn_thread(FaultyStore::new(wal, faults)),
+                    None => LogWriter::spawn_thread(wal),
+                }
+                .map_err(EngineError::Thread)?;
                 let socket = match listen {
                     Listen::Socket(s) => s,
                     Listen::Addr(addr) => std::net::UdpSocket::bind(addr)
@@ -304,7 +313,10 @@ impl Engine {
                 socket,
                 seed,
             } => {
-                let log_writer = LogWriter::spawn_local(store);
+                let log_writer = match cfg.disk_faults.clone() {
+                    Some(faults) => LogWriter::spawn_local(FaultyStore::new(store, faults)),
+                    None => LogWriter::spawn_local(store),
+                };
                 net_cfg.seed = Some(seed);
                 let transport = start_net_here(net_cfg, socket, handler.clone())?;
                 (log_writer, transport, None)
@@ -342,6 +354,29 @@ impl Engine {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.shared.node_id
+    }
+
+    /// Why this node stopped serving, once a write to its log failed. A
+    /// failed write is fatal: every group stops (no acknowledgement, vote
+    /// or answer comes from this node any more) and the process must be
+    /// restarted, which recovers from what is on disk.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.shared.log_writer.failure()
+    }
+
+    /// Waits until this node's log fails (see [`Engine::failure`]) and says
+    /// why. A process hosting a node should exit non-zero when this
+    /// returns (`synod node` does).
+    pub async fn failed(&self) -> String {
+        self.inner.shared.log_writer.failed().await
+    }
+
+    /// The error of a request to a node whose log failed.
+    fn node_failed(&self) -> Option<RequestError> {
+        self.failure().map(|reason| RequestError::NodeFailed {
+            node: self.node_id(),
+            reason,
+        })
     }
 
     /// Starts `group` on this node. Every node of the cluster must start it
@@ -438,6 +473,9 @@ impl Engine {
         payload: Bytes,
         deadline: tokio::time::Instant,
     ) -> Result<Bytes, RequestError> {
+        if let Some(e) = self.node_failed() {
+            return Err(e);
+        }
         let route = match self.inner.routes.lookup(group) {
             Lookup::Running(r) => r,
             Lookup::Restarting => return Err(RequestError::Restarting(group)),
@@ -505,6 +543,9 @@ impl Engine {
     /// Runs `query` on this node's own replica of `group`, without going
     /// through the log: fast, possibly stale (a follower may lag).
     pub async fn local_read(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
+        if let Some(e) = self.node_failed() {
+            return Err(e);
+        }
         let route = match self.inner.routes.lookup(group) {
             Lookup::Running(r) => r,
             Lookup::Restarting => return Err(RequestError::Restarting(group)),

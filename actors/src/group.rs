@@ -177,6 +177,32 @@ impl RaftGroup {
         }
     }
 
+    /// Whether this group must do nothing more: true once the node's log
+    /// failed (checked before every step, send and acknowledgement). A
+    /// failed write is fatal for the whole node: what memory holds may not
+    /// be on disk, so nothing may be acknowledged, voted or answered from
+    /// it; the group stops and the supervisor does not rebuild it.
+    fn halted(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.failed {
+            return true;
+        }
+        if let Some(reason) = self.shared.log_writer.failure() {
+            crit!(self.log, "the node's log failed; the group stops and answers nothing more";
+                  "error" => reason);
+            self.halt(ctx);
+            return true;
+        }
+        false
+    }
+
+    fn halt(&mut self, ctx: &mut Context<Self>) {
+        self.failed = true;
+        for (_, r) in std::mem::take(&mut self.replicators) {
+            r.do_send(StopReplicator);
+        }
+        ctx.stop();
+    }
+
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         if !self.ready_scheduled {
             self.ready_scheduled = true;
@@ -186,7 +212,7 @@ impl RaftGroup {
 
     fn process_ready(&mut self, ctx: &mut Context<Self>) {
         self.ready_scheduled = false;
-        if self.failed || self.fsm.is_none() {
+        if self.halted(ctx) || self.fsm.is_none() {
             // Not wired yet: committed entries must not go nowhere.
             return;
         }
@@ -355,6 +381,9 @@ impl Handler<Tick> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        if self.halted(ctx) {
+            return;
+        }
         self.raft.tick();
         if self.raft.has_ready() {
             self.schedule(ctx);
@@ -374,6 +403,9 @@ impl Handler<Inbound> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, Inbound(msgs): Inbound, ctx: &mut Context<Self>) {
+        if self.halted(ctx) {
+            return;
+        }
         for m in msgs {
             self.raft.step(m);
         }
@@ -385,8 +417,13 @@ impl Handler<Propose> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, m: Propose, ctx: &mut Context<Self>) {
-        if self.failed {
-            let _ = m.reply.send(Err(RequestError::Stopped(self.group)));
+        if self.halted(ctx) {
+            // Not proposed: safe to retry elsewhere.
+            let reason = self.shared.log_writer.failure().unwrap_or_default();
+            let _ = m.reply.send(Err(RequestError::NodeFailed {
+                node: self.shared.node_id,
+                reason,
+            }));
             return;
         }
         match self.raft.propose(vec![entry_payload(m.kind, &m.payload)]) {
@@ -420,13 +457,17 @@ impl Handler<Persisted> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, m: Persisted, ctx: &mut Context<Self>) {
+        if self.halted(ctx) {
+            // Even a write that did become durable acknowledges nothing
+            // now: the node is going down.
+            return;
+        }
         if let Err(e) = m.result {
-            // The WAL refuses writes after a disk failure: this node can no
-            // longer promise durability. Stop the group; the node must be
-            // restarted (and will recover from what is durable).
-            crit!(self.log, "write failed; the group stops"; "error" => %e);
-            self.failed = true;
-            ctx.stop();
+            // Not a disk failure (that halted above) but a refused batch:
+            // memory and the log disagree, a bug. Stop; the supervisor
+            // rebuilds the group from the log, which is intact.
+            crit!(self.log, "write refused; the group stops"; "error" => %e);
+            self.halt(ctx);
             return;
         }
         let Some(w) = self.inflight.pop_front() else {
@@ -491,6 +532,9 @@ impl Handler<StepSnapshot> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, StepSnapshot(m): StepSnapshot, ctx: &mut Context<Self>) {
+        if self.halted(ctx) {
+            return;
+        }
         self.raft.step(m);
         self.schedule(ctx);
     }
@@ -500,6 +544,9 @@ impl Handler<ReportSnapshot> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, m: ReportSnapshot, ctx: &mut Context<Self>) {
+        if self.halted(ctx) {
+            return;
+        }
         self.raft.report_snapshot(m.to, m.index, m.ok);
         self.schedule(ctx);
     }

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod faults;
 pub mod fsm;
 pub mod group;
 pub mod log_writer;
@@ -33,6 +34,7 @@ pub mod snapshot_exec;
 pub mod state_machine;
 
 pub use engine::{Engine, EngineConfig, EngineError, FaultTarget, Listen, Placement};
+pub use faults::{DiskFault, DiskFaults, FaultyStore};
 pub use log_writer::{LogWriter, SharedMemLog};
 pub use proto::{GroupStatus, NodeStats, Request, RequestError, Response};
 pub use shared::GroupConfig;

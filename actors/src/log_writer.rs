@@ -14,13 +14,22 @@
 //! task on the current runtime with a [`MemLog`] (simulation: no OS
 //! threads). Reads are answered after the round's sync, so they only ever
 //! see durable state.
+//!
+//! **A failed write is fatal.** After a write or a sync fails with an I/O
+//! error, the writer trusts nothing in memory any more (a failed fsync may
+//! have dropped the dirty pages, and a later fsync would report success
+//! without writing them: the PostgreSQL "fsyncgate" lesson). It answers
+//! every later write *and read* with [`StorageError::Failed`] and publishes
+//! the failure ([`LogWriter::failure`], [`LogWriter::failed`]), so the node
+//! stops every group instead of rebuilding one from memory. Only a restart
+//! of the process, which recovers from what is on disk, serves again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use synod_core::{Entry, HardState, Index};
 use synod_storage::{GroupId, LogStore, MemLog, StorageError, Wal, WriteBatch};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Most requests handled in one round.
 const MAX_ROUND: usize = 4096;
@@ -68,12 +77,22 @@ pub struct LogWriterStats {
 pub struct LogWriter {
     tx: mpsc::UnboundedSender<Request>,
     stats: Arc<LogWriterStats>,
+    /// `Some(reason)` once a write failed; never cleared.
+    failure: watch::Receiver<Option<String>>,
 }
 
 /// A log store the writer can drive, with its fsync count.
 pub trait Store: LogStore + Send + 'static {
     /// fdatasyncs performed so far.
     fn fsyncs(&self) -> u64;
+
+    /// Fault injection ([`crate::faults`]): a sync failed and only the
+    /// first `keep` staged batches reached the disk. A real disk needs
+    /// nothing here (what reached it is what it has); an in-memory store
+    /// forgets the rest from its durable layer.
+    fn lose_unsynced(&mut self, keep: usize) {
+        let _ = keep;
+    }
 }
 
 impl Store for Wal {
@@ -85,6 +104,10 @@ impl Store for Wal {
 impl Store for MemLog {
     fn fsyncs(&self) -> u64 {
         self.syncs()
+    }
+
+    fn lose_unsynced(&mut self, keep: usize) {
+        MemLog::lose_unsynced(self, keep)
     }
 }
 
@@ -132,6 +155,10 @@ impl Store for SharedMemLog {
     fn fsyncs(&self) -> u64 {
         self.with(|m| m.syncs())
     }
+
+    fn lose_unsynced(&mut self, keep: usize) {
+        self.with(|m| m.lose_unsynced(keep))
+    }
 }
 
 impl LogWriter {
@@ -155,8 +182,28 @@ impl LogWriter {
     fn make(store: impl Store) -> (LogWriter, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(LogWriterStats::default());
-        let fut = run(store, rx, Arc::clone(&stats));
-        (LogWriter { tx, stats }, fut)
+        let (failure_tx, failure) = watch::channel(None);
+        let fut = run(store, rx, Arc::clone(&stats), failure_tx);
+        (LogWriter { tx, stats, failure }, fut)
+    }
+
+    /// Why the log failed, once a write or sync failed (it never recovers
+    /// in this process).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Waits until the log fails (or the writer stops) and says why.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return "the log writer stopped".into();
+            }
+        }
     }
 
     /// Queues `batch`; `done` runs (on the writer) once it is durable or
@@ -237,8 +284,11 @@ async fn run(
     mut store: impl Store,
     mut rx: mpsc::UnboundedReceiver<Request>,
     stats: Arc<LogWriterStats>,
+    failure: watch::Sender<Option<String>>,
 ) {
     let mut round = Vec::with_capacity(64);
+    // The first fatal error; from then on nothing is written or read.
+    let mut failed: Option<StorageError> = None;
     while let Some(first) = rx.recv().await {
         round.push(first);
         while round.len() < MAX_ROUND {
@@ -253,28 +303,70 @@ async fn run(
             match r {
                 Request::Write { batch, done } => {
                     stats.writes.fetch_add(1, Ordering::Relaxed);
+                    if failed.is_some() {
+                        writes.push((Ok(()), done));
+                        continue;
+                    }
                     stats
                         .entries
                         .fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
                     let staged = store.append(&batch);
+                    if let Err(e) = &staged {
+                        if e.is_fatal() {
+                            failed = Some(fatal(e));
+                        }
+                    }
                     writes.push((staged, done));
                 }
                 Request::Read { group, done } => reads.push((group, done)),
             }
         }
-        let synced = if writes.iter().any(|(r, _)| r.is_ok()) {
+        let synced = if failed.is_none() && writes.iter().any(|(r, _)| r.is_ok()) {
             let s = store.sync();
             stats.rounds.fetch_add(1, Ordering::Relaxed);
             stats.fsyncs.store(store.fsyncs(), Ordering::Relaxed);
+            if let Err(e) = &s {
+                failed = Some(fatal(e));
+            }
             s
         } else {
             Ok(())
         };
+        if let Some(e) = &failed {
+            // Publish before answering anyone: a group that hears of the
+            // failure through its own write already sees the node failed.
+            failure.send_if_modified(|f| {
+                let first = f.is_none();
+                if first {
+                    *f = Some(e.to_string());
+                }
+                first
+            });
+        }
         for (staged, done) in writes {
-            done(staged.and_then(|_| synced.clone()));
+            let result = match &failed {
+                // Nothing of this round is trusted, not even a batch whose
+                // own append went through.
+                Some(e) => Err(staged.err().unwrap_or_else(|| e.clone())),
+                None => staged.and_then(|_| synced.clone()),
+            };
+            done(result);
         }
         for (group, done) in reads {
-            done(read_group(&mut store, group));
+            match &failed {
+                Some(e) => done(Err(e.clone())),
+                None => done(read_group(&mut store, group)),
+            }
         }
+    }
+}
+
+/// The error every later request gets once `e` failed the log.
+fn fatal(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::Failed { .. } => e.clone(),
+        other => StorageError::Failed {
+            reason: other.to_string(),
+        },
     }
 }

@@ -391,6 +391,14 @@ impl Handler<ActorDied> for NodeActor {
         if slot.generation != m.generation || slot.state != SlotState::Running {
             return; // an earlier incarnation, or already being handled
         }
+        if let Some(reason) = self.shared.log_writer.failure() {
+            // A failed write is fatal for the node: rebuilding a group
+            // would trust a log whose memory may not match the disk.
+            crit!(self.log, "the node's log failed: every group stops; restart the node after \
+                  checking the disk (it recovers from what is on disk)"; "error" => reason);
+            self.stop_all();
+            return;
+        }
         warn!(self.log, "group actor died; restarting the group from durable state";
               "group" => m.group, "actor" => m.kind, "generation" => m.generation);
         self.shared
@@ -476,6 +484,13 @@ impl Handler<StopAll> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, _: StopAll, _: &mut Context<Self>) {
+        self.stop_all();
+    }
+}
+
+impl NodeActor {
+    /// Stops every group for good (shutdown, or a failed log).
+    fn stop_all(&mut self) {
         for (group, slot) in self.groups.iter_mut() {
             slot.state = SlotState::Failed;
             self.routes.remove(*group);

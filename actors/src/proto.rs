@@ -102,6 +102,19 @@ pub enum RequestError {
     /// The node could not be reached or sent garbage.
     #[error("node unavailable: {0}")]
     Unavailable(String),
+    /// A write to this node's log failed, so it stopped serving (a failed
+    /// write is fatal: see docs/STORAGE.md). Nothing was proposed here;
+    /// retry on another node. The node must be restarted.
+    #[error(
+        "node {node} stopped serving after a write to its log failed ({reason}); nothing was \
+         proposed there: retry on another node, and restart this one after checking its disk"
+    )]
+    NodeFailed {
+        /// The failed node.
+        node: NodeId,
+        /// The storage error that stopped it.
+        reason: String,
+    },
 }
 
 impl RequestError {
@@ -115,6 +128,7 @@ impl RequestError {
                 | RequestError::Timeout(_)
                 | RequestError::Unavailable(_)
                 | RequestError::Stopped(_)
+                | RequestError::NodeFailed { .. }
         )
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use synod_actors::{
-    ApplyContext, Engine, EngineConfig, FaultTarget, GroupConfig, Listen, Placement, RequestError,
-    StateMachine, StateMachineFactory,
+    ApplyContext, DiskFault, DiskFaults, Engine, EngineConfig, FaultTarget, GroupConfig, Listen,
+    Placement, RequestError, StateMachine, StateMachineFactory,
 };
 use synod_net::tls::dev;
 use synod_storage::WalOptions;
@@ -58,6 +58,15 @@ async fn cluster(dir: &std::path::Path, snapshot_every: u64) -> Vec<Engine> {
 }
 
 async fn cluster_with(dir: &std::path::Path, group: GroupConfig) -> Vec<Engine> {
+    cluster_faulty(dir, group, &[None, None, None]).await
+}
+
+/// A cluster whose nodes' log stores suffer the faults armed on `faults`.
+async fn cluster_faulty(
+    dir: &std::path::Path,
+    group: GroupConfig,
+    faults: &[Option<DiskFaults>; 3],
+) -> Vec<Engine> {
     let certs = dev::generate(&dir.join("certs"), "ca", &[1, 2, 3], &[]).unwrap();
     let sockets: Vec<UdpSocket> = (0..3)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
@@ -79,6 +88,7 @@ async fn cluster_with(dir: &std::path::Path, group: GroupConfig) -> Vec<Engine> 
             seed: id * 7919,
             max_frame_bytes: 16 << 20,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
+            disk_faults: faults[i].clone(),
         };
         let placement = Placement::Threads {
             listen: Listen::Socket(socket),
@@ -250,6 +260,125 @@ async fn a_flood_of_proposals_meets_busy_not_unbounded_memory() {
         total >= acked_sum,
         "acknowledged {acked_sum}, applied {total}"
     );
+    for e in &engines {
+        e.shutdown().await;
+    }
+}
+
+/// Waits until `cond` holds, failing with `what` after 20 s.
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 8, finding 1: a failed disk write is fatal for the node. Before,
+/// the group stopped, the supervisor rebuilt it inside the same process
+/// from the log writer's memory (which still held the entries whose sync
+/// failed), and the rebuilt follower acknowledged them: an acknowledged
+/// write could then be lost when the node restarted from its disk.
+/// Now the node stops every group, is not rebuilt, answers requests with
+/// `NodeFailed`, and the other two keep committing.
+#[actix_rt::test]
+async fn a_failed_disk_write_stops_the_node_and_nothing_is_rebuilt_from_memory() {
+    for fault in [
+        DiskFault::SyncFails,
+        DiskFault::TornWrite,
+        DiskFault::WriteFails,
+        DiskFault::NoSpace,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = [
+            Some(DiskFaults::new()),
+            Some(DiskFaults::new()),
+            Some(DiskFaults::new()),
+        ];
+        let group = GroupConfig {
+            tick: Duration::from_millis(20),
+            ..GroupConfig::default()
+        };
+        let engines = cluster_faulty(dir.path(), group, &faults).await;
+        let l = leader(&engines).await;
+        let mut total = 0;
+        for k in 1..=20u64 {
+            total += k;
+            add(&engines[l], k).await.unwrap();
+        }
+        // A follower's disk fails on its next write.
+        let f = (l + 1) % 3;
+        let follower_faults = faults[f].as_ref().unwrap();
+        follower_faults.arm(fault);
+        for k in 1..=20u64 {
+            total += k;
+            add(&engines[l], k).await.unwrap();
+        }
+        eventually("the fault fired", || async {
+            follower_faults.fired() == vec![fault]
+        })
+        .await;
+        let failed = &engines[f];
+        eventually("the node reports its failure", || async {
+            failed.failure().is_some()
+        })
+        .await;
+        // Every group on it stops for good: no rebuild from memory.
+        eventually("the groups stop", || async {
+            failed.status().await.iter().all(|s| s.role == "Failed")
+        })
+        .await;
+        assert_eq!(
+            failed.stats().restarts,
+            0,
+            "{fault:?}: the group was rebuilt from memory"
+        );
+        match add(failed, 1).await {
+            Err(RequestError::NodeFailed { node, .. }) => assert_eq!(node, f as u64 + 1),
+            other => panic!("{fault:?}: a failed node answered {other:?}"),
+        }
+        // The other two keep committing, and agree.
+        for k in 1..=20u64 {
+            total += k;
+            add(&engines[l], k).await.unwrap();
+        }
+        for e in engines.iter().filter(|e| e.failure().is_none()) {
+            assert_eq!(num(&e.read(1, Bytes::new()).await.unwrap()), total);
+        }
+        for e in &engines {
+            e.shutdown().await;
+        }
+    }
+}
+
+/// A slow disk is not a failed one: writes wait for it and succeed.
+#[actix_rt::test]
+async fn a_slow_sync_delays_but_fails_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = [Some(DiskFaults::new()), None, None];
+    let group = GroupConfig {
+        tick: Duration::from_millis(20),
+        ..GroupConfig::default()
+    };
+    let engines = cluster_faulty(dir.path(), group, &faults).await;
+    let l = leader(&engines).await;
+    let slow = faults[0].as_ref().unwrap();
+    slow.arm(DiskFault::SlowSync(Duration::from_millis(300)));
+    let mut total = 0;
+    for k in 1..=20u64 {
+        total += k;
+        add(&engines[l], k).await.unwrap();
+    }
+    eventually("the slow sync happened", || async { slow.pending() == 0 }).await;
+    assert_eq!(slow.fired().len(), 1);
+    assert!(engines.iter().all(|e| e.failure().is_none()));
+    for e in &engines {
+        assert_eq!(num(&e.read(1, Bytes::new()).await.unwrap()), total);
+    }
     for e in &engines {
         e.shutdown().await;
     }

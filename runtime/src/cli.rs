@@ -95,7 +95,7 @@ pub fn run_node(args: &NodeArgs) -> Result<(), String> {
     let (logger, _guard) = crate::logging::stderr_logger(level, config.id);
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let node = Node::start(config.clone(), logger)
+        let node = Node::start(config.clone(), logger.clone())
             .await
             .map_err(|e| format!("node {} cannot start: {e}", config.id))?;
         for group in 1..=config.service.kv_groups {
@@ -103,7 +103,21 @@ pub fn run_node(args: &NodeArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("group {group}: {e}"))?;
         }
-        wait_for_signal().await;
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            reason = node.failed() => {
+                // Fatal: memory can no longer be trusted to match the
+                // disk. Exit non-zero; a restart recovers from the disk.
+                slog::crit!(logger, "a write to the log failed: exiting; restart the node after \
+                            checking the disk"; "error" => &reason);
+                node.shutdown().await;
+                return Err(format!(
+                    "node {}: a write to the log failed ({reason}); the node stopped; restart \
+                     it after checking the disk (it recovers from what is on disk)",
+                    config.id
+                ));
+            }
+        }
         node.shutdown().await;
         Ok(())
     })

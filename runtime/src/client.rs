@@ -308,6 +308,11 @@ impl Client {
                     target = l;
                     continue;
                 }
+                Ok(Ok(Response::Err(e @ RequestError::NodeFailed { .. }))) => {
+                    // That node is gone until restarted: go elsewhere.
+                    self.forget(target);
+                    last_error = e.into();
+                }
                 Ok(Ok(Response::Err(e))) if is_safe(&e) => last_error = e.into(),
                 Ok(Ok(Response::Err(e))) => return Err(e.into()),
                 Ok(Ok(other)) => return Err(unexpected(other)),

@@ -57,6 +57,19 @@ pub enum SynodError {
     /// No node could be reached (nothing was sent).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// A write to `node`'s log failed, so it stopped serving; nothing was
+    /// proposed there. Retry on another node; restart that node after
+    /// checking its disk.
+    #[error(
+        "node {node} stopped serving after a write to its log failed ({reason}); nothing was \
+         proposed there: retry on another node, and restart it after checking its disk"
+    )]
+    NodeFailed {
+        /// The node.
+        node: NodeId,
+        /// The storage error.
+        reason: String,
+    },
     /// The connection to `node` broke after the request was sent: the
     /// command may or may not have been applied.
     #[error("the connection to node {node} broke after the request was sent; the command may or may not have been applied")]
@@ -71,7 +84,10 @@ impl SynodError {
     pub fn is_safe_to_retry(&self) -> bool {
         matches!(
             self,
-            SynodError::NotLeader { .. } | SynodError::Busy { .. } | SynodError::Unavailable(_)
+            SynodError::NotLeader { .. }
+                | SynodError::Busy { .. }
+                | SynodError::Unavailable(_)
+                | SynodError::NodeFailed { .. }
         )
     }
 }
@@ -91,6 +107,7 @@ impl From<RequestError> for SynodError {
             RequestError::Stopped(group) => SynodError::Stopped { group },
             RequestError::Application(m) => SynodError::Rejected(m),
             RequestError::Unavailable(m) => SynodError::Unavailable(m),
+            RequestError::NodeFailed { node, reason } => SynodError::NodeFailed { node, reason },
         }
     }
 }

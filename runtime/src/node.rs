@@ -39,6 +39,7 @@ impl Node {
             seed: boot_seed(config.id),
             max_frame_bytes: synod_net::frame::DEFAULT_MAX_FRAME,
             logger,
+            disk_faults: None,
         };
         let placement = Placement::Threads {
             listen: Listen::Addr(config.listen),
@@ -125,6 +126,19 @@ impl Node {
     /// This node's counters.
     pub fn stats(&self) -> NodeStats {
         self.engine.stats()
+    }
+
+    /// Why this node stopped serving, once a write to its log failed (see
+    /// [`Engine::failure`]).
+    pub fn failure(&self) -> Option<String> {
+        self.engine.failure()
+    }
+
+    /// Waits until a write to this node's log fails and says why. The node
+    /// then serves nothing more; exit the process (non-zero) and restart it
+    /// after checking the disk: it recovers from what is on disk.
+    pub async fn failed(&self) -> String {
+        self.engine.failed().await
     }
 
     /// Stops every group and closes the connections.

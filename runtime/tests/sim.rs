@@ -5,6 +5,14 @@
 //! nodes crash and restart; afterwards every acknowledged write must be
 //! readable and every replica must hold the same state.
 //!
+//! Disks fail too: at seed-chosen times a node's next sync or write fails
+//! (EIO, a torn group commit, ENOSPC). A failed write is fatal for the
+//! node: it stops serving and exits, and is restarted a little later (as a
+//! service manager would) from what its disk really holds. Each host also
+//! records the leaders it sees, and two leaders of one group in one term
+//! (election safety, which a node voting twice in a term could break) fail
+//! the run.
+//!
 //! Seeds: `SYNOD_SIM_SEEDS=1..20 cargo test -p synod --test sim` (default:
 //! a few fixed seeds). A failing seed replays with the same value.
 
@@ -20,7 +28,9 @@ use std::time::Duration;
 use support::turmoil_udp::TurmoilUdpSocket;
 use synod::kv::{Get, KvStore, Len, Put};
 use synod::{Client, ClientConfig, Node, SynodError};
-use synod_actors::{Engine, EngineConfig, GroupConfig, Placement, SharedMemLog};
+use synod_actors::{
+    DiskFault, DiskFaults, Engine, EngineConfig, GroupConfig, Placement, SharedMemLog,
+};
 use synod_core::rng::SplitMix64;
 use synod_net::tls::dev;
 
@@ -39,7 +49,13 @@ struct Outcome {
     acked: usize,
     unknown: usize,
     revisions: Vec<(usize, u64)>,
+    /// Disk faults that fired, and node exits they caused.
+    disk_faults: usize,
+    exits: usize,
 }
+
+/// Leaders seen, by (group, term): election safety across the run.
+type Leaders = Rc<RefCell<BTreeMap<(u64, u64), u64>>>;
 
 fn host_name(id: u64) -> String {
     format!("n{id}")
@@ -53,12 +69,18 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
         .build();
     let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
     let stores: Vec<SharedMemLog> = (0..NODES).map(|_| SharedMemLog::default()).collect();
+    let faults: Vec<DiskFaults> = (0..NODES).map(|_| DiskFaults::new()).collect();
+    let leaders: Leaders = Rc::default();
     for id in 1..=NODES {
         let store = stores[id as usize - 1].clone();
+        let disk_faults = faults[id as usize - 1].clone();
+        let leaders = Rc::clone(&leaders);
         let dir = dirs[id as usize - 1].path().to_path_buf();
         let tls = certs.node(id).unwrap();
         sim.host(host_name(id), move || {
             let store = store.clone();
+            let disk_faults = disk_faults.clone();
+            let leaders = Rc::clone(&leaders);
             let dir = dir.clone();
             let tls = tls.clone();
             async move {
@@ -85,6 +107,7 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
                     seed: seed.wrapping_mul(31).wrapping_add(id),
                     max_frame_bytes: 16 << 20,
                     logger: slog::Logger::root(slog::Discard, slog::o!()),
+                    disk_faults: Some(disk_faults),
                 };
                 let placement = Placement::Local {
                     store,
@@ -96,8 +119,13 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
                 for g in 1..=GROUPS {
                     node.spawn_replicated(g, KvStore::default()).await?;
                 }
-                std::future::pending::<()>().await;
-                Ok(())
+                let watch = watch_leaders(node.clone(), leaders);
+                tokio::select! {
+                    _ = watch => unreachable!("the leader watch never ends"),
+                    // A failed disk write: the process exits (the harness
+                    // crashes what is left of it and restarts it later).
+                    _ = node.failed() => Ok(()),
+                }
             }
         });
     }
@@ -169,7 +197,7 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
             }
         }
         for w in writers {
-            let _ = w.await;
+            w.await.expect("a writer task panicked");
         }
         // Heal: every replica must catch up and agree.
         let acked = acked.borrow().clone();
@@ -216,6 +244,8 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
             acked: acked.len(),
             unknown: unknown.len(),
             revisions,
+            disk_faults: 0,
+            exits: 0,
         });
         Ok(())
     });
@@ -235,7 +265,27 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
         ));
     }
     schedule.sort();
-    let mut next = 0;
+    // Disk faults: twice, a random node's next write or sync fails.
+    let mut disk_schedule: Vec<(Duration, u64, DiskFault)> = (0..2u64)
+        .map(|k| {
+            let at = Duration::from_millis(2000 + k * 8000 + rng.range(0, 6000));
+            let node = 1 + rng.range(0, NODES);
+            let fault = [
+                DiskFault::SyncFails,
+                DiskFault::TornWrite,
+                DiskFault::WriteFails,
+                DiskFault::NoSpace,
+            ][rng.range(0, 4) as usize];
+            (at, node, fault)
+        })
+        .collect();
+    disk_schedule.sort_by_key(|(at, _, _)| *at);
+    let (mut next, mut next_disk) = (0, 0);
+    // Nodes the schedule crashed (down on purpose), and nodes that exited
+    // after a disk failure with when they come back.
+    let mut crashed = [false; NODES as usize];
+    let mut exited: Vec<(Duration, u64)> = Vec::new();
+    let mut exits = 0;
     loop {
         match sim.step() {
             Ok(true) => break,
@@ -249,11 +299,77 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
             } else {
                 sim.crash(host_name(node));
             }
+            crashed[node as usize - 1] = !restart;
             next += 1;
         }
+        while next_disk < disk_schedule.len() && sim.elapsed() >= disk_schedule[next_disk].0 {
+            let (_, node, fault) = disk_schedule[next_disk];
+            faults[node as usize - 1].arm(fault);
+            next_disk += 1;
+        }
+        for node in 1..=NODES {
+            let down = crashed[node as usize - 1] || exited.iter().any(|(_, n)| *n == node);
+            if !down && !sim.is_host_running(host_name(node)) {
+                // It exited after a disk failure: end the process (its
+                // tasks), and restart it a little later.
+                sim.crash(host_name(node));
+                exits += 1;
+                exited.push((
+                    sim.elapsed() + Duration::from_millis(rng.range(500, 2500)),
+                    node,
+                ));
+            }
+        }
+        exited.retain(|&(at, node)| {
+            if sim.elapsed() < at {
+                return true;
+            }
+            if !crashed[node as usize - 1] {
+                sim.bounce(host_name(node));
+            }
+            false
+        });
     }
-    let o = outcome.borrow_mut().take();
-    o.unwrap_or_else(|| panic!("seed {seed}: the client never finished"))
+    assert_eq!(
+        next,
+        schedule.len(),
+        "seed {seed}: the crash schedule did not run to its end"
+    );
+    assert_eq!(
+        next_disk,
+        disk_schedule.len(),
+        "seed {seed}: disk faults not all armed"
+    );
+    let fired: usize = faults.iter().map(|f| f.fired().len()).sum();
+    let mut o = outcome
+        .borrow_mut()
+        .take()
+        .unwrap_or_else(|| panic!("seed {seed}: the client never finished"));
+    o.disk_faults = fired;
+    o.exits = exits;
+    o
+}
+
+/// Records every leader `node` sees itself be, every 50 ms; two leaders of
+/// one group in one term fail the run (election safety, Raft §5.2).
+async fn watch_leaders(node: Node, leaders: Leaders) {
+    loop {
+        for s in node.status().await {
+            if s.role != "Leader" {
+                continue;
+            }
+            let mut seen = leaders.borrow_mut();
+            let leader = *seen.entry((s.group, s.term)).or_insert(node.id());
+            assert_eq!(
+                leader,
+                node.id(),
+                "group {} has two leaders in term {}",
+                s.group,
+                s.term
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Retries a read until it succeeds (the cluster heals after the workload).
@@ -288,11 +404,17 @@ fn seeds() -> std::ops::Range<u64> {
 fn acknowledged_writes_survive_partitions_and_crashes() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dev::generate(dir.path(), "sim-ca", &[1, 2, 3], &["sim"]).unwrap();
+    let (mut fired, mut exits) = (0, 0);
     for seed in seeds() {
         let o = run_seed(seed, &certs);
         assert!(o.acked > 100, "seed {seed}: too little was written: {o:?}");
         eprintln!("seed {seed}: {o:?}");
+        fired += o.disk_faults;
+        exits += o.exits;
     }
+    // The disk faults happened and had their effect.
+    assert!(fired > 0, "no disk fault fired");
+    assert!(exits > 0, "no node exited after a disk fault");
 }
 
 #[test]

@@ -132,6 +132,22 @@ impl MemLog {
         self.visible = self.durable.clone();
     }
 
+    /// An fsync that failed, as Linux reports one: of the staged batches,
+    /// only the first `keep` reached the disk (a torn group commit when
+    /// `keep > 0`), the rest are gone from the disk for good (the kernel
+    /// dropped the dirty pages), yet the visible state still shows them,
+    /// as a process's memory would. A later [`LogStore::sync`] succeeds
+    /// without bringing them back: this is the trap a store must not fall
+    /// into (the PostgreSQL "fsyncgate" lesson).
+    pub fn lose_unsynced(&mut self, keep: usize) {
+        for _ in 0..keep {
+            if !self.sync_one() {
+                break;
+            }
+        }
+        self.staged.clear();
+    }
+
     /// Number of syncs that made something durable.
     pub fn syncs(&self) -> u64 {
         self.syncs
@@ -216,5 +232,24 @@ mod tests {
         m.crash();
         assert_eq!(m.group(1).unwrap().last_index, 3);
         assert_eq!(m.entries(1, 1, 4, None).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_failed_sync_loses_the_staged_batches_for_good() {
+        let mut m = MemLog::new();
+        for i in 1..=3 {
+            let mut b = WriteBatch::new();
+            b.append(1, vec![e(i, 1)]);
+            m.append(&b).unwrap();
+        }
+        // The first batch reached the disk; the others did not.
+        m.lose_unsynced(1);
+        // Memory still believes in all three ...
+        assert_eq!(m.group(1).unwrap().last_index, 3);
+        // ... a later sync "succeeds" ...
+        m.sync().unwrap();
+        // ... but a crash shows what the disk really holds.
+        m.crash();
+        assert_eq!(m.group(1).unwrap().last_index, 1);
     }
 }

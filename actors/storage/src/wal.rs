@@ -1266,6 +1266,9 @@ impl LogStore for Wal {
         high: Index,
         max_bytes: Option<usize>,
     ) -> Result<Vec<Entry>> {
+        // After a failed write the index may name records that never
+        // reached the disk: serve nothing (fsyncgate).
+        self.check_failed()?;
         GroupState::check_range(self.group(group), group, low, high)?;
         let g = &self.groups[&group];
         let locs: Vec<Loc> = (low..high)
