@@ -263,7 +263,7 @@ impl Engine {
     pub async fn start(cfg: EngineConfig, placement: Placement) -> Result<Engine, EngineError> {
         let snap_dir = cfg.data_dir.join("snapshots");
         let snapshots =
-            SnapshotStore::open(&snap_dir, 2).map_err(|source| EngineError::Snapshots {
+            open_snapshot_store(&snap_dir).map_err(|source| EngineError::Snapshots {
                 dir: snap_dir.clone(),
                 source,
             })?;
@@ -603,6 +603,14 @@ impl Engine {
     }
 }
 
+/// Opens a node's snapshot store. It deletes nothing on its own: a
+/// snapshot written (or received) later must never delete the one the
+/// group's core is compacted to, which a lagging follower will be sent.
+/// Each RaftGroup prunes its own files (see `RaftGroup::prune_snapshots`).
+pub(crate) fn open_snapshot_store(dir: &std::path::Path) -> Result<SnapshotStore, StorageError> {
+    SnapshotStore::open(dir, SnapshotStore::KEEP_ALL)
+}
+
 /// Starts the transport on the current runtime (the actors' thread, or a
 /// simulated host).
 fn start_net_here(
@@ -656,4 +664,42 @@ fn start_net_thread(
         .map_err(|_| EngineError::Net("the transport thread died".into()))?
         .map_err(EngineError::Net)?;
     Ok((transport, stop_tx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_storage::SnapshotMeta;
+
+    fn write(store: &SnapshotStore, index: u64) {
+        let meta = SnapshotMeta {
+            group: 1,
+            index,
+            term: 1,
+            voters: vec![1, 2, 3],
+            learners: Vec::new(),
+        };
+        let mut w = store.writer(meta).unwrap();
+        w.write_chunk(&index.to_le_bytes()).unwrap();
+        w.finish().unwrap();
+    }
+
+    /// Issue 8, finding 2: the store kept the 2 newest files, so two
+    /// snapshots streamed here that the core did not adopt deleted the
+    /// one its log is compacted to, and this node could no longer send it
+    /// to a lagging follower once it led.
+    #[test]
+    fn snapshots_received_later_never_delete_the_one_the_core_relies_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_snapshot_store(dir.path()).unwrap();
+        write(&store, 10); // the core is compacted to 10
+        write(&store, 20); // streamed by a leader, not adopted
+        write(&store, 30); // again
+        let data = store.open_snapshot(1, 10).and_then(|r| r.read_all());
+        assert_eq!(data.unwrap(), 10u64.to_le_bytes());
+        // The group prunes what is older than its compaction point.
+        assert_eq!(store.delete_below(1, 20).unwrap(), 1);
+        let left: Vec<u64> = store.list(1).unwrap().iter().map(|m| m.index).collect();
+        assert_eq!(left, vec![20, 30]);
+    }
 }

@@ -143,6 +143,9 @@ pub struct RaftGroup {
     lazy_hs: Option<HardState>,
     restarts: u32,
     failed: bool,
+    /// Snapshot files older than this were deleted (see
+    /// [`RaftGroup::prune_snapshots`]).
+    pruned_below: Index,
     log: Logger,
     _guard: DeathGuard,
 }
@@ -172,6 +175,7 @@ impl RaftGroup {
             lazy_hs: None,
             restarts,
             failed: false,
+            pruned_below: 0,
             log,
             _guard: guard,
         }
@@ -201,6 +205,26 @@ impl RaftGroup {
             r.do_send(StopReplicator);
         }
         ctx.stop();
+    }
+
+    /// Deletes the snapshot files this group can no longer need: those
+    /// older than both the snapshot its core's log is compacted to (the one
+    /// a lagging follower is sent) and what its state machine applied (a
+    /// queued Restore still reads its file). Newer files stay: the newest
+    /// own snapshot (the next compaction point) and snapshots streamed here
+    /// that the core has not stepped yet. A transfer that already opened
+    /// its file keeps reading it after the unlink (POSIX semantics).
+    fn prune_snapshots(&mut self) {
+        let log = self.raft.log();
+        let below = log.snapshot().index.min(log.applied());
+        if below <= self.pruned_below {
+            return;
+        }
+        self.pruned_below = below;
+        if let Err(e) = self.shared.snapshots.delete_below(self.group, below) {
+            slog::warn!(self.log, "deleting old snapshots failed (only disk space is at stake)";
+                        "below" => below, "error" => %e);
+        }
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
@@ -493,6 +517,7 @@ impl Handler<Applied> for RaftGroup {
         if index > self.raft.log().applied() && index <= self.raft.log().applying() {
             self.raft.on_applied(index);
         }
+        self.prune_snapshots();
         if self.raft.has_ready() {
             self.schedule(ctx);
         }
@@ -525,6 +550,7 @@ impl Handler<SnapshotSaved> for RaftGroup {
                 }),
             );
         }
+        self.prune_snapshots();
     }
 }
 

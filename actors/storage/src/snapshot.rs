@@ -108,6 +108,10 @@ pub struct SnapshotStore {
 }
 
 impl SnapshotStore {
+    /// A `keep` that never deletes anything on its own: retention is left
+    /// to the caller ([`SnapshotStore::delete_below`]).
+    pub const KEEP_ALL: usize = usize::MAX;
+
     /// Opens the store in `dir`, keeping the newest `keep` (>= 1) snapshots
     /// per group. Leftover temporary files of interrupted writes are
     /// removed.
@@ -336,6 +340,25 @@ impl SnapshotStore {
             }
         }
         sync_dir(&self.group_dir(group))
+    }
+
+    /// Deletes every snapshot file of `group` older than `index` (damaged
+    /// ones too) and returns how many went. For a store opened with
+    /// [`SnapshotStore::KEEP_ALL`], this is the only retention: the caller
+    /// knows what its Raft core and its transfers still rely on.
+    pub fn delete_below(&self, group: GroupId, index: Index) -> Result<usize> {
+        let mut deleted = 0;
+        for (i, term) in self.names(group)? {
+            if i < index {
+                let p = self.path_of(group, i, term);
+                fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            sync_dir(&self.group_dir(group))?;
+        }
+        Ok(deleted)
     }
 
     /// Deletes every snapshot of `group` (the group was removed).
