@@ -46,6 +46,16 @@ pub struct Config {
     /// Seed of the replica's random generator (election timeouts). Give
     /// every replica a different seed.
     pub seed: u64,
+    /// This replica starts without the durable state it may once have had
+    /// (its node booted on an empty data directory: a new node, or a wiped
+    /// or replaced disk). Raft assumes a replica's term, vote and log
+    /// survive; one that lost them could vote a second time in a term it
+    /// already voted in, or help elect a leader that lacks entries it had
+    /// acknowledged. Until its log holds the commit index a leader first
+    /// told it, it grants (pre-)votes only to candidates whose log is empty
+    /// (a group that never had a leader: a new cluster still elects its
+    /// first one). Default off.
+    pub rejoining: bool,
     /// Deliberate protocol bugs, only so the simulation can prove that it
     /// catches them. Never set this outside tests.
     #[cfg(feature = "fault-injection")]
@@ -88,6 +98,7 @@ impl Config {
             max_inflight_msgs: 64,
             max_uncommitted_entries: 100_000,
             seed: id,
+            rejoining: false,
             #[cfg(feature = "fault-injection")]
             bugs: Bugs::default(),
         }

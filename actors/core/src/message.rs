@@ -68,7 +68,14 @@ pub enum MessageBody {
         commit: Index,
     },
     /// Answer to [`MessageBody::Heartbeat`].
-    HeartbeatResponse,
+    HeartbeatResponse {
+        /// `Some(last index)` when the follower's log ends before the
+        /// heartbeat's commit, which never exceeds what the follower
+        /// acknowledged: it lost entries it had (a wiped or replaced
+        /// disk), and the leader must repair it now rather than at the
+        /// next write.
+        lacking: Option<Index>,
+    },
     /// InstallSnapshot (§7): the follower needs entries the leader has
     /// compacted. The message names the snapshot; its data travels beside
     /// the core (the runtime streams it on its own channel and steps this

@@ -43,6 +43,9 @@ pub struct Stats {
     pub became_leader: u64,
     /// Times a leader stepped down because it lost contact with a quorum.
     pub check_quorum_stepdowns: u64,
+    /// Times a leader found a follower missing entries it had acknowledged
+    /// (a follower that lost its disk) and started repairing it.
+    pub followers_lost_state: u64,
 }
 
 /// One replica's Raft state (Figure 2) plus what pre-vote, check-quorum
@@ -78,6 +81,10 @@ pub struct Raft {
     last_hard_state: HardState,
     last_soft_state: SoftState,
     stats: Stats,
+    /// See [`Config::rejoining`]: votes are restricted until the log holds
+    /// `rejoin_at`, the commit index a leader first sent.
+    rejoining: bool,
+    rejoin_at: Option<Index>,
 }
 
 impl Raft {
@@ -203,7 +210,10 @@ impl Raft {
             last_hard_state: hard_state,
             last_soft_state,
             stats: Stats::default(),
+            rejoining: false,
+            rejoin_at: None,
         };
+        raft.rejoining = raft.config.rejoining;
         raft.last_hard_state = raft.hard_state();
         raft.reset_election_timer();
         raft.debug_validate();
@@ -266,6 +276,12 @@ impl Raft {
     /// Counters (elections, leaderships, step-downs).
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Whether this replica lost its state and has not caught up yet, so
+    /// it restricts its votes (see [`Config::rejoining`]).
+    pub fn rejoining(&self) -> bool {
+        self.rejoining
     }
 
     fn quorum(&self) -> usize {
@@ -378,12 +394,13 @@ impl Raft {
                     self.handle_append_response(m.from, resp);
                 }
             }
-            MessageBody::HeartbeatResponse => {
+            MessageBody::HeartbeatResponse { lacking } => {
                 if self.role == Role::Leader {
-                    self.handle_heartbeat_response(m.from);
+                    self.handle_heartbeat_response(m.from, lacking);
                 }
             }
         }
+        self.maybe_end_rejoin();
         self.debug_validate();
     }
 
@@ -395,6 +412,7 @@ impl Raft {
             // The leader counts itself only for what its own disk holds.
             self.maybe_commit();
         }
+        self.maybe_end_rejoin();
         self.debug_validate();
     }
 
@@ -538,7 +556,7 @@ impl Raft {
                     // A stale leader: answer with our term so that it steps
                     // down (§5.1). With check-quorum and pre-vote this is
                     // the only way it learns of the new term.
-                    self.send(m.from, MessageBody::HeartbeatResponse);
+                    self.send(m.from, MessageBody::HeartbeatResponse { lacking: None });
                 }
                 MessageBody::PreVote { .. } => {
                     self.send(m.from, MessageBody::PreVoteResponse { granted: false });
@@ -681,7 +699,7 @@ impl Raft {
 
     fn handle_pre_vote(&mut self, m: &Message, last_log_index: Index, last_log_term: Term) {
         let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
-        let granted = m.term > self.term && up_to_date;
+        let granted = m.term > self.term && up_to_date && self.may_vote_for(last_log_index);
         let term = if granted { m.term } else { self.term };
         self.messages.push(Message {
             from: self.config.id,
@@ -699,7 +717,7 @@ impl Raft {
         // §5.4.1: only for a candidate whose log is at least as up-to-date.
         let up_to_date = self.bugs.vote_without_log_check
             || self.log.is_up_to_date(last_log_index, last_log_term);
-        let granted = can_vote && up_to_date;
+        let granted = can_vote && up_to_date && self.may_vote_for(last_log_index);
         let reply = Message {
             from: self.config.id,
             to: m.from,
@@ -804,6 +822,7 @@ impl Raft {
         {
             Some(last_new) => {
                 self.log.commit_to(leader_commit.min(last_new));
+                self.note_leader_commit(leader_commit);
                 self.send_after_persist(
                     leader,
                     AppendResponse::Accepted {
@@ -828,8 +847,36 @@ impl Raft {
 
     fn handle_heartbeat(&mut self, leader: NodeId, commit: Index) {
         // The leader sends min(commit, our match), so this prefix matches.
-        self.log.commit_to(commit.min(self.log.last_index()));
-        self.send(leader, MessageBody::HeartbeatResponse);
+        let last = self.log.last_index();
+        self.log.commit_to(commit.min(last));
+        self.note_leader_commit(commit);
+        // A commit beyond our log is one we acknowledged and no longer
+        // hold: say so, or an idle leader never repairs us.
+        let lacking = (commit > last).then_some(last);
+        self.send(leader, MessageBody::HeartbeatResponse { lacking });
+    }
+
+    /// Whether a replica that lost its state may vote for a candidate
+    /// whose log ends at `last_log_index` (see [`Config::rejoining`]).
+    fn may_vote_for(&self, last_log_index: Index) -> bool {
+        !self.rejoining || last_log_index == 0
+    }
+
+    /// A leader told us its commit index: a rejoining replica is caught
+    /// up once its durable log reaches the first such index.
+    fn note_leader_commit(&mut self, commit: Index) {
+        if self.rejoining && commit > 0 && self.rejoin_at.is_none() {
+            self.rejoin_at = Some(commit);
+        }
+    }
+
+    fn maybe_end_rejoin(&mut self) {
+        if let Some(at) = self.rejoin_at {
+            if self.rejoining && self.log.persisted() >= at {
+                self.rejoining = false;
+                self.rejoin_at = None;
+            }
+        }
     }
 
     /// InstallSnapshot at the follower (§7). The runtime stepped this
@@ -913,12 +960,20 @@ impl Raft {
         }
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId) {
+    fn handle_heartbeat_response(&mut self, from: NodeId, lacking: Option<Index>) {
         let last_index = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.on_heartbeat_response();
+        if let Some(follower_last) = lacking.filter(|&l| l < pr.match_index) {
+            // The follower lost entries it acknowledged (a wiped disk):
+            // believe it and repair it now. Lowering a match only ever
+            // delays commits; a stale answer costs one probe.
+            pr.match_index = follower_last;
+            pr.become_probe(follower_last + 1);
+            self.stats.followers_lost_state += 1;
+        }
         if pr.match_index < last_index {
             // The follower lags. In the replicate state `next_index` may
             // already be past the end (everything was sent, maybe lost):

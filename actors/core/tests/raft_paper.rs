@@ -100,7 +100,12 @@ fn s5_1_stale_term_request_is_answered_with_current_term() {
     let rd = r.ready();
     assert_eq!(
         rd.messages,
-        vec![msg(1, 2, 4, MessageBody::HeartbeatResponse)]
+        vec![msg(
+            1,
+            2,
+            4,
+            MessageBody::HeartbeatResponse { lacking: None }
+        )]
     );
     assert_eq!((r.term(), r.leader_id()), (4, None), "no state change");
     assert!(rd.hard_state.is_none());
@@ -398,7 +403,12 @@ fn s6_2_leader_hearing_a_quorum_keeps_leading() {
         for _ in 0..9 {
             r.tick();
         }
-        r.step(msg(2, 1, 1, MessageBody::HeartbeatResponse));
+        r.step(msg(
+            2,
+            1,
+            1,
+            MessageBody::HeartbeatResponse { lacking: None },
+        ));
         r.tick();
         assert_eq!(r.role(), Role::Leader, "round {round}");
     }

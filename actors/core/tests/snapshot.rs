@@ -87,7 +87,12 @@ fn s7_leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
     assert_eq!(pr.state, ProgressState::Snapshot { pending: 8 });
     assert!(pr.is_paused(), "nothing else goes out during the transfer");
     // Heartbeat answers do not end the transfer.
-    r.step(msg(3, 1, 1, MessageBody::HeartbeatResponse));
+    r.step(msg(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { lacking: None },
+    ));
     assert!(r.progress(3).unwrap().is_paused());
     // The follower's answer does: it then streams from after the snapshot.
     r.step(accepted(3, 1, 1, 8));
@@ -119,7 +124,12 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
     let pr = r.progress(3).unwrap();
     assert_eq!((pr.state, pr.next_index), (ProgressState::Probe, 9));
     assert!(pr.is_paused(), "resumes at the next heartbeat answer");
-    r.step(msg(3, 1, 1, MessageBody::HeartbeatResponse));
+    r.step(msg(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { lacking: None },
+    ));
     let rd = persist(&mut r);
     assert!(rd.messages.iter().any(|m| matches!(
         m.body,
@@ -134,7 +144,12 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
     r.step(accepted(3, 1, 1, 0));
     let _ = persist(&mut r);
     r.report_snapshot(3, 8, false);
-    r.step(msg(3, 1, 1, MessageBody::HeartbeatResponse));
+    r.step(msg(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { lacking: None },
+    ));
     let rd = persist(&mut r);
     assert!(rd
         .messages
@@ -407,7 +422,12 @@ fn rejection_below_match_does_not_loop() {
     r.propose(vec!["x".into()]).unwrap(); // 11
     let _ = persist(&mut r);
     // Node 2 (match 10) now holds only 1..=5.
-    r.step(msg(2, 1, 1, MessageBody::HeartbeatResponse));
+    r.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { lacking: None },
+    ));
     let rd = persist(&mut r);
     let prev = |rd: &Ready| {
         rd.messages

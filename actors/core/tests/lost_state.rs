@@ -1,0 +1,220 @@
+//! A replica that lost its durable state (issue 8, finding 8): Raft assumes
+//! a replica's term, vote and log survive (Figure 2, "Persistent state on
+//! all servers"). These tests check what the core does when one did not:
+//! the leader repairs the follower at its next heartbeat instead of waiting
+//! for a write, and the replica restricts its votes until it caught up.
+
+mod common;
+
+use common::{config, flush, msg, persist};
+use synod_core::{AppendResponse, Message, MessageBody, ProgressState, Raft, Role};
+
+fn tick_until(r: &mut Raft, role: Role) {
+    for _ in 0..100 {
+        r.tick();
+        if r.role() == role {
+            return;
+        }
+    }
+    panic!("never became {role:?}");
+}
+
+fn accepted(from: u64, term: u64, match_index: u64) -> Message {
+    msg(
+        from,
+        1,
+        term,
+        MessageBody::AppendResponse(AppendResponse::Accepted { match_index }),
+    )
+}
+
+/// Node 1 leads a three-node group in term 1 with `n` commands committed
+/// and acknowledged by node 2 and node 3.
+fn leader_with_commands(n: u64) -> Raft {
+    let mut r = Raft::new(config(1, 3)).unwrap();
+    tick_until(&mut r, Role::Candidate);
+    flush(&mut r);
+    r.step(msg(2, 1, 1, MessageBody::VoteResponse { granted: true }));
+    flush(&mut r);
+    for i in 0..n {
+        r.propose(vec![vec![i as u8].into()]).unwrap();
+    }
+    flush(&mut r);
+    r.step(accepted(2, 1, n + 1));
+    r.step(accepted(3, 1, n + 1));
+    flush(&mut r);
+    assert_eq!(r.log().committed(), n + 1);
+    r
+}
+
+#[test]
+fn an_idle_leader_repairs_a_follower_that_lost_its_log_at_the_next_heartbeat() {
+    let mut r = leader_with_commands(10);
+    // Nothing new to send: the heartbeat carries min(commit, match) = 11.
+    for _ in 0..2 {
+        r.tick();
+    }
+    let rd = persist(&mut r);
+    assert!(rd
+        .messages
+        .iter()
+        .any(|m| m.to == 2 && m.body == MessageBody::Heartbeat { commit: 11 }));
+    // Node 2 comes back on an empty disk: its log ends at 0.
+    let mut wiped = Raft::new(config(2, 3)).unwrap();
+    wiped.step(msg(1, 2, 1, MessageBody::Heartbeat { commit: 11 }));
+    let rd = persist(&mut wiped);
+    assert_eq!(
+        rd.messages,
+        vec![msg(
+            2,
+            1,
+            1,
+            MessageBody::HeartbeatResponse { lacking: Some(0) }
+        )]
+    );
+    // The leader believes it at once and sends the log from the start.
+    r.step(rd.messages[0].clone());
+    assert_eq!(r.stats().followers_lost_state, 1);
+    let pr = r.progress(2).unwrap();
+    assert_eq!(
+        (pr.state, pr.match_index, pr.next_index),
+        (ProgressState::Probe, 0, 1)
+    );
+    let rd = persist(&mut r);
+    match &rd.messages[..] {
+        [Message {
+            to: 2,
+            body:
+                MessageBody::Append {
+                    prev_log_index: 0,
+                    entries,
+                    ..
+                },
+            ..
+        }] => assert_eq!(entries.len(), 11),
+        other => panic!("expected an append from the start, got {other:?}"),
+    }
+    // A follower that holds what it acknowledged reports nothing.
+    r.step(msg(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { lacking: None },
+    ));
+    assert_eq!(r.stats().followers_lost_state, 1);
+}
+
+#[test]
+fn a_rejoining_replica_votes_only_for_an_empty_log_until_caught_up() {
+    let mut c = config(2, 3);
+    c.rejoining = true;
+    let mut r = Raft::new(c).unwrap();
+    assert!(r.rejoining());
+    // Node 3 campaigns in term 5 with a log; node 2 may have voted in term 5
+    // before it lost its disk: it must not vote (again).
+    r.step(msg(
+        3,
+        2,
+        5,
+        MessageBody::Vote {
+            last_log_index: 7,
+            last_log_term: 4,
+        },
+    ));
+    let rd = persist(&mut r);
+    assert_eq!(
+        rd.messages,
+        vec![msg(2, 3, 5, MessageBody::VoteResponse { granted: false })]
+    );
+    assert_eq!(r.hard_state().vote, None);
+    // A brand-new group (empty logs everywhere) still elects its first
+    // leader: a candidate with an empty log gets the vote.
+    r.step(msg(
+        1,
+        2,
+        6,
+        MessageBody::Vote {
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+    ));
+    let rd = persist(&mut r);
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(2, 1, 6, MessageBody::VoteResponse { granted: true })]
+    );
+    // Node 1 leads term 6 and sends its log (commit 3); once that is
+    // durable here, the replica is caught up and votes normally.
+    let entries: Vec<_> = (1..=3)
+        .map(|i| synod_core::Entry {
+            index: i,
+            term: 6,
+            kind: synod_core::EntryKind::Noop,
+        })
+        .collect();
+    r.step(msg(
+        1,
+        2,
+        6,
+        MessageBody::Append {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries,
+            leader_commit: 3,
+        },
+    ));
+    assert!(r.rejoining(), "not before the entries are durable");
+    flush(&mut r);
+    assert!(!r.rejoining());
+    // Term 9, a candidate with a longer log: granted now (the leader's
+    // lease has expired after an election timeout).
+    for _ in 0..30 {
+        r.tick();
+        if r.role() != Role::Follower {
+            break;
+        }
+    }
+    r.step(msg(
+        3,
+        2,
+        9,
+        MessageBody::Vote {
+            last_log_index: 4,
+            last_log_term: 8,
+        },
+    ));
+    let rd = persist(&mut r);
+    assert!(rd.persisted_messages.contains(&msg(
+        2,
+        3,
+        9,
+        MessageBody::VoteResponse { granted: true }
+    )));
+}
+
+#[test]
+fn a_rejoining_replica_refuses_pre_votes_from_candidates_with_a_log() {
+    let mut c = config(2, 3);
+    c.pre_vote = true;
+    c.rejoining = true;
+    let mut r = Raft::new(c).unwrap();
+    r.step(msg(
+        3,
+        2,
+        1,
+        MessageBody::PreVote {
+            last_log_index: 7,
+            last_log_term: 4,
+        },
+    ));
+    let rd = persist(&mut r);
+    assert_eq!(
+        rd.messages,
+        vec![msg(
+            2,
+            3,
+            0,
+            MessageBody::PreVoteResponse { granted: false }
+        )]
+    );
+}
