@@ -308,7 +308,7 @@ impl Client {
                     target = l;
                     continue;
                 }
-                Ok(Ok(Response::Err(e))) if is_safe(&e) => last_error = e.into(),
+                Ok(Ok(Response::Err(e))) if try_elsewhere(&e) => last_error = e.into(),
                 Ok(Ok(Response::Err(e))) => return Err(e.into()),
                 Ok(Ok(other)) => return Err(unexpected(other)),
                 Ok(Err(e)) if e.is_safe_to_retry() => last_error = e,
@@ -336,16 +336,11 @@ impl Client {
     }
 }
 
-/// Errors after which nothing was proposed.
-fn is_safe(e: &RequestError) -> bool {
-    matches!(
-        e,
-        RequestError::NotLeader { .. }
-            | RequestError::Busy(_)
-            | RequestError::Restarting(_)
-            | RequestError::Unavailable(_)
-            | RequestError::NoSuchGroup(_)
-    )
+/// Errors after which the call moves on to another node: those safe to
+/// retry, and `NoSuchGroup` (nothing was proposed, and another node may
+/// already host a group this one has not created yet).
+fn try_elsewhere(e: &RequestError) -> bool {
+    e.is_safe_to_retry() || matches!(e, RequestError::NoSuchGroup(_))
 }
 
 fn unexpected(r: Response) -> SynodError {
