@@ -491,15 +491,15 @@ impl Engine {
                 })
             }
             // Sent, then the connection broke: the outcome is unknown.
-            Ok(Err(NetFailure::Lost(_))) => return Err(RequestError::Timeout(group)),
+            Ok(Err(NetFailure::Lost(reason))) => {
+                return Err(RequestError::OutcomeUnknown {
+                    group,
+                    reason: format!("the connection to leader {leader} broke: {reason}"),
+                })
+            }
             Ok(Ok(r)) => r,
         };
-        match frame::decode::<Response>(&response) {
-            Ok(Response::Ok(b)) => Ok(b),
-            Ok(Response::Err(e)) => Err(e),
-            Ok(_) => Err(RequestError::Unavailable("unexpected response".into())),
-            Err(e) => Err(RequestError::Unavailable(e.to_string())),
-        }
+        read_forwarded(group, &response)
     }
 
     /// Runs `query` on this node's own replica of `group`, without going
@@ -562,6 +562,26 @@ impl Engine {
     }
 }
 
+/// What the leader's answer to a forwarded request means. The leader
+/// answers after it handled the request, so an answer this node cannot
+/// read (a newer node's error variant, a garbled frame) says nothing about
+/// whether the command was applied: an unknown outcome, never
+/// `Unavailable` (which would invite a retry and a double apply).
+fn read_forwarded(group: GroupId, response: &[u8]) -> Result<Bytes, RequestError> {
+    match frame::decode::<Response>(response) {
+        Ok(Response::Ok(b)) => Ok(b),
+        Ok(Response::Err(e)) => Err(e),
+        Ok(other) => Err(RequestError::OutcomeUnknown {
+            group,
+            reason: format!("the leader sent an unexpected answer: {other:?}"),
+        }),
+        Err(e) => Err(RequestError::OutcomeUnknown {
+            group,
+            reason: format!("the leader's answer did not decode: {e}"),
+        }),
+    }
+}
+
 /// Starts the transport on the current runtime (the actors' thread, or a
 /// simulated host).
 fn start_net_here(
@@ -615,4 +635,27 @@ fn start_net_thread(
         .map_err(|_| EngineError::Net("the transport thread died".into()))?
         .map_err(EngineError::Net)?;
     Ok((transport, stop_tx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8, finding 3: the leader answered, so it handled the command;
+    /// an answer this node cannot read (a newer node's error variant, a
+    /// garbled frame) is an unknown outcome, never a retry-safe
+    /// `Unavailable`.
+    #[test]
+    fn an_unreadable_answer_from_the_leader_is_an_unknown_outcome() {
+        let garbage = Bytes::from_static(&[frame::VERSION, 0xc1, 0xff, 0x00]);
+        let wrong_kind = frame::encode(&Response::Stats(NodeStats::default()), 1 << 10).unwrap();
+        for answer in [garbage, wrong_kind, Bytes::new()] {
+            let e = read_forwarded(7, &answer).unwrap_err();
+            assert!(
+                matches!(e, RequestError::OutcomeUnknown { group: 7, .. }),
+                "{e:?}"
+            );
+            assert!(!e.is_safe_to_retry());
+        }
+    }
 }

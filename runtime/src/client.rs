@@ -270,7 +270,7 @@ impl Client {
             }
             Ok(Ok(r)) => r,
         };
-        frame::decode::<Response>(&resp).map_err(|e| SynodError::Codec(e.to_string()))
+        read_answer(req, &resp)
     }
 
     /// A command or read for `group`, with leader finding and safe retries.
@@ -343,6 +343,44 @@ fn try_elsewhere(e: &RequestError) -> bool {
     e.is_safe_to_retry() || matches!(e, RequestError::NoSuchGroup(_))
 }
 
+/// Decodes a node's answer to `req`. The node answers after it handled
+/// the request, so an answer to a command or read that does not decode is
+/// an unknown outcome (the command may have been applied), not a codec
+/// error of this side.
+fn read_answer(req: &Request, answer: &[u8]) -> Result<Response, SynodError> {
+    frame::decode::<Response>(answer).map_err(|e| match req {
+        Request::Command { group, .. } | Request::Read { group, .. } => {
+            SynodError::OutcomeUnknown {
+                group: *group,
+                reason: format!("the node's answer did not decode: {e}"),
+            }
+        }
+        _ => SynodError::Codec(format!("the node's answer did not decode: {e}")),
+    })
+}
+
 fn unexpected(r: Response) -> SynodError {
     SynodError::Codec(format!("unexpected response {r:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8, finding 3 (client side): an answer to a command that does
+    /// not decode is an unknown outcome, not retry-safe.
+    #[test]
+    fn an_unreadable_answer_to_a_command_is_an_unknown_outcome() {
+        let req = Request::Command {
+            group: 3,
+            payload: Bytes::from_static(b"x"),
+        };
+        let garbage = [frame::VERSION, 0xc1, 0xff];
+        let e = read_answer(&req, &garbage).unwrap_err();
+        assert!(
+            matches!(e, SynodError::OutcomeUnknown { group: 3, .. }),
+            "{e:?}"
+        );
+        assert!(!e.is_safe_to_retry());
+    }
 }
