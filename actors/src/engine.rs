@@ -178,6 +178,8 @@ struct NodeHandler {
     routes: Arc<Routes>,
     engine: OnceLock<Weak<Inner>>,
     node_id: NodeId,
+    /// Largest answer the transport sends (`EngineConfig::max_frame_bytes`).
+    max_frame_bytes: usize,
 }
 
 impl Handler<RaftItem> for NodeHandler {
@@ -205,8 +207,11 @@ impl Handler<RaftItem> for NodeHandler {
             .get()
             .and_then(Weak::upgrade)
             .map(|inner| Engine { inner });
+        let max_frame = self.max_frame_bytes;
         Box::pin(async move {
-            let response = match (engine, frame::decode::<Request>(&request)) {
+            let request = frame::decode::<Request>(&request);
+            let group = request.as_ref().ok().and_then(Request::group);
+            let response = match (engine, request) {
                 (None, _) => {
                     Response::Err(RequestError::Unavailable("the node is starting".into()))
                 }
@@ -220,12 +225,7 @@ impl Handler<RaftItem> for NodeHandler {
                     engine.serve(req, forward).await
                 }
             };
-            frame::encode(&response, frame::DEFAULT_MAX_FRAME).unwrap_or_else(|e| {
-                let err = Response::Err(RequestError::Application(format!(
-                    "response too large: {e}"
-                )));
-                frame::encode(&err, frame::DEFAULT_MAX_FRAME).unwrap_or_default()
-            })
+            encode_answer(group, &response, max_frame)
         })
     }
 
@@ -267,6 +267,7 @@ impl Engine {
             routes: Arc::clone(&routes),
             engine: OnceLock::new(),
             node_id: cfg.node_id,
+            max_frame_bytes: cfg.max_frame_bytes,
         });
         let mut net_cfg = NetConfig::new(cfg.node_id, cfg.peers.clone(), cfg.tls.clone());
         net_cfg.max_frame_bytes = cfg.max_frame_bytes;
@@ -562,6 +563,33 @@ impl Engine {
     }
 }
 
+/// Encodes the answer to a request about `group`, within `max` bytes. An
+/// answer too large to send is replaced by an error that says the request
+/// ran (for a command: it was applied), so nobody retries it believing
+/// nothing changed.
+fn encode_answer(group: Option<GroupId>, response: &Response, max: usize) -> Bytes {
+    let error = match frame::encode(response, max) {
+        Ok(answer) => return answer,
+        Err(frame::FrameError::TooLarge { size, limit }) => match group {
+            Some(group) => RequestError::ResultTooLarge { group, size, limit },
+            // Status and stats change nothing.
+            None => RequestError::Application(format!(
+                "the node's answer of {size} bytes exceeds the frame limit of {limit}"
+            )),
+        },
+        Err(e) => match group {
+            Some(group) => RequestError::OutcomeUnknown {
+                group,
+                reason: format!("the answer could not be encoded: {e}"),
+            },
+            None => RequestError::Application(format!("the answer could not be encoded: {e}")),
+        },
+    };
+    // A short error always fits a frame; an empty answer (which the
+    // receiver cannot decode: an unknown outcome) is the last resort.
+    frame::encode(&Response::Err(error), max).unwrap_or_default()
+}
+
 /// What the leader's answer to a forwarded request means. The leader
 /// answers after it handled the request, so an answer this node cannot
 /// read (a newer node's error variant, a garbled frame) says nothing about
@@ -640,6 +668,23 @@ fn start_net_thread(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 8, finding 4: a result too large for a frame is reported as
+    /// what it is (the command ran), never as a refusal ("nothing
+    /// changed").
+    #[test]
+    fn a_result_too_large_to_send_says_the_command_ran() {
+        let limit = 1 << 10;
+        let big = Response::Ok(Bytes::from(vec![7u8; 4 * limit]));
+        let answer = encode_answer(Some(5), &big, limit);
+        assert!(answer.len() <= limit);
+        match frame::decode::<Response>(&answer).unwrap() {
+            Response::Err(e @ RequestError::ResultTooLarge { group: 5, .. }) => {
+                assert!(!e.is_safe_to_retry());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// Issue 8, finding 3: the leader answered, so it handled the command;
     /// an answer this node cannot read (a newer node's error variant, a

@@ -54,6 +54,18 @@ pub enum Request {
     Stats,
 }
 
+impl Request {
+    /// The group a command or read is about (`None` for node requests).
+    pub fn group(&self) -> Option<GroupId> {
+        match self {
+            Request::Command { group, .. }
+            | Request::Read { group, .. }
+            | Request::LocalRead { group, .. } => Some(*group),
+            Request::Status | Request::Stats => None,
+        }
+    }
+}
+
 /// A node's answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
