@@ -173,6 +173,29 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// Who asked for a proposal, which decides whether it is forwarded to the
+/// leader and how long this node holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// [`Engine::command`] on this node: forwarded, and held (retried)
+    /// until a leader can take it or the propose timeout passes, since the
+    /// caller cannot go to the leader itself.
+    Local,
+    /// A client: forwarded once. When no leader is known or the leader
+    /// cannot be reached, the client is answered at once (`NotLeader`
+    /// with a hint, nothing proposed) so that it tries another node
+    /// instead of waiting out its deadline here.
+    Client,
+    /// Another node forwarding: never forwarded again (no loops).
+    Node,
+}
+
+/// A proposal's result and the leader that committed it.
+struct Committed {
+    result: Bytes,
+    leader: NodeId,
+}
+
 /// The transport's view of the node: where inbound traffic goes.
 struct NodeHandler {
     routes: Arc<Routes>,
@@ -221,8 +244,11 @@ impl Handler<RaftItem> for NodeHandler {
                 (Some(engine), Ok(req)) => {
                     // Clients get their command forwarded to the leader;
                     // nodes already did that (no forwarding loops).
-                    let forward = peer == Peer::Client;
-                    engine.serve(req, forward).await
+                    let origin = match peer {
+                        Peer::Client => Origin::Client,
+                        Peer::Node(_) => Origin::Node,
+                    };
+                    engine.serve(req, origin).await
                 }
             };
             encode_answer(group, &response, max_frame)
@@ -365,28 +391,43 @@ impl Engine {
     /// Works on any node: a follower forwards to the leader. Retries while
     /// no leader is known or the group is busy, until the propose timeout.
     pub async fn command(&self, group: GroupId, command: Bytes) -> Result<Bytes, RequestError> {
-        self.propose(group, ENTRY_COMMAND, command, true).await
+        self.propose(group, ENTRY_COMMAND, command, Origin::Local)
+            .await
+            .map(|c| c.result)
     }
 
     /// Runs `query` in `group` linearizably (through the log for now).
     pub async fn read(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
-        self.propose(group, ENTRY_READ, query, true).await
+        self.propose(group, ENTRY_READ, query, Origin::Local)
+            .await
+            .map(|c| c.result)
     }
 
-    async fn serve(&self, req: Request, forward: bool) -> Response {
+    async fn serve(&self, req: Request, origin: Origin) -> Response {
         let result = match req {
             Request::Command { group, payload } => {
-                self.propose(group, ENTRY_COMMAND, payload, forward).await
+                self.propose(group, ENTRY_COMMAND, payload, origin).await
             }
             Request::Read { group, payload } => {
-                self.propose(group, ENTRY_READ, payload, forward).await
+                self.propose(group, ENTRY_READ, payload, origin).await
             }
-            Request::LocalRead { group, payload } => self.local_read(group, payload).await,
+            Request::LocalRead { group, payload } => {
+                return match self.local_read(group, payload).await {
+                    Ok(result) => Response::Ok {
+                        result,
+                        leader: None,
+                    },
+                    Err(e) => Response::Err(e),
+                }
+            }
             Request::Status => return Response::Status(self.status().await),
             Request::Stats => return Response::Stats(self.stats()),
         };
         match result {
-            Ok(b) => Response::Ok(b),
+            Ok(c) => Response::Ok {
+                result: c.result,
+                leader: Some(c.leader),
+            },
             Err(e) => Response::Err(e),
         }
     }
@@ -396,32 +437,47 @@ impl Engine {
         group: GroupId,
         kind: u8,
         payload: Bytes,
-        forward: bool,
-    ) -> Result<Bytes, RequestError> {
+        origin: Origin,
+    ) -> Result<Committed, RequestError> {
         let timeout = self.inner.shared.cfg.propose_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = Duration::from_millis(5);
         loop {
             let result = self
                 .propose_once(group, kind, payload.clone(), deadline)
-                .await;
+                .await
+                .map(|result| Committed {
+                    result,
+                    leader: self.node_id(),
+                });
             let retry = match &result {
                 Err(RequestError::NotLeader {
                     leader: Some(l), ..
-                }) if forward && *l != self.node_id() => {
+                }) if origin != Origin::Node && *l != self.node_id() => {
                     match self
                         .forward(*l, group, kind, payload.clone(), deadline)
                         .await
                     {
-                        // The leader could not be reached: wait for a new one.
-                        Err(RequestError::NotLeader { leader: None, .. }) => true,
+                        // The leader could not be reached and nothing was
+                        // sent: a client goes there itself (or elsewhere)
+                        // at once; a local caller waits for a new leader.
+                        Err(RequestError::NotLeader { leader: None, .. }) => {
+                            if origin == Origin::Client {
+                                return Err(RequestError::NotLeader {
+                                    group,
+                                    leader: Some(*l),
+                                });
+                            }
+                            true
+                        }
                         other => return other,
                     }
                 }
-                // No leader yet, or too busy: neither appended anything.
-                Err(RequestError::NotLeader { leader: None, .. })
-                | Err(RequestError::Busy(_))
-                | Err(RequestError::Restarting(_)) => true,
+                // No leader known: a client tries another node at once
+                // (this one may be cut off from the rest); others wait.
+                Err(RequestError::NotLeader { leader: None, .. }) => origin != Origin::Client,
+                // Too busy, or restarting: nothing was appended.
+                Err(RequestError::Busy(_)) | Err(RequestError::Restarting(_)) => true,
                 _ => false,
             };
             if !retry || tokio::time::Instant::now() + backoff > deadline {
@@ -473,7 +529,7 @@ impl Engine {
         kind: u8,
         payload: Bytes,
         deadline: tokio::time::Instant,
-    ) -> Result<Bytes, RequestError> {
+    ) -> Result<Committed, RequestError> {
         let req = if kind == ENTRY_READ {
             Request::Read { group, payload }
         } else {
@@ -500,7 +556,7 @@ impl Engine {
             }
             Ok(Ok(r)) => r,
         };
-        read_forwarded(group, &response)
+        read_forwarded(group, leader, &response)
     }
 
     /// Runs `query` on this node's own replica of `group`, without going
@@ -595,9 +651,16 @@ fn encode_answer(group: Option<GroupId>, response: &Response, max: usize) -> Byt
 /// read (a newer node's error variant, a garbled frame) says nothing about
 /// whether the command was applied: an unknown outcome, never
 /// `Unavailable` (which would invite a retry and a double apply).
-fn read_forwarded(group: GroupId, response: &[u8]) -> Result<Bytes, RequestError> {
+fn read_forwarded(
+    group: GroupId,
+    to: NodeId,
+    response: &[u8],
+) -> Result<Committed, RequestError> {
     match frame::decode::<Response>(response) {
-        Ok(Response::Ok(b)) => Ok(b),
+        Ok(Response::Ok { result, leader }) => Ok(Committed {
+            result,
+            leader: leader.unwrap_or(to),
+        }),
         Ok(Response::Err(e)) => Err(e),
         Ok(other) => Err(RequestError::OutcomeUnknown {
             group,
@@ -675,7 +738,10 @@ mod tests {
     #[test]
     fn a_result_too_large_to_send_says_the_command_ran() {
         let limit = 1 << 10;
-        let big = Response::Ok(Bytes::from(vec![7u8; 4 * limit]));
+        let big = Response::Ok {
+            result: Bytes::from(vec![7u8; 4 * limit]),
+            leader: Some(1),
+        };
         let answer = encode_answer(Some(5), &big, limit);
         assert!(answer.len() <= limit);
         match frame::decode::<Response>(&answer).unwrap() {
@@ -695,7 +761,7 @@ mod tests {
         let garbage = Bytes::from_static(&[frame::VERSION, 0xc1, 0xff, 0x00]);
         let wrong_kind = frame::encode(&Response::Stats(NodeStats::default()), 1 << 10).unwrap();
         for answer in [garbage, wrong_kind, Bytes::new()] {
-            let e = read_forwarded(7, &answer).unwrap_err();
+            let e = read_forwarded(7, 2, &answer).err().unwrap();
             assert!(
                 matches!(e, RequestError::OutcomeUnknown { group: 7, .. }),
                 "{e:?}"

@@ -70,7 +70,14 @@ impl Request {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
     /// The command or query's encoded result.
-    Ok(Bytes),
+    Ok {
+        /// The encoded result.
+        result: Bytes,
+        /// The group's leader that committed the command or read (this
+        /// node, or the one it forwarded to): where to send the group's
+        /// next requests. `None` for a local read.
+        leader: Option<NodeId>,
+    },
     /// It did not happen (or its outcome is unknown): see the error.
     Err(RequestError),
     /// Answer to [`Request::Status`].

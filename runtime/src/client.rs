@@ -140,7 +140,7 @@ impl Client {
             payload: Bytes::from(payload),
         };
         match self.ask(node, &req).await? {
-            Response::Ok(b) => {
+            Response::Ok { result: b, .. } => {
                 rmp_serde::from_slice(&b).map_err(|e| SynodError::Codec(e.to_string()))
             }
             Response::Err(e) => Err(e.into()),
@@ -179,6 +179,13 @@ impl Client {
             }
         }
         None
+    }
+
+    /// The node this client believes leads `group` (where it sends that
+    /// group's requests first). For tests.
+    #[doc(hidden)]
+    pub fn cached_leader(&self, group: GroupId) -> Option<NodeId> {
+        self.leader(group)
     }
 
     fn set_leader(&self, group: GroupId, node: NodeId) {
@@ -297,13 +304,20 @@ impl Client {
             }
             match tokio::time::timeout(remaining, self.ask(target, &req)).await {
                 Err(_) => return Err(SynodError::Timeout { group }),
-                Ok(Ok(Response::Ok(b))) => {
-                    self.set_leader(group, target);
-                    return Ok(b);
+                Ok(Ok(Response::Ok { result, leader })) => {
+                    // Remember the leader that committed it, not the node
+                    // that merely forwarded it: the next request goes
+                    // straight there, and does not depend on the forwarder
+                    // reaching the leader.
+                    let leader = leader
+                        .filter(|l| self.inner.nodes.contains_key(l))
+                        .unwrap_or(target);
+                    self.set_leader(group, leader);
+                    return Ok(result);
                 }
                 Ok(Ok(Response::Err(RequestError::NotLeader {
                     leader: Some(l), ..
-                }))) if l != target && self.inner.nodes.contains_key(&l) => {
+                }))) if l != target && self.inner.nodes.contains_key(&l) && !self.is_down(l) => {
                     self.set_leader(group, l);
                     target = l;
                     continue;
