@@ -1,9 +1,13 @@
 //! [`Client`]: talks to a cluster from outside, over QUIC with a client
-//! certificate from the cluster CA. It finds each group's leader, sends
-//! there (a node that is not the leader forwards), and retries on leader
-//! changes, but only when retrying cannot apply a command twice
-//! (`NotLeader`, `Busy`, an unreachable node). A `Timeout` or `Stopped`
-//! result means the outcome is unknown and is returned as is.
+//! certificate from the cluster CA. It finds each group's leader (every
+//! answer names the leader that committed it, and that is the node it
+//! remembers), sends there (a node that is not the leader forwards, or
+//! points the client to the leader when it cannot reach it), and retries,
+//! but only when retrying cannot apply a command twice: exactly when
+//! [`SynodError::is_safe_to_retry`] holds (`NotLeader`, `Busy`, a node
+//! that could not be reached, so nothing was sent). An unknown outcome
+//! (`Timeout`, `Stopped`, `ConnectionLost`, `OutcomeUnknown`) is returned
+//! as is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -28,6 +32,11 @@ pub struct ClientConfig {
     pub tls: TlsMaterial,
     /// Deadline of one call, retries included. Default 10 s.
     pub timeout: Duration,
+    /// Longest wait for the QUIC handshake with one node. A node that does
+    /// not complete it in time (down, or a wrong address) has received
+    /// nothing: the call moves on to another node. Default 500 ms (a
+    /// handshake takes about one round trip); raise it for distant nodes.
+    pub connect_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -37,6 +46,7 @@ impl ClientConfig {
             nodes,
             tls,
             timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -49,6 +59,7 @@ struct Inner {
     /// Nodes that failed recently, and until when to avoid them.
     down: Mutex<HashMap<NodeId, tokio::time::Instant>>,
     timeout: Duration,
+    connect_timeout: Duration,
 }
 
 /// How long a node that failed is avoided.
@@ -92,6 +103,7 @@ impl Client {
                 leaders: Mutex::new(HashMap::new()),
                 down: Mutex::new(HashMap::new()),
                 timeout: cfg.timeout,
+                connect_timeout: cfg.connect_timeout,
             }),
         })
     }
@@ -255,18 +267,46 @@ impl Client {
 
     /// One request to one node, no retries.
     async fn ask(&self, node: NodeId, req: &Request) -> Result<Response, SynodError> {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        self.ask_until(node, req, deadline).await
+    }
+
+    /// One request to one node, answered by `deadline`. Connecting is
+    /// bounded apart (by `connect_timeout`): a handshake that never
+    /// completed means nothing was sent, which is `Unavailable` (safe to
+    /// retry elsewhere), never an unknown outcome.
+    async fn ask_until(
+        &self,
+        node: NodeId,
+        req: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response, SynodError> {
         let bytes = frame::encode(req, frame::DEFAULT_MAX_FRAME)
             .map_err(|e| SynodError::Codec(e.to_string()))?;
-        let conn = match self.connection(node).await {
-            Ok(c) => c,
-            Err(e) => {
+        let connect_by = deadline.min(tokio::time::Instant::now() + self.inner.connect_timeout);
+        let conn = match tokio::time::timeout_at(connect_by, self.connection(node)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
                 self.forget(node);
                 return Err(e);
             }
+            Err(_) => {
+                self.forget(node);
+                return Err(SynodError::Unavailable(format!(
+                    "node {node}: no QUIC handshake within {:?} (is it down, or its address wrong?)",
+                    self.inner.connect_timeout
+                )));
+            }
         };
         let call = self.inner.connector.call(&conn, bytes);
-        let resp = match tokio::time::timeout(self.inner.timeout, call).await {
-            Err(_) => return Err(SynodError::ConnectionLost { node }),
+        let resp = match tokio::time::timeout_at(deadline, call).await {
+            // Sent, and no answer in time: the outcome is unknown.
+            Err(_) => {
+                return Err(match req.group() {
+                    Some(group) => SynodError::Timeout { group },
+                    None => SynodError::ConnectionLost { node },
+                })
+            }
             Ok(Err(e)) => {
                 self.forget(node);
                 return Err(if e.maybe_sent() {
@@ -302,9 +342,8 @@ impl Client {
             if remaining.is_zero() {
                 return Err(last_error);
             }
-            match tokio::time::timeout(remaining, self.ask(target, &req)).await {
-                Err(_) => return Err(SynodError::Timeout { group }),
-                Ok(Ok(Response::Ok { result, leader })) => {
+            match self.ask_until(target, &req, deadline).await {
+                Ok(Response::Ok { result, leader }) => {
                     // Remember the leader that committed it, not the node
                     // that merely forwarded it: the next request goes
                     // straight there, and does not depend on the forwarder
@@ -315,18 +354,18 @@ impl Client {
                     self.set_leader(group, leader);
                     return Ok(result);
                 }
-                Ok(Ok(Response::Err(RequestError::NotLeader {
+                Ok(Response::Err(RequestError::NotLeader {
                     leader: Some(l), ..
-                }))) if l != target && self.inner.nodes.contains_key(&l) && !self.is_down(l) => {
+                })) if l != target && self.inner.nodes.contains_key(&l) && !self.is_down(l) => {
                     self.set_leader(group, l);
                     target = l;
                     continue;
                 }
-                Ok(Ok(Response::Err(e))) if try_elsewhere(&e) => last_error = e.into(),
-                Ok(Ok(Response::Err(e))) => return Err(e.into()),
-                Ok(Ok(other)) => return Err(unexpected(other)),
-                Ok(Err(e)) if e.is_safe_to_retry() => last_error = e,
-                Ok(Err(e)) => return Err(e),
+                Ok(Response::Err(e)) if try_elsewhere(&e) => last_error = e.into(),
+                Ok(Response::Err(e)) => return Err(e.into()),
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) if e.is_safe_to_retry() => last_error = e,
+                Err(e) => return Err(e),
             }
             // Try the next node (one not known to be down) after a pause.
             for _ in 0..ids.len() {
