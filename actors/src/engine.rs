@@ -626,10 +626,17 @@ impl Engine {
 fn encode_answer(group: Option<GroupId>, response: &Response, max: usize) -> Bytes {
     let error = match frame::encode(response, max) {
         Ok(answer) => return answer,
-        Err(frame::FrameError::TooLarge { size, limit }) => match group {
-            Some(group) => RequestError::ResultTooLarge { group, size, limit },
+        Err(frame::FrameError::TooLarge { size, limit }) => match (group, response) {
+            (Some(group), Response::Ok { .. }) => {
+                RequestError::ResultTooLarge { group, size, limit }
+            }
+            // An error too long to send: which one it was is lost.
+            (Some(group), _) => RequestError::OutcomeUnknown {
+                group,
+                reason: format!("the answer of {size} bytes exceeds the frame limit of {limit}"),
+            },
             // Status and stats change nothing.
-            None => RequestError::Application(format!(
+            (None, _) => RequestError::Application(format!(
                 "the node's answer of {size} bytes exceeds the frame limit of {limit}"
             )),
         },
@@ -651,11 +658,7 @@ fn encode_answer(group: Option<GroupId>, response: &Response, max: usize) -> Byt
 /// read (a newer node's error variant, a garbled frame) says nothing about
 /// whether the command was applied: an unknown outcome, never
 /// `Unavailable` (which would invite a retry and a double apply).
-fn read_forwarded(
-    group: GroupId,
-    to: NodeId,
-    response: &[u8],
-) -> Result<Committed, RequestError> {
+fn read_forwarded(group: GroupId, to: NodeId, response: &[u8]) -> Result<Committed, RequestError> {
     match frame::decode::<Response>(response) {
         Ok(Response::Ok { result, leader }) => Ok(Committed {
             result,
@@ -748,6 +751,14 @@ mod tests {
             Response::Err(e @ RequestError::ResultTooLarge { group: 5, .. }) => {
                 assert!(!e.is_safe_to_retry());
             }
+            other => panic!("{other:?}"),
+        }
+        // An error too long to send: which error it was is lost, so the
+        // outcome is unknown.
+        let long_error = Response::Err(RequestError::Application("x".repeat(4 * limit)));
+        let answer = encode_answer(Some(5), &long_error, limit);
+        match frame::decode::<Response>(&answer).unwrap() {
+            Response::Err(RequestError::OutcomeUnknown { group: 5, .. }) => {}
             other => panic!("{other:?}"),
         }
     }

@@ -116,7 +116,9 @@ pub enum RequestError {
     },
     /// The node hosts no such group. Nothing was proposed; create the group
     /// on every node first.
-    #[error("no group {0} on this node; nothing was proposed, create the group on every node first")]
+    #[error(
+        "no group {0} on this node; nothing was proposed, create the group on every node first"
+    )]
     NoSuchGroup(GroupId),
     /// The group is restarting on this node (its supervisor is rebuilding
     /// it from durable state); nothing was proposed; retry shortly.

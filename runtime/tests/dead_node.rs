@@ -43,7 +43,11 @@ async fn a_node_that_never_completes_the_handshake_is_unavailable_not_unknown() 
         matches!(err, SynodError::Unavailable(_)) && err.is_safe_to_retry(),
         "nothing can have been sent, yet: {err:?}"
     );
-    assert!(start.elapsed() < Duration::from_millis(2500), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]

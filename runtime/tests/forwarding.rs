@@ -188,6 +188,9 @@ fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
         Ok(())
     });
     sim.run().unwrap();
-    let problems = problems.borrow_mut().take().expect("the client never finished");
+    let problems = problems
+        .borrow_mut()
+        .take()
+        .expect("the client never finished");
     assert!(problems.is_empty(), "{problems:#?}");
 }
