@@ -178,11 +178,36 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// Who asked for a proposal, which decides whether it is forwarded to the
+/// leader and how long this node holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// [`Engine::command`] on this node: forwarded, and held (retried)
+    /// until a leader can take it or the propose timeout passes, since the
+    /// caller cannot go to the leader itself.
+    Local,
+    /// A client: forwarded once. When no leader is known or the leader
+    /// cannot be reached, the client is answered at once (`NotLeader`
+    /// with a hint, nothing proposed) so that it tries another node
+    /// instead of waiting out its deadline here.
+    Client,
+    /// Another node forwarding: never forwarded again (no loops).
+    Node,
+}
+
+/// A proposal's result and the leader that committed it.
+struct Committed {
+    result: Bytes,
+    leader: NodeId,
+}
+
 /// The transport's view of the node: where inbound traffic goes.
 struct NodeHandler {
     routes: Arc<Routes>,
     engine: OnceLock<Weak<Inner>>,
     node_id: NodeId,
+    /// Largest answer the transport sends (`EngineConfig::max_frame_bytes`).
+    max_frame_bytes: usize,
 }
 
 impl Handler<RaftItem> for NodeHandler {
@@ -210,8 +235,11 @@ impl Handler<RaftItem> for NodeHandler {
             .get()
             .and_then(Weak::upgrade)
             .map(|inner| Engine { inner });
+        let max_frame = self.max_frame_bytes;
         Box::pin(async move {
-            let response = match (engine, frame::decode::<Request>(&request)) {
+            let request = frame::decode::<Request>(&request);
+            let group = request.as_ref().ok().and_then(Request::group);
+            let response = match (engine, request) {
                 (None, _) => {
                     Response::Err(RequestError::Unavailable("the node is starting".into()))
                 }
@@ -221,16 +249,14 @@ impl Handler<RaftItem> for NodeHandler {
                 (Some(engine), Ok(req)) => {
                     // Clients get their command forwarded to the leader;
                     // nodes already did that (no forwarding loops).
-                    let forward = peer == Peer::Client;
-                    engine.serve(req, forward).await
+                    let origin = match peer {
+                        Peer::Client => Origin::Client,
+                        Peer::Node(_) => Origin::Node,
+                    };
+                    engine.serve(req, origin).await
                 }
             };
-            frame::encode(&response, frame::DEFAULT_MAX_FRAME).unwrap_or_else(|e| {
-                let err = Response::Err(RequestError::Application(format!(
-                    "response too large: {e}"
-                )));
-                frame::encode(&err, frame::DEFAULT_MAX_FRAME).unwrap_or_default()
-            })
+            encode_answer(group, &response, max_frame)
         })
     }
 
@@ -272,6 +298,7 @@ impl Engine {
             routes: Arc::clone(&routes),
             engine: OnceLock::new(),
             node_id: cfg.node_id,
+            max_frame_bytes: cfg.max_frame_bytes,
         });
         let mut net_cfg = NetConfig::new(cfg.node_id, cfg.peers.clone(), cfg.tls.clone());
         net_cfg.max_frame_bytes = cfg.max_frame_bytes;
@@ -399,28 +426,43 @@ impl Engine {
     /// Works on any node: a follower forwards to the leader. Retries while
     /// no leader is known or the group is busy, until the propose timeout.
     pub async fn command(&self, group: GroupId, command: Bytes) -> Result<Bytes, RequestError> {
-        self.propose(group, ENTRY_COMMAND, command, true).await
+        self.propose(group, ENTRY_COMMAND, command, Origin::Local)
+            .await
+            .map(|c| c.result)
     }
 
     /// Runs `query` in `group` linearizably (through the log for now).
     pub async fn read(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
-        self.propose(group, ENTRY_READ, query, true).await
+        self.propose(group, ENTRY_READ, query, Origin::Local)
+            .await
+            .map(|c| c.result)
     }
 
-    async fn serve(&self, req: Request, forward: bool) -> Response {
+    async fn serve(&self, req: Request, origin: Origin) -> Response {
         let result = match req {
             Request::Command { group, payload } => {
-                self.propose(group, ENTRY_COMMAND, payload, forward).await
+                self.propose(group, ENTRY_COMMAND, payload, origin).await
             }
             Request::Read { group, payload } => {
-                self.propose(group, ENTRY_READ, payload, forward).await
+                self.propose(group, ENTRY_READ, payload, origin).await
             }
-            Request::LocalRead { group, payload } => self.local_read(group, payload).await,
+            Request::LocalRead { group, payload } => {
+                return match self.local_read(group, payload).await {
+                    Ok(result) => Response::Ok {
+                        result,
+                        leader: None,
+                    },
+                    Err(e) => Response::Err(e),
+                }
+            }
             Request::Status => return Response::Status(self.status().await),
             Request::Stats => return Response::Stats(self.stats()),
         };
         match result {
-            Ok(b) => Response::Ok(b),
+            Ok(c) => Response::Ok {
+                result: c.result,
+                leader: Some(c.leader),
+            },
             Err(e) => Response::Err(e),
         }
     }
@@ -430,32 +472,47 @@ impl Engine {
         group: GroupId,
         kind: u8,
         payload: Bytes,
-        forward: bool,
-    ) -> Result<Bytes, RequestError> {
+        origin: Origin,
+    ) -> Result<Committed, RequestError> {
         let timeout = self.inner.shared.cfg.propose_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = Duration::from_millis(5);
         loop {
             let result = self
                 .propose_once(group, kind, payload.clone(), deadline)
-                .await;
+                .await
+                .map(|result| Committed {
+                    result,
+                    leader: self.node_id(),
+                });
             let retry = match &result {
                 Err(RequestError::NotLeader {
                     leader: Some(l), ..
-                }) if forward && *l != self.node_id() => {
+                }) if origin != Origin::Node && *l != self.node_id() => {
                     match self
                         .forward(*l, group, kind, payload.clone(), deadline)
                         .await
                     {
-                        // The leader could not be reached: wait for a new one.
-                        Err(RequestError::NotLeader { leader: None, .. }) => true,
+                        // The leader could not be reached and nothing was
+                        // sent: a client goes there itself (or elsewhere)
+                        // at once; a local caller waits for a new leader.
+                        Err(RequestError::NotLeader { leader: None, .. }) => {
+                            if origin == Origin::Client {
+                                return Err(RequestError::NotLeader {
+                                    group,
+                                    leader: Some(*l),
+                                });
+                            }
+                            true
+                        }
                         other => return other,
                     }
                 }
-                // No leader yet, or too busy: neither appended anything.
-                Err(RequestError::NotLeader { leader: None, .. })
-                | Err(RequestError::Busy(_))
-                | Err(RequestError::Restarting(_)) => true,
+                // No leader known: a client tries another node at once
+                // (this one may be cut off from the rest); others wait.
+                Err(RequestError::NotLeader { leader: None, .. }) => origin != Origin::Client,
+                // Too busy, or restarting: nothing was appended.
+                Err(RequestError::Busy(_)) | Err(RequestError::Restarting(_)) => true,
                 _ => false,
             };
             if !retry || tokio::time::Instant::now() + backoff > deadline {
@@ -510,7 +567,7 @@ impl Engine {
         kind: u8,
         payload: Bytes,
         deadline: tokio::time::Instant,
-    ) -> Result<Bytes, RequestError> {
+    ) -> Result<Committed, RequestError> {
         let req = if kind == ENTRY_READ {
             Request::Read { group, payload }
         } else {
@@ -529,15 +586,15 @@ impl Engine {
                 })
             }
             // Sent, then the connection broke: the outcome is unknown.
-            Ok(Err(NetFailure::Lost(_))) => return Err(RequestError::Timeout(group)),
+            Ok(Err(NetFailure::Lost(reason))) => {
+                return Err(RequestError::OutcomeUnknown {
+                    group,
+                    reason: format!("the connection to leader {leader} broke: {reason}"),
+                })
+            }
             Ok(Ok(r)) => r,
         };
-        match frame::decode::<Response>(&response) {
-            Ok(Response::Ok(b)) => Ok(b),
-            Ok(Response::Err(e)) => Err(e),
-            Ok(_) => Err(RequestError::Unavailable("unexpected response".into())),
-            Err(e) => Err(RequestError::Unavailable(e.to_string())),
-        }
+        read_forwarded(group, leader, &response)
     }
 
     /// Runs `query` on this node's own replica of `group`, without going
@@ -609,6 +666,63 @@ impl Engine {
 /// Each RaftGroup prunes its own files (see `RaftGroup::prune_snapshots`).
 pub(crate) fn open_snapshot_store(dir: &std::path::Path) -> Result<SnapshotStore, StorageError> {
     SnapshotStore::open(dir, SnapshotStore::KEEP_ALL)
+}
+
+/// Encodes the answer to a request about `group`, within `max` bytes. An
+/// answer too large to send is replaced by an error that says the request
+/// ran (for a command: it was applied), so nobody retries it believing
+/// nothing changed.
+fn encode_answer(group: Option<GroupId>, response: &Response, max: usize) -> Bytes {
+    let error = match frame::encode(response, max) {
+        Ok(answer) => return answer,
+        Err(frame::FrameError::TooLarge { size, limit }) => match (group, response) {
+            (Some(group), Response::Ok { .. }) => {
+                RequestError::ResultTooLarge { group, size, limit }
+            }
+            // An error too long to send: which one it was is lost.
+            (Some(group), _) => RequestError::OutcomeUnknown {
+                group,
+                reason: format!("the answer of {size} bytes exceeds the frame limit of {limit}"),
+            },
+            // Status and stats change nothing.
+            (None, _) => RequestError::Application(format!(
+                "the node's answer of {size} bytes exceeds the frame limit of {limit}"
+            )),
+        },
+        Err(e) => match group {
+            Some(group) => RequestError::OutcomeUnknown {
+                group,
+                reason: format!("the answer could not be encoded: {e}"),
+            },
+            None => RequestError::Application(format!("the answer could not be encoded: {e}")),
+        },
+    };
+    // A short error always fits a frame; an empty answer (which the
+    // receiver cannot decode: an unknown outcome) is the last resort.
+    frame::encode(&Response::Err(error), max).unwrap_or_default()
+}
+
+/// What the leader's answer to a forwarded request means. The leader
+/// answers after it handled the request, so an answer this node cannot
+/// read (a newer node's error variant, a garbled frame) says nothing about
+/// whether the command was applied: an unknown outcome, never
+/// `Unavailable` (which would invite a retry and a double apply).
+fn read_forwarded(group: GroupId, to: NodeId, response: &[u8]) -> Result<Committed, RequestError> {
+    match frame::decode::<Response>(response) {
+        Ok(Response::Ok { result, leader }) => Ok(Committed {
+            result,
+            leader: leader.unwrap_or(to),
+        }),
+        Ok(Response::Err(e)) => Err(e),
+        Ok(other) => Err(RequestError::OutcomeUnknown {
+            group,
+            reason: format!("the leader sent an unexpected answer: {other:?}"),
+        }),
+        Err(e) => Err(RequestError::OutcomeUnknown {
+            group,
+            reason: format!("the leader's answer did not decode: {e}"),
+        }),
+    }
 }
 
 /// Starts the transport on the current runtime (the actors' thread, or a
@@ -701,5 +815,51 @@ mod tests {
         assert_eq!(store.delete_below(1, 20).unwrap(), 1);
         let left: Vec<u64> = store.list(1).unwrap().iter().map(|m| m.index).collect();
         assert_eq!(left, vec![20, 30]);
+    }
+
+    /// Issue 8, finding 4: a result too large for a frame is reported as
+    /// what it is (the command ran), never as a refusal ("nothing
+    /// changed").
+    #[test]
+    fn a_result_too_large_to_send_says_the_command_ran() {
+        let limit = 1 << 10;
+        let big = Response::Ok {
+            result: Bytes::from(vec![7u8; 4 * limit]),
+            leader: Some(1),
+        };
+        let answer = encode_answer(Some(5), &big, limit);
+        assert!(answer.len() <= limit);
+        match frame::decode::<Response>(&answer).unwrap() {
+            Response::Err(e @ RequestError::ResultTooLarge { group: 5, .. }) => {
+                assert!(!e.is_safe_to_retry());
+            }
+            other => panic!("{other:?}"),
+        }
+        // An error too long to send: which error it was is lost, so the
+        // outcome is unknown.
+        let long_error = Response::Err(RequestError::Application("x".repeat(4 * limit)));
+        let answer = encode_answer(Some(5), &long_error, limit);
+        match frame::decode::<Response>(&answer).unwrap() {
+            Response::Err(RequestError::OutcomeUnknown { group: 5, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 8, finding 3: the leader answered, so it handled the command;
+    /// an answer this node cannot read (a newer node's error variant, a
+    /// garbled frame) is an unknown outcome, never a retry-safe
+    /// `Unavailable`.
+    #[test]
+    fn an_unreadable_answer_from_the_leader_is_an_unknown_outcome() {
+        let garbage = Bytes::from_static(&[frame::VERSION, 0xc1, 0xff, 0x00]);
+        let wrong_kind = frame::encode(&Response::Stats(NodeStats::default()), 1 << 10).unwrap();
+        for answer in [garbage, wrong_kind, Bytes::new()] {
+            let e = read_forwarded(7, 2, &answer).err().unwrap();
+            assert!(
+                matches!(e, RequestError::OutcomeUnknown { group: 7, .. }),
+                "{e:?}"
+            );
+            assert!(!e.is_safe_to_retry());
+        }
     }
 }

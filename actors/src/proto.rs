@@ -54,11 +54,30 @@ pub enum Request {
     Stats,
 }
 
+impl Request {
+    /// The group a command or read is about (`None` for node requests).
+    pub fn group(&self) -> Option<GroupId> {
+        match self {
+            Request::Command { group, .. }
+            | Request::Read { group, .. }
+            | Request::LocalRead { group, .. } => Some(*group),
+            Request::Status | Request::Stats => None,
+        }
+    }
+}
+
 /// A node's answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
     /// The command or query's encoded result.
-    Ok(Bytes),
+    Ok {
+        /// The encoded result.
+        result: Bytes,
+        /// The group's leader that committed the command or read (this
+        /// node, or the one it forwarded to): where to send the group's
+        /// next requests. `None` for a local read.
+        leader: Option<NodeId>,
+    },
     /// It did not happen (or its outcome is unknown): see the error.
     Err(RequestError),
     /// Answer to [`Request::Status`].
@@ -67,40 +86,65 @@ pub enum Response {
     Stats(NodeStats),
 }
 
-/// Why a request failed. `NotLeader`, `Busy`, `Timeout` and `Unavailable`
-/// are worth retrying; the others are not.
+/// Why a request failed, and what is known of its outcome.
+///
+/// | error            | the command was...            | safe to retry |
+/// |------------------|-------------------------------|---------------|
+/// | `NotLeader`      | not applied                   | yes (leader)  |
+/// | `Restarting`     | not applied                   | yes           |
+/// | `Busy`           | not applied                   | yes           |
+/// | `Unavailable`    | not applied (nothing sent)    | yes           |
+/// | `NoSuchGroup`    | not applied                   | no (create it)|
+/// | `Application`    | refused by the state machine  | no            |
+/// | `Timeout`        | unknown                       | no            |
+/// | `Stopped`        | unknown                       | no            |
+/// | `OutcomeUnknown` | unknown                       | no            |
+/// | `ResultTooLarge` | applied (a read: nothing)     | no            |
+///
+/// [`RequestError::is_safe_to_retry`] is the one place that rule lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum RequestError {
     /// This node is not the group's leader; `leader` is the one it knows.
-    #[error("not the leader of group {group}; leader hint: {leader:?}")]
+    /// Nothing was proposed: send the request to `leader` (or, without a
+    /// hint, to another node after a pause).
+    #[error("not the leader of group {group}; leader hint: {leader:?}; nothing was proposed, send it to the leader")]
     NotLeader {
         /// The group.
         group: GroupId,
         /// The leader this node believes in, if any.
         leader: Option<NodeId>,
     },
-    /// The node hosts no such group.
-    #[error("no group {0} on this node")]
+    /// The node hosts no such group. Nothing was proposed; create the group
+    /// on every node first.
+    #[error(
+        "no group {0} on this node; nothing was proposed, create the group on every node first"
+    )]
     NoSuchGroup(GroupId),
     /// The group is restarting on this node (its supervisor is rebuilding
     /// it from durable state); nothing was proposed; retry shortly.
-    #[error("group {0} is restarting on this node; retry shortly")]
+    #[error("group {0} is restarting on this node; nothing was proposed, retry shortly")]
     Restarting(GroupId),
-    /// Too much is in flight; back off and retry.
-    #[error("group {0} is busy (too many proposals in flight); back off and retry")]
+    /// Too much is in flight; nothing was proposed; back off and retry.
+    #[error("group {0} is busy (too many proposals in flight); nothing was proposed, back off and retry")]
     Busy(GroupId),
     /// No answer in time; the command may or may not have been applied.
-    #[error("timed out waiting for group {0}; the command may or may not have been applied")]
+    /// Do not retry blindly: read the state to find out, or make the
+    /// command idempotent.
+    #[error("timed out waiting for group {0}; the command may or may not have been applied, check before retrying")]
     Timeout(GroupId),
-    /// The group stopped (restarting, failed, or the node shuts down); the
-    /// command may or may not have been applied.
-    #[error("group {0} stopped before answering; the command may or may not have been applied")]
+    /// The group stopped (restarting, failed, or the node shuts down) after
+    /// the command was handed to it; the command may or may not have been
+    /// applied.
+    #[error("group {0} stopped before answering; the command may or may not have been applied, check before retrying")]
     Stopped(GroupId),
-    /// The application refused the command (decode error, unknown message).
+    /// The state machine refused the request (decode error, unknown
+    /// message, an error the application returned) and reported that
+    /// error as its result. Retrying gets the same answer.
     #[error("the state machine refused the request: {0}")]
     Application(String),
-    /// The node could not be reached or sent garbage.
-    #[error("node unavailable: {0}")]
+    /// The node could not be reached, or is not ready to serve: nothing was
+    /// sent to (or handled by) any group, so a retry elsewhere is safe.
+    #[error("node unavailable, nothing was sent: {0}")]
     Unavailable(String),
     /// A write to this node's log failed, so it stopped serving (a failed
     /// write is fatal: see docs/STORAGE.md). Nothing was proposed here;
@@ -115,19 +159,45 @@ pub enum RequestError {
         /// The storage error that stopped it.
         reason: String,
     },
+    /// The request reached the group's leader (or may have), but no usable
+    /// answer came back: the connection broke after sending, or the answer
+    /// did not decode (a node of another version?). The command may or may
+    /// not have been applied; retrying may apply it twice.
+    #[error("the outcome of the request to group {group} is unknown ({reason}); the command may or may not have been applied, check before retrying")]
+    OutcomeUnknown {
+        /// The group.
+        group: GroupId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The request ran (a command was applied) but its result is larger
+    /// than the frame limit, so it could not be returned. Do not retry a
+    /// command: it would apply again. Make the result smaller, or raise
+    /// `max_frame_bytes` on every node.
+    #[error("group {group} ran the request (a command was applied) but its result of {size} bytes exceeds the frame limit of {limit}; do not retry, return a smaller result")]
+    ResultTooLarge {
+        /// The group.
+        group: GroupId,
+        /// Size of the encoded answer.
+        size: usize,
+        /// The frame limit.
+        limit: usize,
+    },
 }
 
 impl RequestError {
-    /// Whether retrying (elsewhere or later) may help.
-    pub fn is_retryable(&self) -> bool {
+    /// Whether retrying (elsewhere or later) cannot apply the command twice
+    /// and may succeed: true only when nothing was proposed (`NotLeader`,
+    /// `Restarting`, `Busy`) or nothing was sent (`Unavailable`). The
+    /// runtime's `SynodError::is_safe_to_retry` agrees for every error
+    /// converted from this one.
+    pub fn is_safe_to_retry(&self) -> bool {
         matches!(
             self,
             RequestError::NotLeader { .. }
                 | RequestError::Restarting(_)
                 | RequestError::Busy(_)
-                | RequestError::Timeout(_)
                 | RequestError::Unavailable(_)
-                | RequestError::Stopped(_)
                 | RequestError::NodeFailed { .. }
         )
     }

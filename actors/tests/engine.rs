@@ -172,16 +172,10 @@ async fn a_panicking_actor_is_restarted_from_durable_state() {
             loop {
                 match add(&engines[(k % 3) as usize], k).await {
                     Ok(_) => break,
-                    // Outcome unknown: a retry could apply it twice. This
-                    // test's workload never sees one (the restart is quick);
-                    // if it does, the total below would be off and fail.
-                    Err(e)
-                        if e.is_retryable()
-                            && !matches!(
-                                e,
-                                RequestError::Timeout(_) | RequestError::Stopped(_)
-                            ) =>
-                    {
+                    // Only what cannot apply twice is retried; an unknown
+                    // outcome fails the test (the restart is quick, and
+                    // the total below would be off).
+                    Err(e) if e.is_safe_to_retry() => {
                         assert!(tokio::time::Instant::now() < deadline, "no recovery: {e}");
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }

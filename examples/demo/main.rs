@@ -177,7 +177,8 @@ async fn demo(cli: &Cli) -> Result<(), String> {
                         // with the same value is safe.
                         Err(SynodError::Timeout { .. })
                         | Err(SynodError::Stopped { .. })
-                        | Err(SynodError::ConnectionLost { .. }) => {
+                        | Err(SynodError::ConnectionLost { .. })
+                        | Err(SynodError::OutcomeUnknown { .. }) => {
                             record.borrow_mut().unknown_outcome += 1;
                         }
                         Err(_) => {

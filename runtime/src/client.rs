@@ -1,9 +1,13 @@
 //! [`Client`]: talks to a cluster from outside, over QUIC with a client
-//! certificate from the cluster CA. It finds each group's leader, sends
-//! there (a node that is not the leader forwards), and retries on leader
-//! changes, but only when retrying cannot apply a command twice
-//! (`NotLeader`, `Busy`, an unreachable node). A `Timeout` or `Stopped`
-//! result means the outcome is unknown and is returned as is.
+//! certificate from the cluster CA. It finds each group's leader (every
+//! answer names the leader that committed it, and that is the node it
+//! remembers), sends there (a node that is not the leader forwards, or
+//! points the client to the leader when it cannot reach it), and retries,
+//! but only when retrying cannot apply a command twice: exactly when
+//! [`SynodError::is_safe_to_retry`] holds (`NotLeader`, `Busy`, a node
+//! that could not be reached, so nothing was sent). An unknown outcome
+//! (`Timeout`, `Stopped`, `ConnectionLost`, `OutcomeUnknown`) is returned
+//! as is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -28,6 +32,11 @@ pub struct ClientConfig {
     pub tls: TlsMaterial,
     /// Deadline of one call, retries included. Default 10 s.
     pub timeout: Duration,
+    /// Longest wait for the QUIC handshake with one node. A node that does
+    /// not complete it in time (down, or a wrong address) has received
+    /// nothing: the call moves on to another node. Default 500 ms (a
+    /// handshake takes about one round trip); raise it for distant nodes.
+    pub connect_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -37,6 +46,7 @@ impl ClientConfig {
             nodes,
             tls,
             timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -49,6 +59,7 @@ struct Inner {
     /// Nodes that failed recently, and until when to avoid them.
     down: Mutex<HashMap<NodeId, tokio::time::Instant>>,
     timeout: Duration,
+    connect_timeout: Duration,
 }
 
 /// How long a node that failed is avoided.
@@ -92,6 +103,7 @@ impl Client {
                 leaders: Mutex::new(HashMap::new()),
                 down: Mutex::new(HashMap::new()),
                 timeout: cfg.timeout,
+                connect_timeout: cfg.connect_timeout,
             }),
         })
     }
@@ -140,7 +152,7 @@ impl Client {
             payload: Bytes::from(payload),
         };
         match self.ask(node, &req).await? {
-            Response::Ok(b) => {
+            Response::Ok { result: b, .. } => {
                 rmp_serde::from_slice(&b).map_err(|e| SynodError::Codec(e.to_string()))
             }
             Response::Err(e) => Err(e.into()),
@@ -179,6 +191,13 @@ impl Client {
             }
         }
         None
+    }
+
+    /// The node this client believes leads `group` (where it sends that
+    /// group's requests first). For tests.
+    #[doc(hidden)]
+    pub fn cached_leader(&self, group: GroupId) -> Option<NodeId> {
+        self.leader(group)
     }
 
     fn set_leader(&self, group: GroupId, node: NodeId) {
@@ -248,18 +267,46 @@ impl Client {
 
     /// One request to one node, no retries.
     async fn ask(&self, node: NodeId, req: &Request) -> Result<Response, SynodError> {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        self.ask_until(node, req, deadline).await
+    }
+
+    /// One request to one node, answered by `deadline`. Connecting is
+    /// bounded apart (by `connect_timeout`): a handshake that never
+    /// completed means nothing was sent, which is `Unavailable` (safe to
+    /// retry elsewhere), never an unknown outcome.
+    async fn ask_until(
+        &self,
+        node: NodeId,
+        req: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response, SynodError> {
         let bytes = frame::encode(req, frame::DEFAULT_MAX_FRAME)
             .map_err(|e| SynodError::Codec(e.to_string()))?;
-        let conn = match self.connection(node).await {
-            Ok(c) => c,
-            Err(e) => {
+        let connect_by = deadline.min(tokio::time::Instant::now() + self.inner.connect_timeout);
+        let conn = match tokio::time::timeout_at(connect_by, self.connection(node)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
                 self.forget(node);
                 return Err(e);
             }
+            Err(_) => {
+                self.forget(node);
+                return Err(SynodError::Unavailable(format!(
+                    "node {node}: no QUIC handshake within {:?} (is it down, or its address wrong?)",
+                    self.inner.connect_timeout
+                )));
+            }
         };
         let call = self.inner.connector.call(&conn, bytes);
-        let resp = match tokio::time::timeout(self.inner.timeout, call).await {
-            Err(_) => return Err(SynodError::ConnectionLost { node }),
+        let resp = match tokio::time::timeout_at(deadline, call).await {
+            // Sent, and no answer in time: the outcome is unknown.
+            Err(_) => {
+                return Err(match req.group() {
+                    Some(group) => SynodError::Timeout { group },
+                    None => SynodError::ConnectionLost { node },
+                })
+            }
             Ok(Err(e)) => {
                 self.forget(node);
                 return Err(if e.maybe_sent() {
@@ -270,7 +317,7 @@ impl Client {
             }
             Ok(Ok(r)) => r,
         };
-        frame::decode::<Response>(&resp).map_err(|e| SynodError::Codec(e.to_string()))
+        read_answer(req, &resp)
     }
 
     /// A command or read for `group`, with leader finding and safe retries.
@@ -295,29 +342,36 @@ impl Client {
             if remaining.is_zero() {
                 return Err(last_error);
             }
-            match tokio::time::timeout(remaining, self.ask(target, &req)).await {
-                Err(_) => return Err(SynodError::Timeout { group }),
-                Ok(Ok(Response::Ok(b))) => {
-                    self.set_leader(group, target);
-                    return Ok(b);
+            match self.ask_until(target, &req, deadline).await {
+                Ok(Response::Ok { result, leader }) => {
+                    // Remember the leader that committed it, not the node
+                    // that merely forwarded it: the next request goes
+                    // straight there, and does not depend on the forwarder
+                    // reaching the leader.
+                    let leader = leader
+                        .filter(|l| self.inner.nodes.contains_key(l))
+                        .unwrap_or(target);
+                    self.set_leader(group, leader);
+                    return Ok(result);
                 }
-                Ok(Ok(Response::Err(RequestError::NotLeader {
+                Ok(Response::Err(RequestError::NotLeader {
                     leader: Some(l), ..
-                }))) if l != target && self.inner.nodes.contains_key(&l) => {
+                })) if l != target && self.inner.nodes.contains_key(&l) && !self.is_down(l) => {
                     self.set_leader(group, l);
                     target = l;
                     continue;
                 }
-                Ok(Ok(Response::Err(e @ RequestError::NodeFailed { .. }))) => {
-                    // That node is gone until restarted: go elsewhere.
-                    self.forget(target);
-                    last_error = e.into();
+                Ok(Response::Err(RequestError::NodeFailed { node, reason })) => {
+                    // That node (the one asked, or the leader it forwarded
+                    // to) is gone until restarted: go elsewhere.
+                    self.forget(node);
+                    last_error = SynodError::NodeFailed { node, reason };
                 }
-                Ok(Ok(Response::Err(e))) if is_safe(&e) => last_error = e.into(),
-                Ok(Ok(Response::Err(e))) => return Err(e.into()),
-                Ok(Ok(other)) => return Err(unexpected(other)),
-                Ok(Err(e)) if e.is_safe_to_retry() => last_error = e,
-                Ok(Err(e)) => return Err(e),
+                Ok(Response::Err(e)) if try_elsewhere(&e) => last_error = e.into(),
+                Ok(Response::Err(e)) => return Err(e.into()),
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) if e.is_safe_to_retry() => last_error = e,
+                Err(e) => return Err(e),
             }
             // Try the next node (one not known to be down) after a pause.
             for _ in 0..ids.len() {
@@ -341,18 +395,51 @@ impl Client {
     }
 }
 
-/// Errors after which nothing was proposed.
-fn is_safe(e: &RequestError) -> bool {
-    matches!(
-        e,
-        RequestError::NotLeader { .. }
-            | RequestError::Busy(_)
-            | RequestError::Restarting(_)
-            | RequestError::Unavailable(_)
-            | RequestError::NoSuchGroup(_)
-    )
+/// Errors after which the call moves on to another node: those safe to
+/// retry, and `NoSuchGroup` (nothing was proposed, and another node may
+/// already host a group this one has not created yet).
+fn try_elsewhere(e: &RequestError) -> bool {
+    e.is_safe_to_retry() || matches!(e, RequestError::NoSuchGroup(_))
+}
+
+/// Decodes a node's answer to `req`. The node answers after it handled
+/// the request, so an answer to a command or read that does not decode is
+/// an unknown outcome (the command may have been applied), not a codec
+/// error of this side.
+fn read_answer(req: &Request, answer: &[u8]) -> Result<Response, SynodError> {
+    frame::decode::<Response>(answer).map_err(|e| match req {
+        Request::Command { group, .. } | Request::Read { group, .. } => {
+            SynodError::OutcomeUnknown {
+                group: *group,
+                reason: format!("the node's answer did not decode: {e}"),
+            }
+        }
+        _ => SynodError::Codec(format!("the node's answer did not decode: {e}")),
+    })
 }
 
 fn unexpected(r: Response) -> SynodError {
     SynodError::Codec(format!("unexpected response {r:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8, finding 3 (client side): an answer to a command that does
+    /// not decode is an unknown outcome, not retry-safe.
+    #[test]
+    fn an_unreadable_answer_to_a_command_is_an_unknown_outcome() {
+        let req = Request::Command {
+            group: 3,
+            payload: Bytes::from_static(b"x"),
+        };
+        let garbage = [frame::VERSION, 0xc1, 0xff];
+        let e = read_answer(&req, &garbage).unwrap_err();
+        assert!(
+            matches!(e, SynodError::OutcomeUnknown { group: 3, .. }),
+            "{e:?}"
+        );
+        assert!(!e.is_safe_to_retry());
+    }
 }

@@ -8,11 +8,30 @@ use synod_actors::{EngineError, RequestError};
 use synod_core::NodeId;
 use synod_storage::GroupId;
 
-/// What can go wrong with a request to a replicated actor.
+/// What can go wrong with a request to a replicated actor, and what is
+/// known of its outcome.
+///
+/// | error            | the command was...          | safe to retry |
+/// |------------------|-----------------------------|---------------|
+/// | `NotLeader`      | not applied                 | yes           |
+/// | `Busy`           | not applied                 | yes           |
+/// | `Unavailable`    | not applied (nothing sent)  | yes           |
+/// | `NoSuchGroup`    | not applied                 | no            |
+/// | `Rejected`       | refused by the actor        | no            |
+/// | `Codec`          | not sent; or applied, when its result did not decode | no |
+/// | `Timeout`        | unknown                     | no            |
+/// | `Stopped`        | unknown                     | no            |
+/// | `ConnectionLost` | unknown                     | no            |
+/// | `OutcomeUnknown` | unknown                     | no            |
+/// | `ResultTooLarge` | applied (a read: nothing)   | no            |
+///
+/// [`SynodError::is_safe_to_retry`] says which; it agrees with
+/// `RequestError::is_safe_to_retry` for every error a node sends.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SynodError {
     /// The node asked is not the group's leader (and could not forward).
-    #[error("not the leader of group {group}; leader hint: {leader_hint:?}")]
+    /// Nothing was proposed; send the request to the leader.
+    #[error("not the leader of group {group}; leader hint: {leader_hint:?}; nothing was proposed, send it to the leader")]
     NotLeader {
         /// The group.
         group: GroupId,
@@ -21,12 +40,13 @@ pub enum SynodError {
     },
     /// No answer in time. The command may or may not have been applied:
     /// retrying it may apply it twice.
-    #[error("timed out on group {group}; the command may or may not have been applied")]
+    #[error("timed out on group {group}; the command may or may not have been applied, check before retrying")]
     Timeout {
         /// The group.
         group: GroupId,
     },
-    /// Too many commands in flight; nothing was proposed. Back off, retry.
+    /// Too many commands in flight, or the group is restarting; nothing was
+    /// proposed. Back off, retry.
     #[error("group {group} is busy; nothing was proposed, back off and retry")]
     Busy {
         /// The group.
@@ -35,27 +55,32 @@ pub enum SynodError {
     /// The group stopped before answering (restart, shutdown). The command
     /// may or may not have been applied.
     #[error(
-        "group {group} stopped before answering; the command may or may not have been applied"
+        "group {group} stopped before answering; the command may or may not have been applied, check before retrying"
     )]
     Stopped {
         /// The group.
         group: GroupId,
     },
-    /// The group does not exist on the node asked.
+    /// The group does not exist on the node asked. Nothing was proposed.
     #[error("no group {group} on the node asked; create it on every node first")]
     NoSuchGroup {
         /// The group.
         group: GroupId,
     },
-    /// The actor refused the request: no handler for it, or it did not
-    /// decode (a version mismatch between nodes?). Nothing changed.
+    /// The actor refused the request: no handler for it, it did not decode
+    /// (a version mismatch between nodes?), or the handler returned an
+    /// error. Its state did not change; retrying gets the same answer.
     #[error("the actor refused the request: {0}")]
     Rejected(String),
-    /// The message or its result could not be encoded or decoded here.
+    /// The message could not be encoded here (nothing was sent), or a
+    /// result could not be decoded into the expected type (the command
+    /// was applied: its result is of another type than this client
+    /// expects).
     #[error("encoding error: {0}")]
     Codec(String),
-    /// No node could be reached (nothing was sent).
-    #[error("cluster unavailable: {0}")]
+    /// No node could be reached, or none was ready: nothing was sent (or
+    /// handled), so retrying is safe.
+    #[error("cluster unavailable, nothing was sent: {0}")]
     Unavailable(String),
     /// A write to `node`'s log failed, so it stopped serving; nothing was
     /// proposed there. Retry on another node; restart that node after
@@ -72,15 +97,37 @@ pub enum SynodError {
     },
     /// The connection to `node` broke after the request was sent: the
     /// command may or may not have been applied.
-    #[error("the connection to node {node} broke after the request was sent; the command may or may not have been applied")]
+    #[error("the connection to node {node} broke after the request was sent; the command may or may not have been applied, check before retrying")]
     ConnectionLost {
         /// The node.
         node: NodeId,
     },
+    /// The request reached the group's leader (or may have), but no usable
+    /// answer came back (a forwarded answer was lost or did not decode).
+    /// The command may or may not have been applied.
+    #[error("the outcome of the request to group {group} is unknown ({reason}); the command may or may not have been applied, check before retrying")]
+    OutcomeUnknown {
+        /// The group.
+        group: GroupId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The request ran (a command was applied) but its result exceeds the
+    /// frame limit and could not be returned. Do not retry a command.
+    #[error("group {group} ran the request (a command was applied) but its result of {size} bytes exceeds the frame limit of {limit}; do not retry, return a smaller result")]
+    ResultTooLarge {
+        /// The group.
+        group: GroupId,
+        /// Size of the encoded answer.
+        size: usize,
+        /// The frame limit.
+        limit: usize,
+    },
 }
 
 impl SynodError {
-    /// Whether retrying cannot apply the command twice and may succeed.
+    /// Whether retrying cannot apply the command twice and may succeed:
+    /// only when nothing was proposed or nothing was sent.
     pub fn is_safe_to_retry(&self) -> bool {
         matches!(
             self,
@@ -108,6 +155,12 @@ impl From<RequestError> for SynodError {
             RequestError::Application(m) => SynodError::Rejected(m),
             RequestError::Unavailable(m) => SynodError::Unavailable(m),
             RequestError::NodeFailed { node, reason } => SynodError::NodeFailed { node, reason },
+            RequestError::OutcomeUnknown { group, reason } => {
+                SynodError::OutcomeUnknown { group, reason }
+            }
+            RequestError::ResultTooLarge { group, size, limit } => {
+                SynodError::ResultTooLarge { group, size, limit }
+            }
         }
     }
 }
@@ -157,4 +210,57 @@ pub enum StartError {
         /// The name.
         name: &'static str,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error a node can send, one of each kind.
+    fn every_request_error() -> Vec<RequestError> {
+        vec![
+            RequestError::NotLeader {
+                group: 1,
+                leader: Some(2),
+            },
+            RequestError::NotLeader {
+                group: 1,
+                leader: None,
+            },
+            RequestError::NoSuchGroup(1),
+            RequestError::Restarting(1),
+            RequestError::Busy(1),
+            RequestError::Timeout(1),
+            RequestError::Stopped(1),
+            RequestError::Application("no handler".into()),
+            RequestError::Unavailable("no route".into()),
+            RequestError::OutcomeUnknown {
+                group: 1,
+                reason: "garbled answer".into(),
+            },
+            RequestError::ResultTooLarge {
+                group: 1,
+                size: 10,
+                limit: 5,
+            },
+            RequestError::NodeFailed {
+                node: 2,
+                reason: "EIO".into(),
+            },
+        ]
+    }
+
+    /// Issue 8, finding 5: one rule decides whether a retry is safe, on
+    /// both sides of the conversion.
+    #[test]
+    fn request_and_client_errors_agree_on_retry_safety() {
+        for e in every_request_error() {
+            let client = SynodError::from(e.clone());
+            assert_eq!(
+                e.is_safe_to_retry(),
+                client.is_safe_to_retry(),
+                "{e:?} -> {client:?}"
+            );
+        }
+    }
 }

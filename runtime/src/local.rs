@@ -190,11 +190,17 @@ impl LocalCluster {
 
     /// A client of this cluster (inside a tokio runtime).
     pub fn client(&self) -> Result<Client, SynodError> {
+        Client::new(self.client_config()?)
+    }
+
+    /// The configuration of [`LocalCluster::client`], to adjust (timeouts,
+    /// addresses) before creating a client with it.
+    pub fn client_config(&self) -> Result<ClientConfig, SynodError> {
         let tls = self
             .certs
             .client("local")
             .map_err(|e| SynodError::Unavailable(e.to_string()))?;
-        Client::new(ClientConfig::new(self.addrs(), tls))
+        Ok(ClientConfig::new(self.addrs(), tls))
     }
 
     /// The process id of node `id`, if it runs.

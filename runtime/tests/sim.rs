@@ -166,7 +166,8 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
                         }
                         Err(SynodError::Timeout { .. })
                         | Err(SynodError::Stopped { .. })
-                        | Err(SynodError::ConnectionLost { .. }) => {
+                        | Err(SynodError::ConnectionLost { .. })
+                        | Err(SynodError::OutcomeUnknown { .. }) => {
                             unknown.borrow_mut().insert((group, key), value);
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

@@ -1,0 +1,197 @@
+//! Issue 8, finding 7, as a new user met it: a client that knows all three
+//! nodes, and a follower it reached first that is then cut off from the
+//! other two. The client must learn the real leader from a forwarded
+//! answer (not latch onto the follower that forwarded it), and a follower
+//! that cannot reach the leader must send the client on at once rather
+//! than hold each request until the client's deadline.
+//!
+//! Whole-runtime turmoil simulation (real engine, quinn, actix) with a
+//! fixed seed, so the run is the same every time.
+
+mod support;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::turmoil_udp::TurmoilUdpSocket;
+use synod::kv::{KvStore, Put};
+use synod::{Client, ClientConfig, Node};
+use synod_actors::{Engine, EngineConfig, GroupConfig, Placement, SharedMemLog};
+use synod_net::tls::dev;
+
+const PORT: u16 = 7000;
+const NODES: u64 = 3;
+/// Three groups, so that one of them (whichever the seed makes lead
+/// where) is first sent to a follower.
+const GROUPS: u64 = 3;
+const SEED: u64 = 11;
+/// The client's deadline, as in the report.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one write may take when a healthy leader is reachable.
+const QUICK: Duration = Duration::from_millis(1000);
+
+fn host_name(id: u64) -> String {
+    format!("n{id}")
+}
+
+fn nodes() -> BTreeMap<u64, SocketAddr> {
+    (1..=NODES)
+        .map(|p| (p, SocketAddr::new(turmoil::lookup(host_name(p)), PORT)))
+        .collect()
+}
+
+/// The node a fresh client sends `group`'s first request to (its rule:
+/// the `group % n`-th configured node).
+fn first_target(group: u64) -> u64 {
+    1 + group % NODES
+}
+
+async fn client(tls: &synod_net::TlsMaterial, port: u16) -> Client {
+    let socket = turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+        .await
+        .unwrap();
+    let mut cfg = ClientConfig::new(nodes(), tls.clone());
+    cfg.timeout = CLIENT_TIMEOUT;
+    Client::with_socket(
+        cfg,
+        Arc::new(TurmoilUdpSocket::new(socket)),
+        Some(SEED ^ u64::from(port)),
+    )
+    .unwrap()
+}
+
+/// Writes `count` keys, each timed; returns what went wrong.
+async fn timed_writes(client: &Client, group: u64, prefix: &str, count: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    for i in 0..count {
+        let start = tokio::time::Instant::now();
+        let put = Put {
+            key: format!("{prefix}-{i}"),
+            value: b"v".to_vec(),
+        };
+        let result = client.send(group, put).await;
+        let took = start.elapsed();
+        match result {
+            Ok(_) if took <= QUICK => {}
+            other => problems.push(format!("{prefix} write {i}: {other:?} after {took:?}")),
+        }
+    }
+    problems
+}
+
+#[test]
+fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev::generate(dir.path(), "sim-ca", &[1, 2, 3], &["sim"]).unwrap();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(SEED)
+        .simulation_duration(Duration::from_secs(120))
+        .tick_duration(Duration::from_millis(1))
+        .build();
+    let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
+    for id in 1..=NODES {
+        let store = SharedMemLog::default();
+        let dir = dirs[id as usize - 1].path().to_path_buf();
+        let tls = certs.node(id).unwrap();
+        sim.host(host_name(id), move || {
+            let (store, dir, tls) = (store.clone(), dir.clone(), tls.clone());
+            async move {
+                let peers: BTreeMap<u64, SocketAddr> =
+                    nodes().into_iter().filter(|&(p, _)| p != id).collect();
+                let socket =
+                    turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT))
+                        .await?;
+                let cfg = EngineConfig {
+                    node_id: id,
+                    peers,
+                    tls,
+                    data_dir: dir,
+                    group: GroupConfig::default(),
+                    seed: SEED.wrapping_mul(31).wrapping_add(id),
+                    max_frame_bytes: 16 << 20,
+                    logger: slog::Logger::root(slog::Discard, slog::o!()),
+                    disk_faults: None,
+                };
+                let placement = Placement::Local {
+                    store,
+                    socket: Arc::new(TurmoilUdpSocket::new(socket)),
+                    seed: SEED ^ (id << 40),
+                };
+                let node = Node::from_engine(Engine::start(cfg, placement).await?);
+                for g in 1..=GROUPS {
+                    node.spawn_replicated(g, KvStore::default()).await?;
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    let problems: Rc<RefCell<Option<Vec<String>>>> = Rc::default();
+    let out = Rc::clone(&problems);
+    let tls = certs.client("sim").unwrap();
+    sim.client("client", async move {
+        // Find each group's leader with a client of its own.
+        let scout = client(&tls, 9000).await;
+        let mut leaders = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for g in 1..=GROUPS {
+            loop {
+                if let Some(l) = scout.find_leader(g).await {
+                    leaders.insert(g, l);
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no leader for group {g}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let (group, leader) = leaders
+            .iter()
+            .map(|(&g, &l)| (g, l))
+            .find(|&(g, l)| first_target(g) != l)
+            .unwrap_or_else(|| panic!("seed {SEED}: every group is led by its first target ({leaders:?}); pick another seed"));
+        let follower = first_target(group);
+        let mut problems = Vec::new();
+
+        // A fresh client reaches the follower first, which forwards.
+        let c = client(&tls, 9001).await;
+        problems.extend(timed_writes(&c, group, "first", 1).await);
+        if c.cached_leader(group) != Some(leader) {
+            problems.push(format!(
+                "after a write through follower {follower}, the client caches {:?} as the leader of group {group}, not {leader}",
+                c.cached_leader(group)
+            ));
+        }
+
+        // The follower is cut off from the other two nodes; the client
+        // still reaches everyone.
+        for other in (1..=NODES).filter(|&n| n != follower) {
+            turmoil::partition(host_name(follower), host_name(other));
+        }
+        problems.extend(timed_writes(&c, group, "cut-off", 4).await);
+
+        // A client that knows nothing yet goes to the cut-off follower
+        // first. One write may be in flight to the leader when the
+        // follower notices the link is dead (an unknown outcome); after
+        // that the follower must send the client on at once.
+        let fresh = client(&tls, 9002).await;
+        let mut fresh_problems = timed_writes(&fresh, group, "fresh", 5).await;
+        eprintln!("fresh client: {fresh_problems:#?}");
+        if fresh_problems.len() <= 1 {
+            fresh_problems.clear();
+        }
+        problems.extend(fresh_problems);
+        *out.borrow_mut() = Some(problems);
+        Ok(())
+    });
+    sim.run().unwrap();
+    let problems = problems
+        .borrow_mut()
+        .take()
+        .expect("the client never finished");
+    assert!(problems.is_empty(), "{problems:#?}");
+}
