@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 
 use crate::faults::{DiskFaults, FaultyStore};
 use crate::group::{Inbound, InjectPanic, Propose};
+use crate::identity::{Identity, IdentityError};
 use crate::log_writer::{LogWriter, SharedMemLog};
 use crate::node::{CreateGroup, Lookup, NodeActor, Routes, Status, StopAll};
 use crate::proto::{
@@ -90,6 +91,9 @@ pub enum EngineError {
     /// The node is shutting down.
     #[error("the node is stopped")]
     Stopped,
+    /// The data directory cannot be used (another node's, damaged).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 /// What a node is.
@@ -288,6 +292,16 @@ impl Engine {
     /// [`Engine::create_group`].
     pub async fn start(cfg: EngineConfig, placement: Placement) -> Result<Engine, EngineError> {
         let snap_dir = cfg.data_dir.join("snapshots");
+        let has_state = match &placement {
+            Placement::Threads { .. } => has_files(&cfg.data_dir.join("wal")),
+            Placement::Local { store, .. } => !synod_storage::LogStore::groups(store).is_empty(),
+        } || has_files(&snap_dir);
+        let identity = Identity::open(&cfg.data_dir, cfg.node_id, has_state)?;
+        if identity.rejoining {
+            slog::warn!(cfg.logger, "booting on an empty data directory (a new node, or a lost \
+                                     disk): groups vote only for empty-log candidates until they \
+                                     caught up from a leader"; "node" => cfg.node_id);
+        }
         let snapshots =
             open_snapshot_store(&snap_dir).map_err(|source| EngineError::Snapshots {
                 dir: snap_dir.clone(),
@@ -364,8 +378,9 @@ impl Engine {
             seed: cfg.seed,
             transport: Some(transport.clone()),
             offload_io: !local,
+            rejoining: identity.rejoining.into(),
         });
-        let node = NodeActor::new(Arc::clone(&shared), Arc::clone(&routes)).start();
+        let node = NodeActor::new(Arc::clone(&shared), Arc::clone(&routes), identity).start();
         let inner = Arc::new(Inner {
             shared,
             routes,
@@ -658,6 +673,11 @@ impl Engine {
             let _ = stop.send(());
         }
     }
+}
+
+/// Whether `dir` exists and holds anything.
+fn has_files(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// Opens a node's snapshot store. It deletes nothing on its own: a

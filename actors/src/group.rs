@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
-use slog::{crit, info, Logger};
+use slog::{crit, info, warn, Logger};
 use synod_core::{
     HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, SoftState,
     Term,
@@ -32,6 +32,7 @@ use synod_core::{
 use synod_storage::{GroupId, StorageError, WriteBatch};
 
 use crate::fsm::{Apply, FsmCaller, Register, Reply, Restore};
+use crate::node::CaughtUp;
 use crate::proto::{GroupStatus, RaftItem, RequestError};
 use crate::replicator::{Outbound, Replicator, StopReplicator};
 use crate::shared::{DeathGuard, NodeShared};
@@ -143,6 +144,10 @@ pub struct RaftGroup {
     lazy_hs: Option<HardState>,
     restarts: u32,
     failed: bool,
+    /// The supervisor, told once the core leaves its rejoining mode.
+    caught_up: Option<Recipient<CaughtUp>>,
+    /// Leader: followers found to have lost their state, as last logged.
+    lost_logged: u64,
     /// Snapshot files older than this were deleted (see
     /// [`RaftGroup::prune_snapshots`]).
     pruned_below: Index,
@@ -158,8 +163,18 @@ impl RaftGroup {
         latest_snapshot: Option<Index>,
         restarts: u32,
         guard: DeathGuard,
+        caught_up: Recipient<CaughtUp>,
     ) -> Self {
         let log = shared.log.new(slog::o!("group" => group));
+        if raft.rejoining() {
+            warn!(
+                log,
+                "this node booted on an empty data directory (a new node, or a lost disk): \
+                        until this group caught up from a leader it votes only for candidates \
+                        with an empty log"
+            );
+        }
+        let caught_up = raft.rejoining().then_some(caught_up);
         let durable_hs = raft.hard_state();
         RaftGroup {
             group,
@@ -176,6 +191,8 @@ impl RaftGroup {
             restarts,
             failed: false,
             pruned_below: 0,
+            caught_up,
+            lost_logged: 0,
             log,
             _guard: guard,
         }
@@ -243,6 +260,30 @@ impl RaftGroup {
         while self.inflight.len() < self.shared.cfg.max_inflight_writes && self.raft.has_ready() {
             let rd = self.raft.ready();
             self.carry_out(rd, ctx);
+        }
+        self.report_lost_state();
+    }
+
+    /// Says loudly when a replica lost its state: this one caught up after
+    /// a boot on an empty directory, or (leading) a follower lost entries
+    /// it had acknowledged.
+    fn report_lost_state(&mut self) {
+        if !self.raft.rejoining() {
+            if let Some(supervisor) = self.caught_up.take() {
+                info!(
+                    self.log,
+                    "caught up from the leader after booting on an empty data \
+                                 directory; votes normally again"
+                );
+                supervisor.do_send(CaughtUp(self.group));
+            }
+        }
+        let lost = self.raft.stats().followers_lost_state;
+        if lost > self.lost_logged {
+            self.lost_logged = lost;
+            warn!(self.log, "a follower no longer holds entries it acknowledged (a wiped or \
+                             replaced disk?): repairing it from the log or a snapshot";
+                  "times" => lost);
         }
     }
 
@@ -592,6 +633,8 @@ impl Handler<GetStatus> for RaftGroup {
             commit: log.committed(),
             applied: log.applied(),
             restarts: self.restarts,
+            rejoining: self.raft.rejoining(),
+            followers_lost_state: self.raft.stats().followers_lost_state,
         })
     }
 }

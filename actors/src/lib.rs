@@ -25,6 +25,7 @@ pub mod engine;
 pub mod faults;
 pub mod fsm;
 pub mod group;
+pub mod identity;
 pub mod log_writer;
 pub mod node;
 pub mod proto;

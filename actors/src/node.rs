@@ -12,7 +12,7 @@
 //! `restart_window` marks the group failed: a deterministic bug (a state
 //! machine that panics on an entry) would otherwise loop forever.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -24,6 +24,7 @@ use synod_storage::{GroupId, GroupState, WriteBatch};
 
 use crate::fsm::FsmCaller;
 use crate::group::{GetStatus, RaftGroup};
+use crate::identity::Identity;
 use crate::proto::GroupStatus;
 use crate::shared::{ActorDied, DeathGuard, NodeShared};
 use crate::snapshot_exec::{SetFsm, SnapshotExecutor};
@@ -131,6 +132,11 @@ pub struct CreateGroup {
     pub factory: StateMachineFactory,
 }
 
+/// A group that started rejoining caught up from a leader.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CaughtUp(pub GroupId);
+
 /// Every group's status.
 #[derive(Message)]
 #[rtype(result = "Vec<GroupStatus>")]
@@ -163,17 +169,24 @@ pub struct NodeActor {
     shared: Arc<NodeShared>,
     routes: Arc<Routes>,
     groups: BTreeMap<GroupId, Slot>,
+    /// The data directory's identity; its rejoining marker goes once every
+    /// group caught up.
+    identity: Identity,
+    /// Groups started while rejoining that have not caught up yet.
+    rejoining: BTreeSet<GroupId>,
     log: Logger,
 }
 
 impl NodeActor {
     /// A node actor over `shared`, publishing routes into `routes`.
-    pub fn new(shared: Arc<NodeShared>, routes: Arc<Routes>) -> Self {
+    pub fn new(shared: Arc<NodeShared>, routes: Arc<Routes>, identity: Identity) -> Self {
         let log = shared.log.new(slog::o!("actor" => "node"));
         NodeActor {
             shared,
             routes,
             groups: BTreeMap::new(),
+            identity,
+            rejoining: BTreeSet::new(),
             log,
         }
     }
@@ -188,6 +201,7 @@ impl NodeActor {
             Arc::clone(&slot.factory),
             slot.generation,
             slot.total_restarts,
+            ctx.address().recipient(),
             ctx.address().recipient(),
         );
         let generation = slot.generation;
@@ -222,6 +236,7 @@ async fn start_group(
     generation: u64,
     restarts: u32,
     supervisor: Recipient<ActorDied>,
+    caught_up: Recipient<CaughtUp>,
 ) -> Result<GroupRoute, String> {
     let stored = shared
         .log_writer
@@ -251,6 +266,9 @@ async fn start_group(
     config.election_ticks = cfg.election_ticks;
     config.heartbeat_ticks = cfg.heartbeat_ticks;
     config.max_uncommitted_entries = cfg.max_uncommitted;
+    // A node that booted on an empty data directory restricts its votes in
+    // every group until that group caught up (see `crate::identity`).
+    config.rejoining = shared.rejoining.load(Ordering::Relaxed);
     config.seed = shared
         .seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -318,6 +336,7 @@ async fn start_group(
         latest_index,
         restarts,
         guard("raft"),
+        caught_up,
     );
     let raft_addr = raft_ctx.run(actor);
     raft_addr.do_send(crate::group::SetFsm(fsm_addr.clone()));
@@ -341,6 +360,9 @@ impl Handler<CreateGroup> for NodeActor {
             return Box::pin(async move { Err(e) }.into_actor(self));
         }
         self.routes.set(m.group, None);
+        if self.identity.rejoining {
+            self.rejoining.insert(m.group);
+        }
         self.groups.insert(
             m.group,
             Slot {
@@ -358,6 +380,7 @@ impl Handler<CreateGroup> for NodeActor {
             m.factory,
             0,
             0,
+            ctx.address().recipient(),
             ctx.address().recipient(),
         );
         let group = m.group;
@@ -448,6 +471,26 @@ impl Handler<ActorDied> for NodeActor {
     }
 }
 
+impl Handler<CaughtUp> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, CaughtUp(group): CaughtUp, _: &mut Context<Self>) {
+        if !self.rejoining.remove(&group) || !self.rejoining.is_empty() {
+            return;
+        }
+        self.shared.rejoining.store(false, Ordering::Relaxed);
+        match self.identity.caught_up() {
+            Ok(()) => info!(
+                self.log,
+                "caught up in every group after booting on an empty data \
+                                       directory; votes normally again"
+            ),
+            Err(e) => warn!(self.log, "cannot remove the rejoining marker; the next boot will \
+                                       be careful again"; "error" => %e),
+        }
+    }
+}
+
 impl Handler<Status> for NodeActor {
     type Result = ResponseFuture<Vec<GroupStatus>>;
 
@@ -473,6 +516,8 @@ impl Handler<Status> for NodeActor {
                     commit: 0,
                     applied: 0,
                     restarts,
+                    rejoining: false,
+                    followers_lost_state: 0,
                 }));
             }
             out

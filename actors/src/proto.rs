@@ -222,6 +222,13 @@ pub struct GroupStatus {
     pub applied: u64,
     /// Times the group was restarted by its supervisor.
     pub restarts: u32,
+    /// This replica booted without its durable state (an empty data
+    /// directory) and has not caught up from a leader yet: it votes only
+    /// for candidates with an empty log until then.
+    pub rejoining: bool,
+    /// Leader only: times it found a follower missing entries the follower
+    /// had acknowledged (a follower that lost its disk) and repaired it.
+    pub followers_lost_state: u64,
 }
 
 /// A node's counters.

@@ -193,6 +193,10 @@ pub struct NodeShared {
     pub seed: u64,
     /// The transport, when it is QUIC (for its counters).
     pub transport: Option<Transport<RaftItem>>,
+    /// The node booted on an empty data directory (now or in an earlier
+    /// boot) and has not caught up in every group since: groups start with
+    /// `Config::rejoining` (see `crate::identity`).
+    pub rejoining: std::sync::atomic::AtomicBool,
     /// Whether slow file I/O (snapshot saves) may go to threads of its own
     /// (production) or must stay inline (simulation: no OS threads).
     pub offload_io: bool,

@@ -248,8 +248,15 @@ pub fn run_kv(args: &KvArgs) -> Result<(), String> {
                     match client.status(id).await {
                         Ok(groups) => {
                             for s in groups {
+                                let mut notes = String::new();
+                                if s.rejoining {
+                                    notes.push_str(" REJOINING (booted on an empty data directory; votes restricted until caught up)");
+                                }
+                                if s.followers_lost_state > 0 {
+                                    notes.push_str(&format!(" (repaired {} follower(s) that lost their state)", s.followers_lost_state));
+                                }
                                 println!(
-                                    "node {id} group {}: {} term {} leader {:?} last {} commit {} applied {}",
+                                    "node {id} group {}: {} term {} leader {:?} last {} commit {} applied {}{notes}",
                                     s.group, s.role, s.term, s.leader, s.last_index, s.commit, s.applied
                                 );
                             }

@@ -152,6 +152,70 @@ async fn a_node_far_behind_catches_up_by_snapshot() {
     client.close().await;
 }
 
+/// Issue 8, finding 8: a follower restarted on an empty data directory
+/// (a replaced disk) used to rejoin silently as a healthy follower with
+/// nothing applied, and stayed that way while the group was idle (the
+/// leader believed its old match index and sent nothing). Now the leader
+/// repairs it at its next heartbeat, without any new write, and the node
+/// says it booted empty (REJOINING) until it caught up.
+#[tokio::test]
+async fn a_node_restarted_on_an_empty_data_directory_is_repaired_without_new_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(options(dir.path(), 1)).unwrap();
+    let client = cluster.client().unwrap();
+    let mut acked = Acked::new();
+    write_keys(&client, 1, "k", 100, &mut acked).await;
+    let leader = leader_of(&client, 1).await;
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&n| n != follower).collect();
+    caught_up(&client, follower, &others, 1).await;
+    // The disk is replaced: the node comes back with nothing.
+    cluster.kill(follower);
+    assert!(!cluster.is_running(follower), "the kill did not happen");
+    let data = dir.path().join(format!("node-{follower}"));
+    std::fs::remove_dir_all(&data).unwrap();
+    cluster.restart(follower).unwrap();
+    // No further writes: the leader alone must notice and repair it.
+    caught_up(&client, follower, &others, 1).await;
+    let status = eventually("status", 10, || async {
+        client.status(follower).await.map_err(|e| e.to_string())
+    })
+    .await;
+    let group = &status[0];
+    assert!(group.applied >= 101, "{group:?}");
+    // It caught up, so it votes normally again and the marker is gone.
+    eventually("the rejoining flag clears", 20, || async {
+        let s = client.status(follower).await.map_err(|e| e.to_string())?;
+        match s[0].rejoining {
+            false => Ok(()),
+            true => Err("still rejoining".to_string()),
+        }
+    })
+    .await;
+    assert!(!data.join("REJOINING").exists());
+    assert!(data.join("IDENTITY").exists());
+    // The leader says it repaired a follower that lost its state.
+    let leader_status = client.status(leader).await.unwrap();
+    assert!(
+        leader_status[0].followers_lost_state >= 1,
+        "{leader_status:?}"
+    );
+    assert!(cluster
+        .log_tail(follower, 200)
+        .contains("booting on an empty data directory"));
+    // Every replica holds every acknowledged key, read locally.
+    for node in 1..=3 {
+        for ((g, key), value) in &acked {
+            let got = client
+                .read_local(node, *g, Get { key: key.clone() })
+                .await
+                .unwrap();
+            assert_eq!(got.as_ref(), Some(value), "node {node} key {key}");
+        }
+    }
+    client.close().await;
+}
+
 #[tokio::test]
 async fn a_whole_cluster_crash_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();

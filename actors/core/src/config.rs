@@ -50,11 +50,15 @@ pub struct Config {
     /// (its node booted on an empty data directory: a new node, or a wiped
     /// or replaced disk). Raft assumes a replica's term, vote and log
     /// survive; one that lost them could vote a second time in a term it
-    /// already voted in, or help elect a leader that lacks entries it had
-    /// acknowledged. Until its log holds the commit index a leader first
-    /// told it, it grants (pre-)votes only to candidates whose log is empty
-    /// (a group that never had a leader: a new cluster still elects its
-    /// first one). Default off.
+    /// already voted in. Until its log holds the commit index a leader
+    /// first told it, and for at most [`crate::REJOIN_QUARANTINE_TIMEOUTS`]
+    /// minimum election timeouts, it grants (pre-)votes only to candidates
+    /// whose log is empty (a group that never had a leader: a new cluster
+    /// still elects its first one at once) and does not campaign with a
+    /// log of its own. The time bound keeps the group live when no leader
+    /// can catch it up (a new node that never received anything, while
+    /// another node is down); by then every candidate that was asking for
+    /// votes before the loss has moved to a later term. Default off.
     pub rejoining: bool,
     /// Deliberate protocol bugs, only so the simulation can prove that it
     /// catches them. Never set this outside tests.

@@ -85,7 +85,17 @@ pub struct Raft {
     /// `rejoin_at`, the commit index a leader first sent.
     rejoining: bool,
     rejoin_at: Option<Index>,
+    /// Ticks left before a rejoining replica votes normally even without
+    /// having caught up (liveness: see [`Config::rejoining`]).
+    rejoin_ticks_left: u32,
 }
+
+/// How many minimum election timeouts a rejoining replica restricts its
+/// votes for at most (see [`Config::rejoining`]). A candidate abandons a
+/// term after one randomized election timeout (under two minimum ones), so
+/// after four no candidate still asks for a term the replica's previous
+/// incarnation could have voted in.
+pub const REJOIN_QUARANTINE_TIMEOUTS: u32 = 4;
 
 impl Raft {
     /// A replica with an empty log and no durable state.
@@ -212,8 +222,10 @@ impl Raft {
             stats: Stats::default(),
             rejoining: false,
             rejoin_at: None,
+            rejoin_ticks_left: 0,
         };
         raft.rejoining = raft.config.rejoining;
+        raft.rejoin_ticks_left = REJOIN_QUARANTINE_TIMEOUTS * raft.config.election_ticks;
         raft.last_hard_state = raft.hard_state();
         raft.reset_election_timer();
         raft.debug_validate();
@@ -295,6 +307,13 @@ impl Raft {
     /// Advances logical time by one tick: elections time out, leaders send
     /// heartbeats and check that a quorum is still in contact.
     pub fn tick(&mut self) {
+        if self.rejoining {
+            self.rejoin_ticks_left = self.rejoin_ticks_left.saturating_sub(1);
+            if self.rejoin_ticks_left == 0 {
+                self.rejoining = false;
+                self.rejoin_at = None;
+            }
+        }
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -645,6 +664,13 @@ impl Raft {
         if !self.voters.contains(&self.config.id) {
             return;
         }
+        if !self.may_vote_for(self.log.last_index()) {
+            // A replica that lost its state does not vote for itself
+            // either (it may have voted for another in that term): it
+            // waits for a leader to catch it up.
+            self.reset_election_timer();
+            return;
+        }
         let (role, term) = if pre {
             (Role::PreCandidate, self.term + 1)
         } else {
@@ -774,6 +800,10 @@ impl Raft {
     }
 
     fn become_leader(&mut self) {
+        // Elected by a majority: this log now defines the group, there is
+        // nothing left to catch up with.
+        self.rejoining = false;
+        self.rejoin_at = None;
         self.role = Role::Leader;
         self.leader_id = Some(self.config.id);
         self.votes.clear();

@@ -218,3 +218,43 @@ fn a_rejoining_replica_refuses_pre_votes_from_candidates_with_a_log() {
         )]
     );
 }
+
+#[test]
+fn a_rejoining_replica_with_a_log_does_not_campaign_and_a_new_cluster_still_elects() {
+    // Some log survived (a crash before the catch-up): no self-vote.
+    let mut c = config(1, 3);
+    c.rejoining = true;
+    let entries = vec![synod_core::Entry {
+        index: 1,
+        term: 1,
+        kind: synod_core::EntryKind::Noop,
+    }];
+    let hs = synod_core::HardState {
+        term: 1,
+        vote: None,
+        commit: 0,
+    };
+    let mut r = Raft::restore_from_snapshot(c, hs, synod_core::SnapshotInfo::default(), entries, 0)
+        .unwrap();
+    let quarantine = synod_core::REJOIN_QUARANTINE_TIMEOUTS * 10;
+    for _ in 0..quarantine - 1 {
+        r.tick();
+    }
+    assert_eq!(r.role(), Role::Follower);
+    assert_eq!(r.stats().elections, 0);
+    assert!(r.rejoining());
+    // No leader ever came to catch it up (say, another node is down): the
+    // quarantine ends, so the group stays live, and it campaigns.
+    tick_until(&mut r, Role::Candidate);
+    assert!(!r.rejoining());
+    // An empty log (a new cluster): it campaigns, and once elected its
+    // log defines the group: it is no longer rejoining.
+    let mut c = config(1, 3);
+    c.rejoining = true;
+    let mut r = Raft::new(c).unwrap();
+    tick_until(&mut r, Role::Candidate);
+    flush(&mut r);
+    r.step(msg(2, 1, 1, MessageBody::VoteResponse { granted: true }));
+    assert_eq!(r.role(), Role::Leader);
+    assert!(!r.rejoining());
+}
