@@ -536,6 +536,7 @@ impl Engine {
         let route = match self.inner.routes.lookup(group) {
             Lookup::Running(r) => r,
             Lookup::Restarting => return Err(RequestError::Restarting(group)),
+            Lookup::Poisoned(p) => return Err(p.error(group)),
             Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
         };
         let (tx, rx) = oneshot::channel();
@@ -606,6 +607,7 @@ impl Engine {
         let route = match self.inner.routes.lookup(group) {
             Lookup::Running(r) => r,
             Lookup::Restarting => return Err(RequestError::Restarting(group)),
+            Lookup::Poisoned(p) => return Err(p.error(group)),
             Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
         };
         route

@@ -592,6 +592,7 @@ impl Handler<GetStatus> for RaftGroup {
             commit: log.committed(),
             applied: log.applied(),
             restarts: self.restarts,
+            poison: None,
         })
     }
 }
