@@ -447,3 +447,22 @@ impl Handler<InjectPanic> for FsmCaller {
         panic!("group {}: fault injected into the FsmCaller", self.group);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic's message goes into an error that must fit a frame: it is
+    /// cut at a character boundary, whatever the payload type.
+    #[test]
+    fn panic_texts_are_read_from_any_payload_and_bounded() {
+        let payload = catch_unwind(|| panic!("at index {}", 7)).unwrap_err();
+        assert_eq!(panic_text(&*payload), "at index 7");
+        let payload = catch_unwind(|| std::panic::panic_any(42u8)).unwrap_err();
+        assert_eq!(panic_text(&*payload), "a panic without a message");
+        let long = "é".repeat(MAX_PANIC_TEXT); // 2 bytes each
+        let cut = truncate(long);
+        assert!(cut.len() <= MAX_PANIC_TEXT + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+    }
+}
