@@ -551,6 +551,7 @@ impl Engine {
         let route = match self.inner.routes.lookup(group) {
             Lookup::Running(r) => r,
             Lookup::Restarting => return Err(RequestError::Restarting(group)),
+            Lookup::Poisoned(p) => return Err(p.error(group)),
             Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
         };
         let (tx, rx) = oneshot::channel();
@@ -621,6 +622,7 @@ impl Engine {
         let route = match self.inner.routes.lookup(group) {
             Lookup::Running(r) => r,
             Lookup::Restarting => return Err(RequestError::Restarting(group)),
+            Lookup::Poisoned(p) => return Err(p.error(group)),
             Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
         };
         route

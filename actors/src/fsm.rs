@@ -12,23 +12,37 @@
 //! A waiter is answered with the result only if the entry applied at its
 //! index has the term its proposal got; otherwise the proposal lost to a
 //! newer leader and the waiter learns that its command was not applied
-//! there (`NotLeader`). A panic in the state machine kills this actor; the
-//! supervisor restarts the group from its snapshot and log.
+//! there (`NotLeader`).
+//!
+//! A panic in the state machine's `apply` is caught here, at the boundary
+//! of one entry. It may have left the state half-modified, and a
+//! deterministic handler panics on that entry on every replica and after
+//! every restart, so the group is *poisoned* on this node: nothing more is
+//! applied, every waiting and later request is answered with
+//! `RequestError::Poisoned` (group, index, message type, panic message),
+//! and the supervisor is told ([`GroupPoisoned`]) to stop the group without
+//! restarting it. The apply is attempted once per replica and process; the
+//! way out is a fixed handler and a node restart, which applies the entry
+//! again from the log. A panic in `query` (`&self`: nothing changed) is
+//! only the asker's error. Any other panic here (a restore that fails)
+//! kills this actor and the supervisor restarts the group.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use slog::{error, Logger};
+use slog::{crit, error, Logger};
 use synod_core::{Entry, EntryKind, Index, Term};
 use synod_storage::GroupId;
 use tokio::sync::oneshot;
 
 use crate::group::{Applied, RaftGroup};
-use crate::proto::RequestError;
-use crate::shared::{DeathGuard, NodeShared};
+use crate::proto::{Poison, RequestError};
+use crate::shared::{DeathGuard, GroupPoisoned, NodeShared};
 use crate::snapshot_exec::{Save, SnapshotExecutor};
 use crate::state_machine::{ApplyContext, StateMachine, ENTRY_COMMAND, ENTRY_READ};
 
@@ -81,8 +95,11 @@ impl Handler<LocalQuery> for FsmCaller {
     type Result = Result<Bytes, RequestError>;
 
     fn handle(&mut self, LocalQuery(q): LocalQuery, _: &mut Context<Self>) -> Self::Result {
-        self.sm
-            .query(&q)
+        if let Some(p) = &self.poison {
+            // The state may be half-modified: nothing is read from it.
+            return Err(p.error(self.group));
+        }
+        self.query_guarded(&q)
             .map(Bytes::from)
             .map_err(RequestError::Application)
     }
@@ -105,12 +122,46 @@ pub struct FsmCaller {
     shared: Arc<NodeShared>,
     last_snapshot: Index,
     snapshot_in_progress: bool,
+    /// Set once `apply` panicked: nothing more is applied or read here.
+    poison: Option<Poison>,
+    /// Told once when the group is poisoned, so that it stops the group
+    /// instead of restarting it.
+    supervisor: Recipient<GroupPoisoned>,
     log: Logger,
-    _guard: DeathGuard,
+    /// Reports this actor's death to the supervisor (carries the
+    /// generation the poison report names too).
+    guard: DeathGuard,
+}
+
+/// Longest panic message (and entry description) kept in an error, so the
+/// error always fits a frame.
+const MAX_PANIC_TEXT: usize = 1024;
+
+/// The text of a caught panic, at most [`MAX_PANIC_TEXT`] bytes.
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    truncate(text)
+}
+
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_PANIC_TEXT {
+        let mut end = MAX_PANIC_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 impl FsmCaller {
-    /// A caller whose state machine stands at `applied` (index and term).
+    /// A caller whose state machine stands at `applied` (index and term),
+    /// supervised through `guard` (its death) and `supervisor` (a poison).
     pub(crate) fn new(
         group: GroupId,
         sm: Box<dyn StateMachine>,
@@ -118,7 +169,7 @@ impl FsmCaller {
         raft: Addr<RaftGroup>,
         snapshotter: Addr<SnapshotExecutor>,
         shared: Arc<NodeShared>,
-        guard: DeathGuard,
+        (guard, supervisor): (DeathGuard, Recipient<GroupPoisoned>),
     ) -> Self {
         let log = shared.log.new(slog::o!("group" => group, "actor" => "fsm"));
         FsmCaller {
@@ -132,8 +183,10 @@ impl FsmCaller {
             shared,
             last_snapshot: applied,
             snapshot_in_progress: false,
+            poison: None,
+            supervisor,
             log,
-            _guard: guard,
+            guard,
         }
     }
 
@@ -146,7 +199,9 @@ impl FsmCaller {
         }
     }
 
-    fn apply_entry(&mut self, e: &Entry) {
+    /// Applies one entry and answers its waiter. `Err` when the state
+    /// machine panicked on it (the waiter got the poison error).
+    fn apply_entry(&mut self, e: &Entry) -> Result<(), Poison> {
         let ctx = ApplyContext {
             group: self.group,
             index: e.index,
@@ -165,16 +220,29 @@ impl FsmCaller {
             None => None,
         };
         let EntryKind::Normal(data) = &e.kind else {
-            return; // a leader's no-op
+            return Ok(()); // a leader's no-op
         };
         let result = match data.split_first() {
-            Some((&ENTRY_COMMAND, cmd)) => {
-                self.shared.counters.applied.fetch_add(1, Ordering::Relaxed);
-                self.sm.apply(cmd, &ctx)
-            }
+            Some((&ENTRY_COMMAND, cmd)) => match self.apply_guarded(cmd, &ctx) {
+                Ok(result) => {
+                    self.shared.counters.applied.fetch_add(1, Ordering::Relaxed);
+                    result
+                }
+                Err(panic_message) => {
+                    let poison = Poison {
+                        index: e.index,
+                        message_type: self.describe(cmd),
+                        panic_message,
+                    };
+                    if let Some(reply) = waiter {
+                        let _ = reply.send(Err(poison.error(self.group)));
+                    }
+                    return Err(poison);
+                }
+            },
             // A read through the log: only the proposer needs its answer.
-            Some((&ENTRY_READ, q)) if waiter.is_some() => self.sm.query(q),
-            Some((&ENTRY_READ, _)) => return,
+            Some((&ENTRY_READ, q)) if waiter.is_some() => self.query_guarded(q),
+            Some((&ENTRY_READ, _)) => return Ok(()),
             _ => Err(format!("entry {} has an unknown payload kind", e.index)),
         };
         if let Some(reply) = waiter {
@@ -184,6 +252,59 @@ impl FsmCaller {
                 .fetch_add(1, Ordering::Relaxed);
             let _ = reply.send(result.map(Bytes::from).map_err(RequestError::Application));
         }
+        Ok(())
+    }
+
+    /// The state machine's `apply`, with a panic caught and returned as
+    /// its message (`Err`). The state machine may be half-modified then:
+    /// the caller must not use it again.
+    fn apply_guarded(
+        &mut self,
+        cmd: &[u8],
+        ctx: &ApplyContext,
+    ) -> Result<Result<Vec<u8>, String>, String> {
+        let sm = &mut self.sm;
+        catch_unwind(AssertUnwindSafe(|| sm.apply(cmd, ctx))).map_err(|p| panic_text(&*p))
+    }
+
+    /// The state machine's `query`; a panic becomes the asker's error
+    /// (`query` takes `&self`, so the state did not change).
+    fn query_guarded(&self, q: &[u8]) -> Result<Vec<u8>, String> {
+        let sm = &self.sm;
+        catch_unwind(AssertUnwindSafe(|| sm.query(q))).unwrap_or_else(|p| {
+            Err(format!(
+                "the query handler panicked (nothing changed): {}",
+                panic_text(&*p)
+            ))
+        })
+    }
+
+    /// What `cmd` is, as the state machine says, or `"unknown"`.
+    fn describe(&self, cmd: &[u8]) -> String {
+        let sm = &self.sm;
+        match catch_unwind(AssertUnwindSafe(|| sm.describe(cmd))) {
+            Ok(Some(name)) => truncate(name),
+            _ => "unknown".to_string(),
+        }
+    }
+
+    /// Stops applying for good: answers every waiter with the poison
+    /// error and tells the supervisor, once.
+    fn poisoned(&mut self, poison: Poison) {
+        crit!(self.log, "the state machine panicked applying an entry; the group stops on this \
+              node and is not restarted: fix the handler so it does not panic on this entry, \
+              then restart the node (the entry is applied again from the log)";
+              "index" => poison.index, "message_type" => &poison.message_type,
+              "panic" => &poison.panic_message);
+        for (_, (_, reply)) in std::mem::take(&mut self.waiters) {
+            let _ = reply.send(Err(poison.error(self.group)));
+        }
+        self.supervisor.do_send(GroupPoisoned {
+            group: self.group,
+            generation: self.guard.generation,
+            poison: poison.clone(),
+        });
+        self.poison = Some(poison);
     }
 
     fn lost(&self) -> RequestError {
@@ -195,7 +316,11 @@ impl FsmCaller {
 
     fn maybe_snapshot(&mut self) {
         let every = self.shared.cfg.snapshot_every;
-        if every == 0 || self.snapshot_in_progress || self.applied < self.last_snapshot + every {
+        if every == 0
+            || self.poison.is_some()
+            || self.snapshot_in_progress
+            || self.applied < self.last_snapshot + every
+        {
             return;
         }
         match self.sm.snapshot() {
@@ -224,6 +349,10 @@ impl Handler<Register> for FsmCaller {
     type Result = ();
 
     fn handle(&mut self, m: Register, _: &mut Context<Self>) {
+        if let Some(p) = &self.poison {
+            let _ = m.reply.send(Err(p.error(self.group)));
+            return;
+        }
         if m.index <= self.applied {
             // Cannot happen in order (registration precedes the entry's
             // apply), but a restore may have jumped past it.
@@ -238,6 +367,9 @@ impl Handler<Apply> for FsmCaller {
     type Result = ();
 
     fn handle(&mut self, Apply(entries): Apply, _: &mut Context<Self>) {
+        if self.poison.is_some() {
+            return; // nothing is applied after a panic; waiters were answered
+        }
         let mut last = None;
         for e in entries {
             if e.index <= self.applied {
@@ -246,7 +378,10 @@ impl Handler<Apply> for FsmCaller {
             // Waiters below this index were for entries never applied here.
             let err = self.lost();
             self.fail_waiters_up_to(e.index - 1, || err.clone());
-            self.apply_entry(&e);
+            if let Err(poison) = self.apply_entry(&e) {
+                self.poisoned(poison);
+                break;
+            }
             self.applied = e.index;
             self.applied_term = e.term;
             last = Some(e.index);
@@ -262,6 +397,9 @@ impl Handler<Restore> for FsmCaller {
     type Result = ();
 
     fn handle(&mut self, m: Restore, _: &mut Context<Self>) {
+        if self.poison.is_some() {
+            return; // the group is being stopped
+        }
         let data = self
             .shared
             .snapshots
@@ -307,5 +445,24 @@ impl Handler<InjectPanic> for FsmCaller {
 
     fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) {
         panic!("group {}: fault injected into the FsmCaller", self.group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic's message goes into an error that must fit a frame: it is
+    /// cut at a character boundary, whatever the payload type.
+    #[test]
+    fn panic_texts_are_read_from_any_payload_and_bounded() {
+        let payload = catch_unwind(|| panic!("at index {}", 7)).unwrap_err();
+        assert_eq!(panic_text(&*payload), "at index 7");
+        let payload = catch_unwind(|| std::panic::panic_any(42u8)).unwrap_err();
+        assert_eq!(panic_text(&*payload), "a panic without a message");
+        let long = "é".repeat(MAX_PANIC_TEXT); // 2 bytes each
+        let cut = truncate(long);
+        assert!(cut.len() <= MAX_PANIC_TEXT + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
     }
 }

@@ -635,6 +635,7 @@ impl Handler<GetStatus> for RaftGroup {
             restarts: self.restarts,
             rejoining: self.raft.rejoining(),
             followers_lost_state: self.raft.stats().followers_lost_state,
+            poison: None,
         })
     }
 }

@@ -37,6 +37,6 @@ pub mod state_machine;
 pub use engine::{Engine, EngineConfig, EngineError, FaultTarget, Listen, Placement};
 pub use faults::{DiskFault, DiskFaults, FaultyStore};
 pub use log_writer::{LogWriter, SharedMemLog};
-pub use proto::{GroupStatus, NodeStats, Request, RequestError, Response};
+pub use proto::{GroupStatus, NodeStats, Poison, Request, RequestError, Response};
 pub use shared::GroupConfig;
 pub use state_machine::{ApplyContext, StateMachine, StateMachineFactory};

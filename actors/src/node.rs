@@ -9,8 +9,20 @@
 //! from its latest snapshot and the WAL (reads go through the log writer,
 //! behind every earlier write). Acknowledged writes are durable in the WAL,
 //! so nothing acknowledged is lost. More than `max_restarts` within
-//! `restart_window` marks the group failed: a deterministic bug (a state
-//! machine that panics on an entry) would otherwise loop forever.
+//! `restart_window` marks the group failed: a bug that kills an actor
+//! every time would otherwise loop forever.
+//!
+//! A state machine that panics applying an entry is not restarted at all:
+//! its FsmCaller catches the panic and reports [`GroupPoisoned`], and the
+//! group stops on this node in state `Poisoned` (requests get
+//! `RequestError::Poisoned` at once, status shows the entry). Restarting
+//! would apply the same entry, panic again and burn CPU until the limit.
+//!
+//! ```text
+//!   Starting ──ok──► Running ──ActorDied──► Restarting ──► Running
+//!      │                │  └─ActorDied (limit reached)──► Failed
+//!      └──error──► Failed   └─GroupPoisoned──► Poisoned (until the node restarts)
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -25,8 +37,8 @@ use synod_storage::{GroupId, GroupState, WriteBatch};
 use crate::fsm::FsmCaller;
 use crate::group::{GetStatus, RaftGroup};
 use crate::identity::Identity;
-use crate::proto::GroupStatus;
-use crate::shared::{ActorDied, DeathGuard, NodeShared};
+use crate::proto::{GroupStatus, Poison};
+use crate::shared::{ActorDied, DeathGuard, GroupPoisoned, NodeShared};
 use crate::snapshot_exec::{SetFsm, SnapshotExecutor};
 use crate::state_machine::StateMachineFactory;
 
@@ -41,20 +53,22 @@ pub struct GroupRoute {
     pub snapshot: Addr<SnapshotExecutor>,
 }
 
-/// The routing table: group id to actors (`None` while the group is
-/// being started or restarted). Read by the transport's thread, written by
-/// the NodeActor.
+/// The routing table: group id to actors. Read by the transport's thread,
+/// written by the NodeActor.
 #[derive(Default)]
 pub struct Routes {
-    map: RwLock<HashMap<GroupId, Option<GroupRoute>>>,
+    map: RwLock<HashMap<GroupId, Lookup>>,
 }
 
 /// What the routing table says about a group.
+#[derive(Clone)]
 pub enum Lookup {
     /// Running here.
     Running(GroupRoute),
     /// Known, but starting or restarting.
     Restarting,
+    /// Stopped here for good: its state machine panicked on an entry.
+    Poisoned(Poison),
     /// Not hosted here.
     Unknown,
 }
@@ -70,22 +84,22 @@ impl Routes {
 
     /// What is known of `group`.
     pub fn lookup(&self, group: GroupId) -> Lookup {
-        match self
-            .map
+        self.map
             .read()
             .ok()
             .as_ref()
             .and_then(|m| m.get(&group).cloned())
-        {
-            Some(Some(r)) => Lookup::Running(r),
-            Some(None) => Lookup::Restarting,
-            None => Lookup::Unknown,
-        }
+            .unwrap_or(Lookup::Unknown)
     }
 
+    /// `Some(route)`: running; `None`: starting or restarting.
     fn set(&self, group: GroupId, route: Option<GroupRoute>) {
+        self.put(group, route.map_or(Lookup::Restarting, Lookup::Running));
+    }
+
+    fn put(&self, group: GroupId, lookup: Lookup) {
         if let Ok(mut m) = self.map.write() {
-            m.insert(group, route);
+            m.insert(group, lookup);
         }
     }
 
@@ -153,6 +167,9 @@ enum SlotState {
     Running,
     Restarting,
     Failed,
+    /// Stopped for good: the state machine panicked on an entry (the slot's
+    /// `poison` says which). Never restarted by the supervisor.
+    Poisoned,
 }
 
 struct Slot {
@@ -162,6 +179,8 @@ struct Slot {
     recent_restarts: VecDeque<Instant>,
     total_restarts: u32,
     state: SlotState,
+    /// Set with `SlotState::Poisoned`.
+    poison: Option<Poison>,
 }
 
 /// The supervision root and router of a node.
@@ -201,8 +220,7 @@ impl NodeActor {
             Arc::clone(&slot.factory),
             slot.generation,
             slot.total_restarts,
-            ctx.address().recipient(),
-            ctx.address().recipient(),
+            ctx.address(),
         );
         let generation = slot.generation;
         ctx.spawn(fut.into_actor(self).map(move |result, act, _| {
@@ -235,9 +253,10 @@ async fn start_group(
     factory: StateMachineFactory,
     generation: u64,
     restarts: u32,
-    supervisor: Recipient<ActorDied>,
-    caught_up: Recipient<CaughtUp>,
+    node: Addr<NodeActor>,
 ) -> Result<GroupRoute, String> {
+    let supervisor: Recipient<ActorDied> = node.clone().recipient();
+    let caught_up: Recipient<CaughtUp> = node.clone().recipient();
     let stored = shared
         .log_writer
         .read_async(group)
@@ -324,7 +343,7 @@ async fn start_group(
         raft_addr.clone(),
         snap_addr.clone(),
         Arc::clone(&shared),
-        guard("fsm"),
+        (guard("fsm"), node.recipient()),
     )
     .start();
     snap_addr.do_send(SetFsm(fsm_addr.clone()));
@@ -372,6 +391,7 @@ impl Handler<CreateGroup> for NodeActor {
                 recent_restarts: VecDeque::new(),
                 total_restarts: 0,
                 state: SlotState::Starting,
+                poison: None,
             },
         );
         let fut = start_group(
@@ -380,8 +400,7 @@ impl Handler<CreateGroup> for NodeActor {
             m.factory,
             0,
             0,
-            ctx.address().recipient(),
-            ctx.address().recipient(),
+            ctx.address(),
         );
         let group = m.group;
         Box::pin(fut.into_actor(self).map(move |result, act, _| {
@@ -491,18 +510,46 @@ impl Handler<CaughtUp> for NodeActor {
     }
 }
 
+impl Handler<GroupPoisoned> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, m: GroupPoisoned, _: &mut Context<Self>) {
+        let Some(slot) = self.groups.get_mut(&m.group) else {
+            return;
+        };
+        if slot.generation != m.generation || slot.state != SlotState::Running {
+            return; // an earlier incarnation, or already stopping
+        }
+        // No restart: the entry is in the log and would panic again. The
+        // actors' deaths that follow find the slot not Running and are
+        // ignored.
+        slot.state = SlotState::Poisoned;
+        self.routes.put(m.group, Lookup::Poisoned(m.poison.clone()));
+        slot.poison = Some(m.poison);
+        if let Some(r) = slot.route.take() {
+            r.raft.do_send(StopActor);
+            r.fsm.do_send(StopActor);
+            r.snapshot.do_send(StopActor);
+        }
+    }
+}
+
 impl Handler<Status> for NodeActor {
     type Result = ResponseFuture<Vec<GroupStatus>>;
 
     fn handle(&mut self, _: Status, _: &mut Context<Self>) -> Self::Result {
-        let routes: Vec<(GroupId, Option<GroupRoute>, SlotState, u32)> = self
+        type Row = (GroupId, Option<GroupRoute>, SlotState, u32, Option<Poison>);
+        let routes: Vec<Row> = self
             .groups
             .iter()
-            .map(|(g, s)| (*g, s.route.clone(), s.state, s.total_restarts))
+            .map(|(g, s)| {
+                let poison = s.poison.clone();
+                (*g, s.route.clone(), s.state, s.total_restarts, poison)
+            })
             .collect();
         Box::pin(async move {
             let mut out = Vec::new();
-            for (group, route, state, restarts) in routes {
+            for (group, route, state, restarts, poison) in routes {
                 let status = match route {
                     Some(r) => r.raft.send(GetStatus).await.ok(),
                     None => None,
@@ -514,10 +561,12 @@ impl Handler<Status> for NodeActor {
                     leader: None,
                     last_index: 0,
                     commit: 0,
-                    applied: 0,
+                    // Everything before the poisoned entry was applied.
+                    applied: poison.as_ref().map_or(0, |p| p.index.saturating_sub(1)),
                     restarts,
                     rejoining: false,
                     followers_lost_state: 0,
+                    poison,
                 }));
             }
             out
@@ -537,6 +586,9 @@ impl NodeActor {
     /// Stops every group for good (shutdown, or a failed log).
     fn stop_all(&mut self) {
         for (group, slot) in self.groups.iter_mut() {
+            if slot.state == SlotState::Poisoned {
+                continue; // already stopped; keeps saying why
+            }
             slot.state = SlotState::Failed;
             self.routes.remove(*group);
             if let Some(r) = slot.route.take() {

@@ -100,6 +100,7 @@ pub enum Response {
 /// | `Stopped`        | unknown                       | no            |
 /// | `OutcomeUnknown` | unknown                       | no            |
 /// | `ResultTooLarge` | applied (a read: nothing)     | no            |
+/// | `Poisoned`       | committed; effect discarded (see below) | no  |
 ///
 /// [`RequestError::is_safe_to_retry`] is the one place that rule lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -183,6 +184,36 @@ pub enum RequestError {
         /// The frame limit.
         limit: usize,
     },
+    /// The group's state machine panicked applying the entry at `index`,
+    /// so the group stopped on this node (and, when the panic is
+    /// deterministic, on every node): it answers nothing until the node is
+    /// restarted with a handler that does not panic on that entry.
+    ///
+    /// For the command at `index`: it is committed (it stays in the log),
+    /// but its effect is unknown and discarded: the panic may have left the
+    /// in-memory state half-modified, and that state is dropped. On
+    /// restart the entry is applied again from the log, with the code
+    /// running then. For any other command of the group in flight: it may
+    /// be committed, and will then be applied on restart. Do not retry:
+    /// fix the handler (make it return an error for that input) and
+    /// restart the node; see docs/USER_GUIDE.md, "A poison message".
+    #[error(
+        "group {group} stopped: its state machine panicked applying entry {index} \
+         ({message_type}): {panic_message}; the command is committed and will be applied \
+         again when the node restarts; fix the handler so it does not panic on it, then \
+         restart the node (do not retry the command)"
+    )]
+    Poisoned {
+        /// The group.
+        group: GroupId,
+        /// Log index of the entry whose apply panicked.
+        index: u64,
+        /// What the entry is, as the state machine describes it (the
+        /// typed API gives the message type name), or `"unknown"`.
+        message_type: String,
+        /// The panic's message.
+        panic_message: String,
+    },
 }
 
 impl RequestError {
@@ -229,6 +260,34 @@ pub struct GroupStatus {
     /// Leader only: times it found a follower missing entries the follower
     /// had acknowledged (a follower that lost its disk) and repaired it.
     pub followers_lost_state: u64,
+    /// Set when the group stopped on this node because its state machine
+    /// panicked on an entry (`role` is then `"Poisoned"`).
+    #[serde(default)]
+    pub poison: Option<Poison>,
+}
+
+/// The entry on which a group's state machine panicked, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poison {
+    /// Log index of the entry.
+    pub index: u64,
+    /// What the entry is, as the state machine describes it, or
+    /// `"unknown"`.
+    pub message_type: String,
+    /// The panic's message.
+    pub panic_message: String,
+}
+
+impl Poison {
+    /// The error a request to the group poisoned by this entry gets.
+    pub fn error(&self, group: GroupId) -> RequestError {
+        RequestError::Poisoned {
+            group,
+            index: self.index,
+            message_type: self.message_type.clone(),
+            panic_message: self.panic_message.clone(),
+        }
+    }
 }
 
 /// A node's counters.

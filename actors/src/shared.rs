@@ -153,6 +153,20 @@ pub struct ActorDied {
     pub kind: &'static str,
 }
 
+/// A group's state machine panicked applying an entry: the supervisor
+/// stops the group on this node and does not restart it (the entry would
+/// panic again). Sent once, by the group's `FsmCaller`.
+#[derive(actix::Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct GroupPoisoned {
+    /// The group.
+    pub group: GroupId,
+    /// The incarnation of the group.
+    pub generation: u64,
+    /// The entry and the panic.
+    pub poison: crate::proto::Poison,
+}
+
 /// Tells the supervisor when the actor holding it is dropped.
 pub(crate) struct DeathGuard {
     pub group: GroupId,

@@ -20,7 +20,16 @@ pub struct ApplyContext {
 /// Every replica applies the same commands in the same order, so `apply`
 /// must be deterministic: same state and command, same result and new
 /// state, on every machine. Errors are values (returned to the caller),
-/// not failures of the group; a panic is a bug and stops the group.
+/// not failures of the group.
+///
+/// A panic in `apply` is a bug and stops the group on this node, once and
+/// for good (no restart: the same entry would panic again): its `FsmCaller`
+/// answers every request of the group with `RequestError::Poisoned`
+/// (naming the entry's index, [`StateMachine::describe`] of the command
+/// and the panic message) and its status reports `role: "Poisoned"`. The
+/// way out is to fix `apply` (return an error for that input) and restart
+/// the node: the entry is applied again from the log. A panic in `query`
+/// changes nothing (`&self`) and is the asker's error only.
 pub trait StateMachine: Send + 'static {
     /// Applies a command; returns its encoded result.
     fn apply(&mut self, command: &[u8], ctx: &ApplyContext) -> Result<Vec<u8>, String>;
@@ -30,6 +39,13 @@ pub trait StateMachine: Send + 'static {
     fn snapshot(&self) -> Result<Vec<u8>, String>;
     /// Replaces the whole state with a snapshot's.
     fn restore(&mut self, data: &[u8]) -> Result<(), String>;
+    /// Names what `command` is (its message type), for the error and the
+    /// log line of a command whose `apply` panicked. `None` (the default)
+    /// when the state machine cannot tell; it must not panic.
+    fn describe(&self, command: &[u8]) -> Option<String> {
+        let _ = command;
+        None
+    }
 }
 
 /// Makes a fresh, empty state machine: used when a group starts and when

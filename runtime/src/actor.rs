@@ -19,10 +19,14 @@
 //! * no global or thread-local mutable state, no interior mutability shared
 //!   with the outside;
 //! * beware floating point that differs across CPUs or compilers;
-//! * panics are bugs: a panicking handler stops the group's state machine,
-//!   its supervisor restarts it, and a handler that panics on the same
-//!   message every time makes the group fail. Return errors as values in
-//!   `Result` instead.
+//! * panics are bugs: a handler that panics stops the group on that node
+//!   (*poisoned*), without a restart, since every replica would panic on
+//!   the same message again. Requests to the group then fail with
+//!   [`SynodError::Poisoned`](crate::SynodError::Poisoned), which names the
+//!   group, the log index and the message type ([`Message::NAME`]). The
+//!   way out: make the handler return an error for that message instead
+//!   (a `Result` as its `Message::Result`) and restart the nodes; the
+//!   message is handled again from the log. See docs/USER_GUIDE.md.
 //!
 //! Queries take `&self` and must not change anything.
 
@@ -224,6 +228,13 @@ impl<A: ReplicatedActor> synod_actors::StateMachine for Typed<A> {
         self.actor = A::restore(data)?;
         Ok(())
     }
+
+    /// The message's [`Message::NAME`], read from its envelope.
+    fn describe(&self, command: &[u8]) -> Option<String> {
+        split_envelope(command)
+            .ok()
+            .map(|(name, _)| name.to_string())
+    }
 }
 
 /// Declares a [`Message`] (command) and its result type, named after the
@@ -248,4 +259,69 @@ macro_rules! query {
             const NAME: &'static str = stringify!($ty);
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Serialize};
+    use synod_actors::StateMachine;
+
+    use super::*;
+
+    /// Counts; panics on `Boom` (a poison message).
+    #[derive(Default, Serialize, Deserialize)]
+    struct Fragile(u64);
+
+    #[derive(Serialize, Deserialize)]
+    struct Add(u64);
+    crate::message!(Add => u64);
+
+    #[derive(Serialize, Deserialize)]
+    struct Boom;
+    crate::message!(Boom => ());
+
+    impl Handler<Add> for Fragile {
+        fn handle(&mut self, Add(n): Add, _: &ApplyContext) -> u64 {
+            self.0 += n;
+            self.0
+        }
+    }
+
+    impl Handler<Boom> for Fragile {
+        fn handle(&mut self, _: Boom, _: &ApplyContext) {
+            panic!("Boom cannot be handled");
+        }
+    }
+
+    impl ReplicatedActor for Fragile {
+        fn register(h: &mut Handlers<Self>) {
+            h.command::<Add>().command::<Boom>();
+        }
+    }
+
+    /// Issue 8: the engine names the message whose handler panicked with
+    /// the type's `Message::NAME`, read back from the entry's envelope.
+    #[test]
+    fn a_panicking_message_is_described_by_its_type_name() {
+        let mut sm = Typed {
+            actor: Fragile::default(),
+            handlers: Arc::new(Handlers::<Fragile>::collect()),
+        };
+        let ctx = ApplyContext {
+            group: 1,
+            index: 3,
+            term: 1,
+        };
+        let boom = envelope(Boom::NAME, &Boom).unwrap();
+        let panicked = catch_unwind(AssertUnwindSafe(|| sm.apply(&boom, &ctx)));
+        assert!(panicked.is_err(), "the handler was meant to panic");
+        assert_eq!(sm.describe(&boom).as_deref(), Some("Boom"));
+        let add = envelope(Add::NAME, &Add(2)).unwrap();
+        assert_eq!(sm.describe(&add).as_deref(), Some("Add"));
+        // Not an envelope: nothing to say, and no panic.
+        assert_eq!(sm.describe(&[0xff]), None);
+    }
 }

@@ -259,6 +259,13 @@ pub fn run_kv(args: &KvArgs) -> Result<(), String> {
                                     "node {id} group {}: {} term {} leader {:?} last {} commit {} applied {}{notes}",
                                     s.group, s.role, s.term, s.leader, s.last_index, s.commit, s.applied
                                 );
+                                if let Some(p) = s.poison {
+                                    println!(
+                                        "  poisoned: the handler of {} panicked on entry {}: {}; \
+                                         fix it and restart the node",
+                                        p.message_type, p.index, p.panic_message
+                                    );
+                                }
                             }
                         }
                         Err(e) => println!("node {id}: {e}"),

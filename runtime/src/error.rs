@@ -24,6 +24,7 @@ use synod_storage::GroupId;
 /// | `ConnectionLost` | unknown                     | no            |
 /// | `OutcomeUnknown` | unknown                     | no            |
 /// | `ResultTooLarge` | applied (a read: nothing)   | no            |
+/// | `Poisoned`       | committed; its effect discarded, applied again on restart | no |
 ///
 /// [`SynodError::is_safe_to_retry`] says which; it agrees with
 /// `RequestError::is_safe_to_retry` for every error a node sends.
@@ -123,6 +124,30 @@ pub enum SynodError {
         /// The frame limit.
         limit: usize,
     },
+    /// The actor's handler panicked on the message at log `index` (of type
+    /// `message_type`), so the group stopped on the node asked (on every
+    /// node, when the handler panics deterministically) and is not
+    /// restarted. That message is committed: its effect was discarded with
+    /// the half-modified state, and it is handled again when the node
+    /// restarts. Other commands in flight may be committed too. Do not
+    /// retry: make the handler return an error for that message, deploy
+    /// it and restart the nodes.
+    #[error(
+        "group {group} stopped: the handler of {message_type} panicked on log entry {index}: \
+         {panic_message}; the message is committed and will be handled again when the node \
+         restarts; fix the handler so it does not panic on it, then restart the nodes (do not \
+         retry)"
+    )]
+    Poisoned {
+        /// The group.
+        group: GroupId,
+        /// Log index of the message whose handler panicked.
+        index: u64,
+        /// The message type's [`Message::NAME`](crate::Message::NAME).
+        message_type: String,
+        /// The panic's message.
+        panic_message: String,
+    },
 }
 
 impl SynodError {
@@ -161,6 +186,17 @@ impl From<RequestError> for SynodError {
             RequestError::ResultTooLarge { group, size, limit } => {
                 SynodError::ResultTooLarge { group, size, limit }
             }
+            RequestError::Poisoned {
+                group,
+                index,
+                message_type,
+                panic_message,
+            } => SynodError::Poisoned {
+                group,
+                index,
+                message_type,
+                panic_message,
+            },
         }
     }
 }
@@ -247,6 +283,12 @@ mod tests {
                 node: 2,
                 reason: "EIO".into(),
             },
+            RequestError::Poisoned {
+                group: 1,
+                index: 7,
+                message_type: "Boom".into(),
+                panic_message: "boom".into(),
+            },
         ]
     }
 
@@ -262,5 +304,22 @@ mod tests {
                 "{e:?} -> {client:?}"
             );
         }
+    }
+
+    /// Issue 8: a poison message's error names the group, the entry and
+    /// the message type, and says what to do.
+    #[test]
+    fn a_poisoned_group_error_names_group_index_and_message_type() {
+        let e = SynodError::from(RequestError::Poisoned {
+            group: 4,
+            index: 17,
+            message_type: "Transfer".into(),
+            panic_message: "overflow".into(),
+        });
+        let text = e.to_string();
+        for part in ["group 4", "entry 17", "Transfer", "overflow", "restart"] {
+            assert!(text.contains(part), "{part:?} missing from {text:?}");
+        }
+        assert!(!e.is_safe_to_retry());
     }
 }
