@@ -124,7 +124,7 @@ impl Identity {
         if rejoining {
             write_durably(dir, &marker, b"booted on an empty data directory\n")?;
         }
-        let incarnation = random_u64(node_id);
+        let incarnation = boot_random(node_id);
         let text = format!("node = {node_id}\nincarnation = {incarnation:016x}\n");
         write_durably(dir, &path, text.as_bytes())?;
         Ok(Identity {
@@ -184,11 +184,12 @@ fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
         .map_err(io(dir))
 }
 
-/// A number that differs per node and per first boot.
-fn random_u64(node_id: NodeId) -> u64 {
+/// A number that differs per `salt` (a node id), process and moment: an
+/// incarnation, or the seed of a boot's election timers.
+pub fn boot_random(salt: u64) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(node_id);
+    h.write_u64(salt);
     h.write_u32(std::process::id());
     h.write_u128(
         std::time::SystemTime::now()

@@ -423,16 +423,25 @@ impl Handler<CreateGroup> for NodeActor {
     }
 }
 
+/// The slot of `group` if it runs incarnation `generation`.
+fn running_slot(
+    groups: &mut BTreeMap<GroupId, Slot>,
+    group: GroupId,
+    generation: u64,
+) -> Option<&mut Slot> {
+    groups
+        .get_mut(&group)
+        .filter(|s| s.generation == generation && s.state == SlotState::Running)
+}
+
 impl Handler<ActorDied> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, m: ActorDied, ctx: &mut Context<Self>) {
-        let Some(slot) = self.groups.get_mut(&m.group) else {
+        // Not for an earlier incarnation, nor one already being handled.
+        let Some(slot) = running_slot(&mut self.groups, m.group, m.generation) else {
             return;
         };
-        if slot.generation != m.generation || slot.state != SlotState::Running {
-            return; // an earlier incarnation, or already being handled
-        }
         if let Some(reason) = self.shared.log_writer.failure() {
             // A failed write is fatal for the node: rebuilding a group
             // would trust a log whose memory may not match the disk.
@@ -514,12 +523,10 @@ impl Handler<GroupPoisoned> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, m: GroupPoisoned, _: &mut Context<Self>) {
-        let Some(slot) = self.groups.get_mut(&m.group) else {
+        // Not for an earlier incarnation, nor one already stopping.
+        let Some(slot) = running_slot(&mut self.groups, m.group, m.generation) else {
             return;
         };
-        if slot.generation != m.generation || slot.state != SlotState::Running {
-            return; // an earlier incarnation, or already stopping
-        }
         // No restart: the entry is in the log and would panic again. The
         // actors' deaths that follow find the slot not Running and are
         // ignored.

@@ -149,16 +149,7 @@ impl Node {
 
 /// A seed for the election timers that differs per node and per boot.
 fn boot_seed(id: NodeId) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(id);
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
+    synod_actors::identity::boot_random(id)
 }
 
 /// The typed address of a replicated actor, valid on the node that spawned

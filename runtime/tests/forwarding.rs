@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::turmoil_udp::TurmoilUdpSocket;
+use support::SimNode;
 use synod::kv::{KvStore, Put};
-use synod::{Client, ClientConfig, Node};
-use synod_actors::{Engine, EngineConfig, GroupConfig, Placement, SharedMemLog};
+use synod::{Client, ClientConfig};
+use synod_actors::{GroupConfig, SharedMemLog};
 use synod_net::tls::dev;
 
 const PORT: u16 = 7000;
@@ -102,26 +103,18 @@ fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
             async move {
                 let peers: BTreeMap<u64, SocketAddr> =
                     nodes().into_iter().filter(|&(p, _)| p != id).collect();
-                let socket =
-                    turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT))
-                        .await?;
-                let cfg = EngineConfig {
-                    node_id: id,
+                let node = SimNode {
+                    id,
                     peers,
                     tls,
-                    data_dir: dir,
-                    group: GroupConfig::default(),
-                    seed: SEED.wrapping_mul(31).wrapping_add(id),
-                    max_frame_bytes: 16 << 20,
-                    logger: slog::Logger::root(slog::Discard, slog::o!()),
-                    disk_faults: None,
-                };
-                let placement = Placement::Local {
+                    dir,
                     store,
-                    socket: Arc::new(TurmoilUdpSocket::new(socket)),
-                    seed: SEED ^ (id << 40),
-                };
-                let node = Node::from_engine(Engine::start(cfg, placement).await?);
+                    disk_faults: None,
+                    group: GroupConfig::default(),
+                    seed: SEED,
+                }
+                .start(PORT)
+                .await?;
                 for g in 1..=GROUPS {
                     node.spawn_replicated(g, KvStore::default()).await?;
                 }

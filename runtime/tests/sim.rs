@@ -26,11 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::turmoil_udp::TurmoilUdpSocket;
+use support::SimNode;
 use synod::kv::{Get, KvStore, Len, Put};
 use synod::{Client, ClientConfig, Node, SynodError};
-use synod_actors::{
-    DiskFault, DiskFaults, Engine, EngineConfig, GroupConfig, Placement, SharedMemLog,
-};
+use synod_actors::{DiskFault, DiskFaults, GroupConfig, SharedMemLog};
 use synod_core::rng::SplitMix64;
 use synod_net::tls::dev;
 
@@ -92,30 +91,21 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
                     .filter(|&p| p != id)
                     .map(|p| (p, SocketAddr::new(turmoil::lookup(host_name(p)), PORT)))
                     .collect();
-                let socket =
-                    turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT))
-                        .await?;
-                let cfg = EngineConfig {
-                    node_id: id,
+                let node = SimNode {
+                    id,
                     peers,
                     tls,
-                    data_dir: dir,
+                    dir,
+                    store,
+                    disk_faults: Some(disk_faults),
                     group: GroupConfig {
                         snapshot_every: 150,
                         ..GroupConfig::default()
                     },
-                    seed: seed.wrapping_mul(31).wrapping_add(id),
-                    max_frame_bytes: 16 << 20,
-                    logger: slog::Logger::root(slog::Discard, slog::o!()),
-                    disk_faults: Some(disk_faults),
-                };
-                let placement = Placement::Local {
-                    store,
-                    socket: Arc::new(TurmoilUdpSocket::new(socket)),
-                    seed: seed ^ (id << 40),
-                };
-                let engine = Engine::start(cfg, placement).await?;
-                let node = Node::from_engine(engine);
+                    seed,
+                }
+                .start(PORT)
+                .await?;
                 for g in 1..=GROUPS {
                     node.spawn_replicated(g, KvStore::default()).await?;
                 }
