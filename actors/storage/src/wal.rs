@@ -295,6 +295,12 @@ pub struct Wal {
     stats: WalStats,
 }
 
+/// Largest LSN recovery accepts. LSNs count records from 1, so a larger
+/// one is damage (a billion records a second would take a century to get
+/// here), and the bound keeps `lsn + 1` and the scan window from
+/// overflowing.
+const MAX_LSN: u64 = 1 << 62;
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.wal"))
 }
@@ -534,6 +540,13 @@ impl Wal {
                         data_start = next;
                     }
                     if let Some(lsn) = self.apply_record(record, seq, pos, &path)? {
+                        if lsn > MAX_LSN {
+                            return Err(StorageError::corrupt(
+                                &path,
+                                pos as u64,
+                                format!("LSN {lsn} is beyond any log's lifetime ({MAX_LSN})"),
+                            ));
+                        }
                         if lsn <= *prev_lsn {
                             return Err(StorageError::corrupt(
                                 &path,
