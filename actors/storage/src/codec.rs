@@ -400,10 +400,16 @@ fn decode_op(r: &mut Reader<'_>) -> Result<DecodedOp, String> {
                 r.u32("entry crc")?;
                 r.take(len, "entry data")?;
                 if kind != KIND_NOOP && kind != KIND_NORMAL {
-                    return Err(format!("entry {}: unknown kind {kind}", first + k as Index));
+                    return Err(format!(
+                        "entry {}: unknown kind {kind}",
+                        first.saturating_add(k as Index)
+                    ));
                 }
                 if term < prev_term {
-                    return Err(format!("term decreases at entry {}", first + k as Index));
+                    return Err(format!(
+                        "term decreases at entry {}",
+                        first.saturating_add(k as Index)
+                    ));
                 }
                 prev_term = term;
                 entries.push(EntryRef {
