@@ -344,6 +344,77 @@ fn forged_checkpoint_with_an_absurd_range_is_corrupt() {
     }
 }
 
+/// Regression (found by the long forged-record run, seed 8590019767): a
+/// checkpoint or batch whose LSN was u64::MAX overflowed `lsn + 1` in
+/// recovery (a panic in debug builds; in release the next LSN wrapped).
+#[test]
+fn forged_lsn_at_the_end_of_the_range_is_corrupt() {
+    let fx = build_wal();
+    let segs = segments(fx.dir.path());
+    let last = segs.len() - 1;
+    // The checkpoint (record 1) is where a segment's LSNs start afresh.
+    for (k, lsn) in [(last, u64::MAX), (last, u64::MAX - 1), (0, u64::MAX)] {
+        let (path, raw) = &segs[k];
+        let r = record_extents(raw)[1];
+        let mut body = raw[r.0 + 8..r.1].to_vec();
+        body[1..9].copy_from_slice(&lsn.to_le_bytes());
+        let damaged = forge_record(raw, seq_of(path), r, &body);
+        let dir = scratch();
+        copy_dir(fx.dir.path(), dir.path());
+        fs::write(dir.path().join(path.file_name().unwrap()), &damaged).unwrap();
+        let mut tally = Tally::default();
+        testkit::check(
+            "LSN at the end of the range",
+            lsn,
+            &damaged,
+            disk_limit(damaged.len()),
+            &mut tally,
+            || Wal::open(dir.path(), opts(SEGMENT)).map(|_| ()),
+        );
+        assert_eq!(tally.err, 1, "segment {k}: checkpoint LSN {lsn} accepted");
+    }
+}
+
+/// Regression: an append op starting at index u64::MAX whose second entry
+/// is bad overflowed `first + k` while formatting the error (a panic in
+/// debug builds). Found by reading the decoder while fixing the above.
+#[test]
+fn forged_append_at_the_last_index_is_an_error() {
+    let fx = build_wal();
+    let segs = segments(fx.dir.path());
+    let (path, raw) = segs.last().unwrap();
+    let extents = record_extents(raw);
+    let r = extents[extents.len() - 1];
+    // T_BATCH | lsn (kept) | APPEND group 1, first u64::MAX, two entries:
+    // a Noop, then one of an unknown kind (or a lower term).
+    for (kind, term) in [(9u8, 5u64), (0, 1)] {
+        let mut body = raw[r.0 + 8..r.0 + 8 + 9].to_vec();
+        body.push(1);
+        body.extend_from_slice(&1u64.to_le_bytes());
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        for (k, t) in [(0u8, 5u64), (kind, term)] {
+            body.extend_from_slice(&t.to_le_bytes());
+            body.push(k);
+            body.extend_from_slice(&0u32.to_le_bytes());
+            body.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let damaged = forge_record(raw, seq_of(path), r, &body);
+        let dir = scratch();
+        copy_dir(fx.dir.path(), dir.path());
+        fs::write(dir.path().join(path.file_name().unwrap()), &damaged).unwrap();
+        let mut tally = Tally::default();
+        testkit::check(
+            "append at u64::MAX",
+            u64::from(kind),
+            &damaged,
+            disk_limit(damaged.len()),
+            &mut tally,
+            || Wal::open(dir.path(), opts(SEGMENT)).map(|_| ()),
+        );
+    }
+}
+
 /// Regression: a snapshot footer whose data length is near u64::MAX made
 /// the consistency check `data_start + data_len + FOOTER` overflow (a
 /// panic in debug builds).
