@@ -69,9 +69,17 @@ fn note(size: usize) -> bool {
 /// the largest single allocation made (and refuses, without recording,
 /// any above [`REFUSE_ABOVE`]).
 ///
-/// ```ignore
+/// ```
+/// use synod_storage::testkit::{measure, PeakAlloc};
+///
 /// #[global_allocator]
-/// static ALLOC: synod_storage::testkit::PeakAlloc = synod_storage::testkit::PeakAlloc;
+/// static ALLOC: PeakAlloc = PeakAlloc;
+///
+/// fn main() {
+///     let (v, peak) = measure(|| vec![0u8; 1000]);
+///     assert_eq!(v.len(), 1000);
+///     assert!(peak >= 1000);
+/// }
 /// ```
 pub struct PeakAlloc;
 
