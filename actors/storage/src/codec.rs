@@ -33,6 +33,8 @@ pub(crate) const RECORD_HEADER: usize = 8;
 pub(crate) const ALIGN: usize = 8;
 /// Bytes of an entry before its data.
 pub(crate) const ENTRY_HEADER: usize = 8 + 1 + 4 + 4;
+/// Bytes of one group's line in a checkpoint.
+const CHECKPOINT_GROUP: usize = 6 * 8;
 /// Format version written in every segment header.
 pub(crate) const VERSION: u32 = 1;
 pub(crate) const MAGIC: &[u8; 8] = b"SYNODWAL";
@@ -269,6 +271,10 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(s)
     }
+    /// Bytes not read yet: what bounds the items a count field can claim.
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
     fn u8(&mut self, what: &str) -> Result<u8, String> {
         Ok(self.take(1, what)?[0])
     }
@@ -344,7 +350,9 @@ pub(crate) fn decode_body(body: Bytes) -> Result<Record, String> {
         T_CHECKPOINT => {
             let lsn = r.u64("lsn")?;
             let n = r.u32("group count")? as usize;
-            let mut groups = Vec::with_capacity(n.min(1 << 16));
+            // The count is only a claim: reserve no more than the body
+            // can hold (48 bytes a group), whatever it says.
+            let mut groups = Vec::with_capacity(n.min(r.remaining() / CHECKPOINT_GROUP));
             for _ in 0..n {
                 let group = r.u64("group")?;
                 let first_index = r.u64("first index")?;
@@ -381,7 +389,8 @@ fn decode_op(r: &mut Reader<'_>) -> Result<DecodedOp, String> {
             if n == 0 {
                 return Err("append of zero entries".into());
             }
-            let mut entries = Vec::with_capacity(n.min(1 << 16));
+            // As for checkpoints: at most what the body can hold.
+            let mut entries = Vec::with_capacity(n.min(r.remaining() / ENTRY_HEADER));
             let mut prev_term = 0;
             for k in 0..n {
                 let offset = r.pos;
@@ -391,10 +400,16 @@ fn decode_op(r: &mut Reader<'_>) -> Result<DecodedOp, String> {
                 r.u32("entry crc")?;
                 r.take(len, "entry data")?;
                 if kind != KIND_NOOP && kind != KIND_NORMAL {
-                    return Err(format!("entry {}: unknown kind {kind}", first + k as Index));
+                    return Err(format!(
+                        "entry {}: unknown kind {kind}",
+                        first.saturating_add(k as Index)
+                    ));
                 }
                 if term < prev_term {
-                    return Err(format!("term decreases at entry {}", first + k as Index));
+                    return Err(format!(
+                        "term decreases at entry {}",
+                        first.saturating_add(k as Index)
+                    ));
                 }
                 prev_term = term;
                 entries.push(EntryRef {

@@ -51,6 +51,8 @@ mod error;
 mod group_commit;
 mod memory;
 mod snapshot;
+#[doc(hidden)]
+pub mod testkit;
 mod wal;
 
 pub use batch::{Op, WriteBatch, MAX_INDEX};

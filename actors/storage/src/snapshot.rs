@@ -28,6 +28,8 @@ const MAGIC: &[u8; 8] = b"SYNODSNP";
 const END_MAGIC: &[u8; 8] = b"SNAPEND\0";
 const VERSION: u32 = 1;
 const FOOTER: u64 = 8 + 4 + 8;
+/// Largest metadata a reader accepts: 1 MiB, room for some 130 000 members.
+const MAX_META: u64 = 1 << 20;
 
 /// What a snapshot covers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -164,6 +166,15 @@ impl SnapshotStore {
 
     /// Starts writing a snapshot described by `meta`.
     pub fn writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter> {
+        let m = meta.encode();
+        if m.len() as u64 > MAX_META {
+            return Err(StorageError::InvalidArgument {
+                reason: format!(
+                    "snapshot metadata of {} bytes exceeds the limit of {MAX_META}",
+                    m.len()
+                ),
+            });
+        }
         let gdir = self.group_dir(meta.group);
         if !gdir.exists() {
             fs::create_dir_all(&gdir).map_err(|e| StorageError::io(&gdir, e))?;
@@ -179,7 +190,6 @@ impl SnapshotStore {
             .open(&tmp)
             .map_err(|e| StorageError::io(&tmp, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let m = meta.encode();
         let mut head = Vec::with_capacity(20 + m.len());
         head.extend_from_slice(MAGIC);
         head.put_u32_le(VERSION);
@@ -278,7 +288,10 @@ impl SnapshotStore {
             ));
         }
         let meta_len = crate::codec::le_u32(&head[12..16]) as u64;
-        if 16 + meta_len + 4 + FOOTER > total {
+        // The length is read before its checksum can be: bound it by what
+        // metadata can need, not only by the file, so a damaged length in
+        // a large snapshot does not allocate a large buffer.
+        if meta_len > MAX_META || 16 + meta_len + 4 + FOOTER > total {
             return Err(StorageError::corrupt(
                 &path,
                 12,
@@ -312,7 +325,13 @@ impl SnapshotStore {
             .map_err(|e| StorageError::io(&path, e))?;
         let data_len = crate::codec::le_u64(&footer[..8]);
         let data_crc = crate::codec::le_u32(&footer[8..12]);
-        if &footer[12..] != END_MAGIC || data_start + data_len + FOOTER != total {
+        // `data_len` is read from the file: checked arithmetic, so a huge
+        // one is damage, not an overflow.
+        let consistent = data_start
+            .checked_add(data_len)
+            .and_then(|n| n.checked_add(FOOTER))
+            == Some(total);
+        if &footer[12..] != END_MAGIC || !consistent {
             return Err(StorageError::corrupt(
                 &path,
                 total - FOOTER,

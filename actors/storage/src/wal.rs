@@ -53,7 +53,7 @@ use bytes::Bytes;
 use slog::{info, o, warn, Logger};
 use synod_core::{Entry, HardState, Index};
 
-use crate::batch::{validate_op, Op, WriteBatch};
+use crate::batch::{validate_op, Op, WriteBatch, MAX_INDEX};
 use crate::codec::{
     self, CheckpointGroup, DecodedOp, EntryRef, Record, ALIGN, BATCH_PREFIX, RECORD_HEADER,
 };
@@ -295,6 +295,12 @@ pub struct Wal {
     stats: WalStats,
 }
 
+/// Largest LSN recovery accepts. LSNs count records from 1, so a larger
+/// one is damage (a billion records a second would take a century to get
+/// here), and the bound keeps `lsn + 1` and the scan window from
+/// overflowing.
+const MAX_LSN: u64 = 1 << 62;
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.wal"))
 }
@@ -534,6 +540,13 @@ impl Wal {
                         data_start = next;
                     }
                     if let Some(lsn) = self.apply_record(record, seq, pos, &path)? {
+                        if lsn > MAX_LSN {
+                            return Err(StorageError::corrupt(
+                                &path,
+                                pos as u64,
+                                format!("LSN {lsn} is beyond any log's lifetime ({MAX_LSN})"),
+                            ));
+                        }
                         if lsn <= *prev_lsn {
                             return Err(StorageError::corrupt(
                                 &path,
@@ -695,7 +708,12 @@ impl Wal {
         match record {
             Record::Header { .. } => Ok(None),
             Record::Checkpoint { lsn, groups } => {
-                self.apply_checkpoint(&groups)
+                // Only entries of deleted segments can be counted by a
+                // checkpoint yet be unknown here: with the previous
+                // segment replayed (or none ever written), every entry it
+                // counts must already be indexed.
+                let may_count_unseen = seq > 1 && !self.segments.contains_key(&(seq - 1));
+                self.apply_checkpoint(&groups, may_count_unseen)
                     .map_err(|reason| StorageError::corrupt(path, pos as u64, reason))?;
                 Ok(Some(lsn))
             }
@@ -766,8 +784,15 @@ impl Wal {
     /// checkpoint was written, died later (overwritten, truncated, purged
     /// or removed by a record replayed after this one) and its segment was
     /// deleted. It gets a placeholder that later replay must replace or
-    /// drop; [`Wal::check_no_holes`] turns a survivor into an error.
-    fn apply_checkpoint(&mut self, groups: &[CheckpointGroup]) -> std::result::Result<(), String> {
+    /// drop; [`Wal::check_no_holes`] turns a survivor into an error. Unless
+    /// `may_count_unseen` (a segment before this one was deleted), such an
+    /// entry is damage at once: a checkpoint's ranges are claims, and
+    /// placeholders for them would cost memory in proportion to the claim.
+    fn apply_checkpoint(
+        &mut self,
+        groups: &[CheckpointGroup],
+        may_count_unseen: bool,
+    ) -> std::result::Result<(), String> {
         let listed: BTreeMap<GroupId, &CheckpointGroup> =
             groups.iter().map(|g| (g.group, g)).collect();
         let gone: Vec<GroupId> = self
@@ -780,7 +805,14 @@ impl Wal {
             self.apply_meta(&Op::RemoveGroup { group: g });
         }
         for cp in groups {
-            if cp.first_index == 0 || cp.last_index + 1 < cp.first_index {
+            // Indexes beyond MAX_INDEX were never written (batches refuse
+            // them), and bounding them keeps `last_index + 1` from
+            // overflowing.
+            if cp.first_index == 0
+                || cp.first_index > MAX_INDEX + 1
+                || cp.last_index > MAX_INDEX
+                || cp.last_index + 1 < cp.first_index
+            {
                 return Err(format!(
                     "checkpoint gives group {} the impossible range [{}, {}]",
                     cp.group, cp.first_index, cp.last_index
@@ -790,7 +822,30 @@ impl Wal {
                 .groups
                 .remove(&cp.group)
                 .unwrap_or_else(GroupIndex::new);
-            let mut locs = VecDeque::with_capacity((cp.last_index + 1 - cp.first_index) as usize);
+            let counts_unseen = cp.last_index >= cp.first_index
+                && (cp.first_index < old.first_index || cp.last_index > old.last_index());
+            if counts_unseen && !may_count_unseen {
+                return Err(format!(
+                    "checkpoint gives group {} the range [{}, {}], but the segments before it \
+                     hold [{}, {}]",
+                    cp.group,
+                    cp.first_index,
+                    cp.last_index,
+                    old.first_index,
+                    old.last_index()
+                ));
+            }
+            // The range is a claim of the checkpoint: reserve fallibly, so
+            // one that counts more entries than this machine can index is
+            // reported as damage instead of aborting the process.
+            let count = cp.last_index + 1 - cp.first_index;
+            let mut locs = VecDeque::new();
+            locs.try_reserve_exact(count as usize).map_err(|_| {
+                format!(
+                    "checkpoint counts {count} entries of group {}: more than this node can index",
+                    cp.group
+                )
+            })?;
             for i in cp.first_index..=cp.last_index {
                 locs.push_back(old.loc(i).copied().unwrap_or(Loc::MISSING));
             }

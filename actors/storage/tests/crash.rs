@@ -9,24 +9,9 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{copy_dir, dump, entry, opts, record_extents, segment_files, Dump};
+use common::{copy_dir, dump, entry, opts, record_extents, scratch, segment_files, Dump};
 use synod_core::HardState;
 use synod_storage::{LogStore, SharedWal, StorageError, Wal, WriteBatch};
-
-/// A scratch directory, on tmpfs when the machine has one: these tests
-/// check recovery logic, not the disk, and make thousands of copies.
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
-            .prefix("synod-wal-")
-            .tempdir_in(shm)
-        {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
-}
 
 /// A one-segment log written as `batches` synced batches (one record
 /// each) over three groups; returns the dump after each batch.
