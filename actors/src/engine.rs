@@ -363,6 +363,9 @@ impl Engine {
                 (log_writer, transport, None)
             }
         };
+        // The log exists now: a directory vouched new is an ordinary one
+        // from here on (a later boot without a log is a lost disk).
+        identity.started()?;
         let mut voters: Vec<NodeId> = cfg.peers.keys().copied().collect();
         voters.push(cfg.node_id);
         voters.sort_unstable();

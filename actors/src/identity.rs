@@ -11,12 +11,16 @@
 //!                       group caught up from a leader
 //! ```
 //!
-//! A directory with neither file and no log or snapshot is empty: the node
-//! may be new (a new cluster) or may have lost its disk; it cannot tell, so
-//! it boots *rejoining*: each group restricts its votes (see
-//! `synod_core::Config::rejoining`) until its log holds what a leader first
-//! told it was committed. A new cluster still elects its first leaders
-//! (candidates with empty logs get the votes). The marker survives a crash
+//! A directory without a log or snapshots is empty: the node may be new or
+//! may have lost its disk; it cannot tell, so it boots *rejoining*: each
+//! group restricts its votes (see `synod_core::Config::rejoining`) until
+//! its log holds what a leader first told it was committed. That holds too
+//! when `IDENTITY` survived but the log did not (a replaced WAL volume). A
+//! new cluster still elects its first leaders (candidates with empty logs
+//! get the votes), but a new node that never caught up cannot help elect
+//! a leader with a log: an operator vouches for a new node with
+//! [`Identity::init_new`] (`synod init`), which leaves a `NEW` marker that
+//! the first start consumes. The `REJOINING` marker survives a crash
 //! before the catch-up, so a second boot is just as careful.
 
 use std::fs;
@@ -30,6 +34,10 @@ pub const IDENTITY_FILE: &str = "IDENTITY";
 /// Name of the marker of a node that has not caught up since it booted on
 /// an empty directory.
 pub const REJOINING_FILE: &str = "REJOINING";
+/// Name of the marker an operator leaves with [`Identity::init_new`]: this
+/// directory belongs to a new node, which has never voted or acknowledged
+/// anything; removed once the node's log exists.
+pub const NEW_FILE: &str = "NEW";
 
 /// What the data directory says about this node.
 #[derive(Debug)]
@@ -71,6 +79,15 @@ pub enum IdentityError {
         /// What is wrong.
         reason: String,
     },
+    /// `synod init` on a directory that already holds a node's state.
+    #[error(
+        "the data directory {dir} already holds a node's state: `init` is only for a new node \
+         (to rejoin after losing a disk, just start the node on an empty directory)"
+    )]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// An I/O error.
     #[error("cannot use the data directory {path}: {source}")]
     Io {
@@ -109,11 +126,16 @@ impl Identity {
                     found,
                 });
             }
+            let vouched_new = dir.join(NEW_FILE).exists();
+            if !has_state && !vouched_new && !marker.exists() {
+                // The identity survived, the log did not: lost state.
+                write_durably(dir, &marker, b"the log was gone at boot\n")?;
+            }
             return Ok(Identity {
                 dir: dir.to_path_buf(),
                 node_id,
                 incarnation,
-                rejoining: marker.exists(),
+                rejoining: !vouched_new && marker.exists(),
             });
         }
         // No identity yet. A directory with state predates identity files:
@@ -133,6 +155,39 @@ impl Identity {
             incarnation,
             rejoining,
         })
+    }
+
+    /// Writes the identity of a NEW node into `dir` (an operator's word that
+    /// it never voted or acknowledged anything: a new cluster, or a node
+    /// added to one), so that its first start does not restrict its votes.
+    /// Refuses a directory that already holds state.
+    pub fn init_new(dir: &Path, node_id: NodeId) -> Result<(), IdentityError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join(IDENTITY_FILE);
+        let has_state = path.exists()
+            || ["wal", "snapshots"]
+                .iter()
+                .any(|d| fs::read_dir(dir.join(d)).is_ok_and(|mut e| e.next().is_some()));
+        if has_state {
+            return Err(IdentityError::NotEmpty {
+                dir: dir.to_path_buf(),
+            });
+        }
+        write_durably(dir, &dir.join(NEW_FILE), b"initialized as a new node\n")?;
+        let incarnation = boot_random(node_id);
+        let text = format!("node = {node_id}\nincarnation = {incarnation:016x}\n");
+        write_durably(dir, &path, text.as_bytes())
+    }
+
+    /// The node started on a directory vouched new and its log now exists:
+    /// drop the `NEW` marker (a later boot without a log is a lost disk).
+    pub fn started(&self) -> Result<(), IdentityError> {
+        let new = self.dir.join(NEW_FILE);
+        if new.exists() {
+            fs::remove_file(&new).map_err(io(&new))?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// Every group caught up: remove the marker, so the next boot is a
@@ -215,6 +270,21 @@ mod tests {
         assert_eq!(again.incarnation, id.incarnation);
         id.caught_up().unwrap();
         assert!(!Identity::open(dir.path(), 3, true).unwrap().rejoining);
+    }
+
+    #[test]
+    fn a_vouched_new_node_starts_unrestricted_once_then_a_lost_log_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        Identity::init_new(dir.path(), 4).unwrap();
+        let e = Identity::init_new(dir.path(), 4).unwrap_err();
+        assert!(matches!(e, IdentityError::NotEmpty { .. }), "{e}");
+        let id = Identity::open(dir.path(), 4, false).unwrap();
+        assert!(!id.rejoining);
+        id.started().unwrap();
+        // The identity survives but the log is gone: lost state.
+        let again = Identity::open(dir.path(), 4, false).unwrap();
+        assert!(again.rejoining);
+        assert!(dir.path().join(REJOINING_FILE).exists());
     }
 
     #[test]

@@ -190,7 +190,15 @@ impl LogWriter {
     /// Why the log failed, once a write or sync failed (it never recovers
     /// in this process).
     pub fn failure(&self) -> Option<String> {
-        self.failure.borrow().clone()
+        if let Some(reason) = self.failure.borrow().clone() {
+            return Some(reason);
+        }
+        // The writer is gone without saying why (its thread panicked):
+        // nothing it was asked to write can be trusted to be durable.
+        self.failure
+            .has_changed()
+            .is_err()
+            .then(|| "the log writer stopped".to_string())
     }
 
     /// Waits until the log fails (or the writer stops) and says why.

@@ -672,3 +672,54 @@ fn a_fixed_handler_and_a_restart_resume_a_poisoned_group() {
         }
     });
 }
+
+/// The case that matters for durability (review of issue 8): the third
+/// node is down, so every commit needs the follower whose sync fails.
+/// Before, the supervisor rebuilt that follower from memory and it
+/// acknowledged the entries its disk did not hold, so the write was
+/// acknowledged while only the leader's disk had it. Now the write is not
+/// acknowledged and the commit index does not move.
+#[actix_rt::test]
+async fn a_follower_whose_sync_failed_cannot_complete_a_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = [
+        Some(DiskFaults::new()),
+        Some(DiskFaults::new()),
+        Some(DiskFaults::new()),
+    ];
+    let group = GroupConfig {
+        tick: Duration::from_millis(20),
+        propose_timeout: Duration::from_secs(3),
+        ..GroupConfig::default()
+    };
+    let engines = cluster_faulty(dir.path(), group, &faults).await;
+    let l = leader(&engines).await;
+    for k in 1..=10u64 {
+        add(&engines[l], k).await.unwrap();
+    }
+    let (f, down) = ((l + 1) % 3, (l + 2) % 3);
+    engines[down].shutdown().await;
+    let commit_before = engines[l].status().await[0].commit;
+    faults[f].as_ref().unwrap().arm(DiskFault::SyncFails);
+    match add(&engines[l], 1000).await {
+        Ok(v) => panic!("acknowledged ({v}) with only the leader's disk holding it"),
+        Err(e) => assert!(
+            !e.is_safe_to_retry() || matches!(e, RequestError::NotLeader { .. }),
+            "{e}"
+        ),
+    }
+    assert_eq!(
+        faults[f].as_ref().unwrap().fired(),
+        vec![DiskFault::SyncFails]
+    );
+    assert!(engines[f].failure().is_some());
+    assert_eq!(engines[f].stats().restarts, 0);
+    let commit_after = engines[l].status().await.first().map_or(0, |s| s.commit);
+    assert!(
+        commit_after <= commit_before,
+        "the commit index moved from {commit_before} to {commit_after}"
+    );
+    for e in &engines {
+        e.shutdown().await;
+    }
+}

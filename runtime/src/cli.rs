@@ -87,6 +87,21 @@ impl NodeArgs {
     }
 }
 
+/// `synod init`: vouches that a node is NEW (a new cluster, or a node added
+/// to one), so its first start does not restrict its votes as a node that
+/// lost its disk would. Takes the same config and flags as `synod node`.
+pub fn run_init(args: &NodeArgs) -> Result<(), String> {
+    let config = args.load()?;
+    synod_actors::identity::Identity::init_new(&config.data_dir, config.id)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "node {}: {} initialized as a new node",
+        config.id,
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
 /// Runs a node hosting the built-in `KvStore` groups of its config until
 /// SIGINT or SIGTERM. Blocks; creates its own actix `System`.
 pub fn run_node(args: &NodeArgs) -> Result<(), String> {

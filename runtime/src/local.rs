@@ -5,11 +5,13 @@
 //! process is killed when the cluster is dropped.
 
 use std::collections::BTreeMap;
+
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use synod_actors::identity::{Identity, IdentityError};
 
 use synod_core::NodeId;
 use synod_net::tls::dev::{self, DevCerts};
@@ -150,6 +152,16 @@ impl LocalCluster {
                     child: None,
                 },
             );
+        }
+        for &id in &ids {
+            // A new cluster: vouch that every node is new (`synod init`),
+            // so a node that has not caught up yet can still help elect a
+            // leader. A directory that already holds state is kept as is.
+            let data_dir = opts.dir.join(format!("node-{id}"));
+            match Identity::init_new(&data_dir, id) {
+                Ok(()) | Err(IdentityError::NotEmpty { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
         }
         let mut cluster = LocalCluster { opts, certs, nodes };
         for &id in &ids {

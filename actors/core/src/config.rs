@@ -47,18 +47,17 @@ pub struct Config {
     /// every replica a different seed.
     pub seed: u64,
     /// This replica starts without the durable state it may once have had
-    /// (its node booted on an empty data directory: a new node, or a wiped
-    /// or replaced disk). Raft assumes a replica's term, vote and log
-    /// survive; one that lost them could vote a second time in a term it
-    /// already voted in. Until its log holds the commit index a leader
-    /// first told it, and for at most [`crate::REJOIN_QUARANTINE_TIMEOUTS`]
-    /// minimum election timeouts, it grants (pre-)votes only to candidates
-    /// whose log is empty (a group that never had a leader: a new cluster
-    /// still elects its first one at once) and does not campaign with a
-    /// log of its own. The time bound keeps the group live when no leader
-    /// can catch it up (a new node that never received anything, while
-    /// another node is down); by then every candidate that was asking for
-    /// votes before the loss has moved to a later term. Default off.
+    /// (its node booted on an empty data directory that was not initialized
+    /// as a new node: a wiped or replaced disk). Raft assumes a replica's
+    /// term, vote and log survive; one that lost them could vote a second
+    /// time in a term it already voted in, or help elect a leader lacking
+    /// entries it had acknowledged. Until its durable log holds the commit
+    /// index a leader first told it, it grants (pre-)votes only to
+    /// candidates whose log is empty and does not campaign with a log of
+    /// its own. There is no time limit: a group that needs this replica's
+    /// vote and has no leader to catch it up stays unavailable (the loss
+    /// counts as a failed replica) until another replica comes back or an
+    /// operator vouches for it. Default off.
     pub rejoining: bool,
     /// Deliberate protocol bugs, only so the simulation can prove that it
     /// catches them. Never set this outside tests.

@@ -70,6 +70,6 @@ pub use error::{CompactError, ConfigError, ProposeError, RestoreError};
 pub use log::RaftLog;
 pub use message::{AppendResponse, Message, MessageBody};
 pub use progress::{Progress, ProgressState};
-pub use raft::{Proposed, Raft, Stats, REJOIN_QUARANTINE_TIMEOUTS};
+pub use raft::{Proposed, Raft, Stats};
 pub use ready::{Ready, SoftState};
 pub use types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotInfo, Term};

@@ -85,17 +85,7 @@ pub struct Raft {
     /// `rejoin_at`, the commit index a leader first sent.
     rejoining: bool,
     rejoin_at: Option<Index>,
-    /// Ticks left before a rejoining replica votes normally even without
-    /// having caught up (liveness: see [`Config::rejoining`]).
-    rejoin_ticks_left: u32,
 }
-
-/// How many minimum election timeouts a rejoining replica restricts its
-/// votes for at most (see [`Config::rejoining`]). A candidate abandons a
-/// term after one randomized election timeout (under two minimum ones), so
-/// after four no candidate still asks for a term the replica's previous
-/// incarnation could have voted in.
-pub const REJOIN_QUARANTINE_TIMEOUTS: u32 = 4;
 
 impl Raft {
     /// A replica with an empty log and no durable state.
@@ -222,10 +212,8 @@ impl Raft {
             stats: Stats::default(),
             rejoining: false,
             rejoin_at: None,
-            rejoin_ticks_left: 0,
         };
         raft.rejoining = raft.config.rejoining;
-        raft.rejoin_ticks_left = REJOIN_QUARANTINE_TIMEOUTS * raft.config.election_ticks;
         raft.last_hard_state = raft.hard_state();
         raft.reset_election_timer();
         raft.debug_validate();
@@ -307,13 +295,6 @@ impl Raft {
     /// Advances logical time by one tick: elections time out, leaders send
     /// heartbeats and check that a quorum is still in contact.
     pub fn tick(&mut self) {
-        if self.rejoining {
-            self.rejoin_ticks_left = self.rejoin_ticks_left.saturating_sub(1);
-            if self.rejoin_ticks_left == 0 {
-                self.rejoining = false;
-                self.rejoin_at = None;
-            }
-        }
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -665,9 +646,10 @@ impl Raft {
             return;
         }
         if !self.may_vote_for(self.log.last_index()) {
-            // A replica that lost its state does not vote for itself
-            // either (it may have voted for another in that term): it
-            // waits for a leader to catch it up.
+            // A replica that lost its state and holds a partial log does
+            // not campaign (its self-vote could be a second vote in that
+            // term, and its log may lack what it acknowledged): it waits
+            // for a leader to catch it up.
             self.reset_election_timer();
             return;
         }
@@ -996,7 +978,8 @@ impl Raft {
             return;
         };
         pr.on_heartbeat_response();
-        if let Some(follower_last) = lacking.filter(|&l| l < pr.match_index) {
+        let snapshotting = matches!(pr.state, ProgressState::Snapshot { .. });
+        if let Some(follower_last) = lacking.filter(|&l| l < pr.match_index && !snapshotting) {
             // The follower lost entries it acknowledged (a wiped disk):
             // believe it and repair it now. Lowering a match only ever
             // delays commits; a stale answer costs one probe.

@@ -236,17 +236,25 @@ fn a_rejoining_replica_with_a_log_does_not_campaign_and_a_new_cluster_still_elec
     };
     let mut r = Raft::restore_from_snapshot(c, hs, synod_core::SnapshotInfo::default(), entries, 0)
         .unwrap();
-    let quarantine = synod_core::REJOIN_QUARANTINE_TIMEOUTS * 10;
-    for _ in 0..quarantine - 1 {
+    for _ in 0..1000 {
         r.tick();
     }
+    // No time limit: without a leader to catch it up it never campaigns
+    // and never votes for a candidate with a log (a later version with a
+    // time limit could help elect a leader lacking acknowledged entries).
     assert_eq!(r.role(), Role::Follower);
     assert_eq!(r.stats().elections, 0);
     assert!(r.rejoining());
-    // No leader ever came to catch it up (say, another node is down): the
-    // quarantine ends, so the group stays live, and it campaigns.
-    tick_until(&mut r, Role::Candidate);
-    assert!(!r.rejoining());
+    r.step(msg(
+        2,
+        1,
+        5,
+        MessageBody::Vote {
+            last_log_index: 1,
+            last_log_term: 1,
+        },
+    ));
+    assert_eq!(r.hard_state().vote, None);
     // An empty log (a new cluster): it campaigns, and once elected its
     // log defines the group: it is no longer rejoining.
     let mut c = config(1, 3);

@@ -1,6 +1,6 @@
 //! `synod`: run a node, generate dev certificates, or talk to a cluster.
 use clap::{Parser, Subcommand};
-use synod::cli::{run_certs, run_kv, run_node, CertsArgs, KvArgs, NodeArgs};
+use synod::cli::{run_certs, run_init, run_kv, run_node, CertsArgs, KvArgs, NodeArgs};
 
 /// Synod: replicated actors on multi-raft over QUIC.
 #[derive(Parser, Debug)]
@@ -14,6 +14,10 @@ struct Cli {
 enum Command {
     /// Run a node (hosting the built-in key-value groups of its config).
     Node(NodeArgs),
+    /// Initialize the data directory of a NEW node (before its first
+    /// start); a node started on an empty directory without it is treated
+    /// as one that lost its disk.
+    Init(NodeArgs),
     /// Generate a dev CA and node/client certificates.
     Certs(CertsArgs),
     /// Talk to a cluster's key-value groups.
@@ -23,6 +27,7 @@ enum Command {
 fn main() {
     let result = match Cli::parse().command {
         Command::Node(a) => run_node(&a),
+        Command::Init(a) => run_init(&a),
         Command::Certs(a) => run_certs(&a),
         Command::Kv(a) => run_kv(&a),
     };

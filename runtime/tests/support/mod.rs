@@ -55,3 +55,12 @@ impl SimNode {
         Ok(Node::from_engine(Engine::start(cfg, placement).await?))
     }
 }
+
+/// A new cluster: vouches that the node of each directory (node `i + 1`
+/// for `dirs[i]`) is new, as `synod init` does.
+pub fn init_new_nodes(dirs: &[tempfile::TempDir]) {
+    for (i, dir) in dirs.iter().enumerate() {
+        synod_actors::identity::Identity::init_new(dir.path(), i as u64 + 1)
+            .expect("a new directory");
+    }
+}
