@@ -53,6 +53,24 @@ pub struct Summary {
     pub acked: u64,
     /// Longest convergence after heal, in ticks.
     pub max_heal_ticks: u64,
+    /// Messages lost, duplicated, reordered and delayed (see [`Outcome`]).
+    pub lost: u64,
+    /// Messages delivered twice.
+    pub duplicated: u64,
+    /// Messages that overtook an earlier one on their link.
+    pub reordered: u64,
+    /// Messages held back for many ticks.
+    pub delayed: u64,
+    /// Partitions put in place.
+    pub partitions: u64,
+    /// Nodes restarted with an empty disk.
+    pub wipes: u64,
+    /// Wiped nodes that caught up and left the rejoining state.
+    pub rejoined: u64,
+    /// The fewest entries committed by one seed (`u64::MAX` for no seed).
+    pub min_committed: u64,
+    /// The fewest values acknowledged in one seed (`u64::MAX` for no seed).
+    pub min_acked: u64,
 }
 
 /// Runs every seed of `seeds` on `jobs` threads; `make` builds each run's
@@ -63,7 +81,11 @@ pub fn run_many(
     make: &(dyn Fn(u64) -> SimConfig + Sync),
 ) -> Summary {
     let next = AtomicU64::new(seeds.start);
-    let summary = Mutex::new(Summary::default());
+    let summary = Mutex::new(Summary {
+        min_committed: u64::MAX,
+        min_acked: u64::MAX,
+        ..Summary::default()
+    });
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
@@ -82,6 +104,15 @@ pub fn run_many(
                 sum.snapshots_installed += o.snapshots_installed;
                 sum.acked += o.acked as u64;
                 sum.max_heal_ticks = sum.max_heal_ticks.max(o.heal_ticks_used);
+                sum.lost += o.lost;
+                sum.duplicated += o.duplicated;
+                sum.reordered += o.reordered;
+                sum.delayed += o.delayed;
+                sum.partitions += o.partitions;
+                sum.wipes += o.wipes;
+                sum.rejoined += o.rejoined;
+                sum.min_committed = sum.min_committed.min(o.committed);
+                sum.min_acked = sum.min_acked.min(o.acked as u64);
                 if o.violation.is_some() {
                     sum.failures.push(o);
                 }
