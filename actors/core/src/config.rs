@@ -86,7 +86,9 @@ pub struct Bugs {
     pub append_without_prev_check: bool,
     /// A follower advances its commit index to the leader's even past the
     /// entries the append verified (Figure 2 says `min(leaderCommit, index
-    /// of last new entry)`): it commits and applies its own stale tail.
+    /// of last new entry)`), and a leader's heartbeat carries its whole
+    /// commit index rather than `min(commit, match)`: a follower commits
+    /// and applies its own stale tail.
     pub commit_past_verified_entries: bool,
     /// A replica restarted without its durable state ignores
     /// [`Config::rejoining`] and votes as if it never voted.

@@ -818,7 +818,14 @@ impl Raft {
         }
         let prev_log_term = match self.log.term(prev_log_index) {
             // The deliberate bug: pretend our entry at prev_log_index matches.
-            Some(ours) if self.bugs.append_without_prev_check => ours,
+            // (Only where terms still rise along the log, which the log
+            // itself asserts.)
+            Some(ours)
+                if self.bugs.append_without_prev_check
+                    && entries.first().is_none_or(|e| e.term >= ours) =>
+            {
+                ours
+            }
             _ => prev_log_term,
         };
         match self
@@ -1031,10 +1038,17 @@ impl Raft {
 
     fn broadcast_heartbeat(&mut self) {
         let commit = self.log.committed();
+        let unverified = self.bugs.commit_past_verified_entries;
         let peers: Vec<(NodeId, Index)> = self
             .progress
             .iter()
-            .map(|(&id, p)| (id, p.match_index.min(commit)))
+            .map(|(&id, p)| {
+                if unverified {
+                    (id, commit)
+                } else {
+                    (id, p.match_index.min(commit))
+                }
+            })
             .collect();
         for (to, commit) in peers {
             self.send(to, MessageBody::Heartbeat { commit });
