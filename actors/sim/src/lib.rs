@@ -73,6 +73,51 @@ pub struct Summary {
     pub min_acked: u64,
 }
 
+impl Summary {
+    /// Why this batch proves less than it seems, if it does: a seed that
+    /// committed fewer than `min_committed` entries or acknowledged fewer
+    /// than `min_acked` writes, or (over 100 seeds or more) a fault kind
+    /// of `faults` that never fired, or crashes that never led to a
+    /// snapshot install. Empty when the batch did real work.
+    pub fn unproven(&self, faults: Faults, min_committed: u64, min_acked: u64) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.seeds == 0 {
+            return vec!["no seed ran".into()];
+        }
+        if self.min_committed < min_committed {
+            why.push(format!(
+                "a seed committed only {} entries (floor {min_committed})",
+                self.min_committed
+            ));
+        }
+        if self.min_acked < min_acked {
+            why.push(format!(
+                "a seed acknowledged only {} writes (floor {min_acked})",
+                self.min_acked
+            ));
+        }
+        if self.seeds < 100 {
+            return why;
+        }
+        let fired = [
+            (faults.loss, "loss", self.lost),
+            (faults.duplicate, "duplicate", self.duplicated),
+            (faults.reorder, "reorder", self.reordered),
+            (faults.delay, "delay", self.delayed),
+            (faults.partition, "partition", self.partitions),
+            (faults.crash, "crash", self.crashes),
+            (faults.wipe, "wipe", self.wipes),
+            (faults.crash, "snapshot install", self.snapshots_installed),
+        ];
+        for (on, kind, count) in fired {
+            if on && count == 0 {
+                why.push(format!("{kind} never happened in {} seeds", self.seeds));
+            }
+        }
+        why
+    }
+}
+
 /// Runs every seed of `seeds` on `jobs` threads; `make` builds each run's
 /// configuration. Results do not depend on `jobs`.
 pub fn run_many(
