@@ -67,9 +67,11 @@ pub struct Summary {
     pub wipes: u64,
     /// Wiped nodes that caught up and left the rejoining state.
     pub rejoined: u64,
-    /// The fewest entries committed by one seed (`u64::MAX` for no seed).
+    /// The fewest entries committed by one seed that ran to the end
+    /// without a violation (`u64::MAX` for none).
     pub min_committed: u64,
-    /// The fewest values acknowledged in one seed (`u64::MAX` for no seed).
+    /// The fewest values acknowledged by one seed that ran to the end
+    /// without a violation (`u64::MAX` for none).
     pub min_acked: u64,
 }
 
@@ -156,10 +158,13 @@ pub fn run_many(
                 sum.partitions += o.partitions;
                 sum.wipes += o.wipes;
                 sum.rejoined += o.rejoined;
-                sum.min_committed = sum.min_committed.min(o.committed);
-                sum.min_acked = sum.min_acked.min(o.acked as u64);
                 if o.violation.is_some() {
+                    // A violation ends the run early: it says nothing
+                    // about progress.
                     sum.failures.push(o);
+                } else {
+                    sum.min_committed = sum.min_committed.min(o.committed);
+                    sum.min_acked = sum.min_acked.min(o.acked as u64);
                 }
             });
         }

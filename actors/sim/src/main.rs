@@ -187,18 +187,32 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let start = Instant::now();
     let s = run_many(range, jobs, &make);
+    // Everything but the seed that shapes a run, so the replay is exact.
+    let mut replay_args: String = cli.bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    if cli.faults != "all" {
+        replay_args += &format!(" --faults {}", cli.faults);
+    }
+    if cli.wipe_weight != 1 {
+        replay_args += &format!(" --wipe-weight {}", cli.wipe_weight);
+    }
+    if let Some(n) = cli.nodes {
+        replay_args += &format!(" --nodes {n}");
+    }
+    if cli.chaos_ticks != 1500 {
+        replay_args += &format!(" --chaos-ticks {}", cli.chaos_ticks);
+    }
+    if cli.skip_validate {
+        replay_args += " --skip-validate";
+    }
+    if cli.no_snapshots {
+        replay_args += " --no-snapshots";
+    }
     for o in s.failures.iter().take(20) {
         if let Some(v) = &o.violation {
             println!(
                 "violation: seed {} nodes {}: {v}\n  replay: cargo run --release -p synod-sim \
                  --bin synod-sim -- --seed {} --trace{}",
-                o.seed,
-                o.nodes,
-                o.seed,
-                cli.bugs
-                    .iter()
-                    .map(|b| format!(" --bug {b}"))
-                    .collect::<String>()
+                o.seed, o.nodes, o.seed, replay_args
             );
         }
     }
