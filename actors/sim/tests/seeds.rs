@@ -79,6 +79,18 @@ fn ci_batch_no_faults_keeps_one_leader() {
         "leader changed without faults: {summary:?}"
     );
     assert_eq!(summary.crashes, 0);
+    // And no fault fired behind our back.
+    let s = &summary;
+    let fired = [
+        s.lost,
+        s.duplicated,
+        s.reordered,
+        s.delayed,
+        s.partitions,
+        s.wipes,
+    ];
+    assert_eq!(fired, [0; 6], "{summary:?}");
+    assert!(s.min_committed >= MIN_COMMITTED_PER_SEED, "{summary:?}");
 }
 
 #[test]
