@@ -280,3 +280,45 @@ fn leader_keeping_its_role_on_a_higher_term() {
         "election safety",
     );
 }
+
+#[test]
+fn a_wiped_replica_that_votes_freely_is_caught_with_wipes_alone() {
+    // With wipes the only fault the correct core passes (no lag, so none
+    // of the known rejoin holes opens): every violation is the bug's.
+    let make = |seed: u64, bugs: Bugs| {
+        let mut c = config(seed, bugs);
+        c.faults = Faults::parse("wipe").unwrap();
+        c.wipe_weight = 8;
+        c
+    };
+    let bugs = Bugs {
+        rejoin_votes_freely: true,
+        ..Bugs::default()
+    };
+    let seeds = 1..61;
+    let clean = run_many(seeds.clone(), 2, &|s| make(s, Bugs::default()));
+    let first = clean
+        .failures
+        .first()
+        .map(|o| (o.seed, o.violation.clone()));
+    assert_eq!(first, None, "the correct core fails with wipes alone");
+    assert!(clean.rejoined > 0, "no wiped node caught up: {clean:?}");
+    let buggy = run_many(seeds, 2, &|s| make(s, bugs));
+    eprintln!(
+        "rejoin votes freely, wipes alone: {} of {} seeds violate, 0 without the bug",
+        buggy.failures.len(),
+        buggy.seeds
+    );
+    assert!(buggy.failures.len() >= 5, "{buggy:?}");
+    for o in &buggy.failures {
+        let v = o.violation.as_ref().expect("failures hold a violation");
+        assert!(
+            v.invariant.starts_with("election safety")
+                || v.invariant.starts_with("leader completeness")
+                || v.invariant.starts_with("state machine safety")
+                || v.invariant.starts_with("log matching"),
+            "seed {}: {v}",
+            o.seed
+        );
+    }
+}
