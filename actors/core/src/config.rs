@@ -82,6 +82,20 @@ pub struct Bugs {
     /// A leader that sees a higher term adopts it but keeps leading (§5.1:
     /// "it immediately reverts to follower state").
     pub leader_ignores_higher_term: bool,
+    /// A follower accepts AppendEntries without checking that its entry at
+    /// `prev_log_index` has `prev_log_term` (§5.3 consistency check
+    /// dropped): new entries land after a prefix that differs from the
+    /// leader's.
+    pub append_without_prev_check: bool,
+    /// A follower advances its commit index to the leader's even past the
+    /// entries the append verified (Figure 2 says `min(leaderCommit, index
+    /// of last new entry)`), and a leader's heartbeat carries its whole
+    /// commit index rather than `min(commit, match)`: a follower commits
+    /// and applies its own stale tail.
+    pub commit_past_verified_entries: bool,
+    /// A replica restarted without its durable state ignores
+    /// [`Config::rejoining`] and votes as if it never voted.
+    pub rejoin_votes_freely: bool,
 }
 
 impl Config {
@@ -153,4 +167,7 @@ pub(crate) struct Bugs {
     pub commit_previous_term_by_counting: bool,
     pub reply_before_persisting_vote: bool,
     pub leader_ignores_higher_term: bool,
+    pub append_without_prev_check: bool,
+    pub commit_past_verified_entries: bool,
+    pub rejoin_votes_freely: bool,
 }

@@ -828,12 +828,29 @@ impl Raft {
             self.send_after_persist(leader, AppendResponse::Accepted { match_index });
             return;
         }
+        let prev_log_term = match self.log.term(prev_log_index) {
+            // The deliberate bug: pretend our entry at prev_log_index matches.
+            // (Only where terms still rise along the log, which the log
+            // itself asserts.)
+            Some(ours)
+                if self.bugs.append_without_prev_check
+                    && entries.first().is_none_or(|e| e.term >= ours) =>
+            {
+                ours
+            }
+            _ => prev_log_term,
+        };
         match self
             .log
             .maybe_append(prev_log_index, prev_log_term, entries)
         {
             Some(last_new) => {
-                self.log.commit_to(leader_commit.min(last_new));
+                let verified = if self.bugs.commit_past_verified_entries {
+                    self.log.last_index()
+                } else {
+                    last_new
+                };
+                self.log.commit_to(leader_commit.min(verified));
                 self.note_leader_commit(leader_commit);
                 self.send_after_persist(
                     leader,
@@ -871,7 +888,7 @@ impl Raft {
     /// Whether a replica that lost its state may vote for a candidate
     /// whose log ends at `last_log_index` (see [`Config::rejoining`]).
     fn may_vote_for(&self, last_log_index: Index) -> bool {
-        !self.rejoining || last_log_index == 0
+        !self.rejoining || last_log_index == 0 || self.bugs.rejoin_votes_freely
     }
 
     /// A leader told us its commit index: a rejoining replica is caught
@@ -1034,10 +1051,17 @@ impl Raft {
 
     fn broadcast_heartbeat(&mut self) {
         let commit = self.log.committed();
+        let unverified = self.bugs.commit_past_verified_entries;
         let peers: Vec<(NodeId, Index)> = self
             .progress
             .iter()
-            .map(|(&id, p)| (id, p.match_index.min(commit)))
+            .map(|(&id, p)| {
+                if unverified {
+                    (id, commit)
+                } else {
+                    (id, p.match_index.min(commit))
+                }
+            })
             .collect();
         for (to, commit) in peers {
             self.send(to, MessageBody::Heartbeat { commit });

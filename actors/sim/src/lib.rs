@@ -53,6 +53,71 @@ pub struct Summary {
     pub acked: u64,
     /// Longest convergence after heal, in ticks.
     pub max_heal_ticks: u64,
+    /// Messages lost, duplicated, reordered and delayed (see [`Outcome`]).
+    pub lost: u64,
+    /// Messages delivered twice.
+    pub duplicated: u64,
+    /// Messages that overtook an earlier one on their link.
+    pub reordered: u64,
+    /// Messages held back for many ticks.
+    pub delayed: u64,
+    /// Partitions put in place.
+    pub partitions: u64,
+    /// Nodes restarted with an empty disk.
+    pub wipes: u64,
+    /// Wiped nodes that caught up and left the rejoining state.
+    pub rejoined: u64,
+    /// The fewest entries committed by one seed that ran to the end
+    /// without a violation (`u64::MAX` for none).
+    pub min_committed: u64,
+    /// The fewest values acknowledged by one seed that ran to the end
+    /// without a violation (`u64::MAX` for none).
+    pub min_acked: u64,
+}
+
+impl Summary {
+    /// Why this batch proves less than it seems, if it does: a seed that
+    /// committed fewer than `min_committed` entries or acknowledged fewer
+    /// than `min_acked` writes, or (over 100 seeds or more) a fault kind
+    /// of `faults` that never fired, or crashes that never led to a
+    /// snapshot install. Empty when the batch did real work.
+    pub fn unproven(&self, faults: Faults, min_committed: u64, min_acked: u64) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.seeds == 0 {
+            return vec!["no seed ran".into()];
+        }
+        if self.min_committed < min_committed {
+            why.push(format!(
+                "a seed committed only {} entries (floor {min_committed})",
+                self.min_committed
+            ));
+        }
+        if self.min_acked < min_acked {
+            why.push(format!(
+                "a seed acknowledged only {} writes (floor {min_acked})",
+                self.min_acked
+            ));
+        }
+        if self.seeds < 100 {
+            return why;
+        }
+        let fired = [
+            (faults.loss, "loss", self.lost),
+            (faults.duplicate, "duplicate", self.duplicated),
+            (faults.reorder, "reorder", self.reordered),
+            (faults.delay, "delay", self.delayed),
+            (faults.partition, "partition", self.partitions),
+            (faults.crash, "crash", self.crashes),
+            (faults.wipe, "wipe", self.wipes),
+            (faults.crash, "snapshot install", self.snapshots_installed),
+        ];
+        for (on, kind, count) in fired {
+            if on && count == 0 {
+                why.push(format!("{kind} never happened in {} seeds", self.seeds));
+            }
+        }
+        why
+    }
 }
 
 /// Runs every seed of `seeds` on `jobs` threads; `make` builds each run's
@@ -63,7 +128,11 @@ pub fn run_many(
     make: &(dyn Fn(u64) -> SimConfig + Sync),
 ) -> Summary {
     let next = AtomicU64::new(seeds.start);
-    let summary = Mutex::new(Summary::default());
+    let summary = Mutex::new(Summary {
+        min_committed: u64::MAX,
+        min_acked: u64::MAX,
+        ..Summary::default()
+    });
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
@@ -82,8 +151,20 @@ pub fn run_many(
                 sum.snapshots_installed += o.snapshots_installed;
                 sum.acked += o.acked as u64;
                 sum.max_heal_ticks = sum.max_heal_ticks.max(o.heal_ticks_used);
+                sum.lost += o.lost;
+                sum.duplicated += o.duplicated;
+                sum.reordered += o.reordered;
+                sum.delayed += o.delayed;
+                sum.partitions += o.partitions;
+                sum.wipes += o.wipes;
+                sum.rejoined += o.rejoined;
                 if o.violation.is_some() {
+                    // A violation ends the run early: it says nothing
+                    // about progress.
                     sum.failures.push(o);
+                } else {
+                    sum.min_committed = sum.min_committed.min(o.committed);
+                    sum.min_acked = sum.min_acked.min(o.acked as u64);
                 }
             });
         }

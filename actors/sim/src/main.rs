@@ -28,11 +28,14 @@ struct Cli {
     /// Force the group size (default: 3, 5 or 7 chosen by seed).
     #[arg(long)]
     nodes: Option<usize>,
-    /// Faults: `all`, `none`, or a list of loss,duplicate,reorder,delay,partition,crash.
+    /// Faults: `all`, `none`, or a list of
+    /// loss,duplicate,reorder,delay,partition,crash,wipe.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Switch on a deliberate bug (repeatable): vote-without-log-check,
-    /// commit-previous-term, reply-before-persisting-vote, leader-ignores-higher-term.
+    /// commit-previous-term, reply-before-persisting-vote, leader-ignores-higher-term,
+    /// append-without-prev-check, commit-past-verified-entries, rejoin-votes-freely,
+    /// ack-before-commit (the simulated client's).
     #[arg(long = "bug")]
     bugs: Vec<String>,
     /// Length of the chaos phase in ticks.
@@ -44,6 +47,15 @@ struct Cli {
     /// Never take snapshots (replays seeds exactly as before snapshots existed)
     #[arg(long)]
     no_snapshots: bool,
+    /// Weight of wipes among the nemesis's actions (1: rare).
+    #[arg(long, default_value_t = 1)]
+    wipe_weight: usize,
+    /// Fail a batch in which a seed committed fewer entries.
+    #[arg(long, default_value_t = 20)]
+    min_committed: u64,
+    /// Fail a batch in which a seed acknowledged fewer writes.
+    #[arg(long, default_value_t = 5)]
+    min_acked: u64,
     /// Print the trace of the run (with --seed).
     #[arg(long)]
     trace: bool,
@@ -70,10 +82,17 @@ fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(a..end)
 }
 
-fn parse_bugs(names: &[String]) -> Result<Bugs, String> {
+/// The core's bugs, and whether the simulated client acknowledges on
+/// acceptance.
+fn parse_bugs(names: &[String]) -> Result<(Bugs, bool), String> {
     let mut b = Bugs::default();
+    let mut ack_before_commit = false;
     for n in names {
         match n.as_str() {
+            "append-without-prev-check" => b.append_without_prev_check = true,
+            "commit-past-verified-entries" => b.commit_past_verified_entries = true,
+            "rejoin-votes-freely" => b.rejoin_votes_freely = true,
+            "ack-before-commit" => ack_before_commit = true,
             "vote-without-log-check" => b.vote_without_log_check = true,
             "commit-previous-term" => b.commit_previous_term_by_counting = true,
             "reply-before-persisting-vote" => b.reply_before_persisting_vote = true,
@@ -81,7 +100,7 @@ fn parse_bugs(names: &[String]) -> Result<Bugs, String> {
             other => return Err(format!("unknown bug '{other}'; see --help")),
         }
     }
-    Ok(b)
+    Ok((b, ack_before_commit))
 }
 
 fn main() -> ExitCode {
@@ -96,7 +115,7 @@ fn main() -> ExitCode {
         }
         Ok((faults, bugs))
     })();
-    let (faults, bugs) = match config {
+    let (faults, (bugs, ack_before_commit)) = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("synod-sim: {e}");
@@ -107,6 +126,8 @@ fn main() -> ExitCode {
         let mut c = SimConfig::new(seed, cli.nodes.unwrap_or_else(|| nodes_for_seed(seed)));
         c.faults = faults;
         c.bugs = bugs;
+        c.ack_before_commit = ack_before_commit;
+        c.wipe_weight = cli.wipe_weight;
         c.chaos_ticks = cli.chaos_ticks;
         c.skip_validate = cli.skip_validate;
         c.snapshots = !cli.no_snapshots;
@@ -126,8 +147,9 @@ fn main() -> ExitCode {
         }
         println!(
             "seeds: 1, violations: {v}, nodes: {}, elections: {}, leader_terms: {}, committed: {}, \
-             acked: {}, messages: {}, dropped: {}, crashes: {}, snapshots_installed: {}, \
-             heal_ticks: {}",
+             acked: {}, messages: {}, dropped: {}, lost: {}, duplicated: {}, reordered: {}, \
+             delayed: {}, partitions: {}, crashes: {}, wipes: {}, rejoined: {}, \
+             snapshots_installed: {}, heal_ticks: {}",
             o.nodes,
             o.elections,
             o.leader_terms,
@@ -135,7 +157,14 @@ fn main() -> ExitCode {
             o.acked,
             o.messages,
             o.dropped,
+            o.lost,
+            o.duplicated,
+            o.reordered,
+            o.delayed,
+            o.partitions,
             o.crashes,
+            o.wipes,
+            o.rejoined,
             o.snapshots_installed,
             o.heal_ticks_used
         );
@@ -158,26 +187,41 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let start = Instant::now();
     let s = run_many(range, jobs, &make);
+    // Everything but the seed that shapes a run, so the replay is exact.
+    let mut replay_args: String = cli.bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    if cli.faults != "all" {
+        replay_args += &format!(" --faults {}", cli.faults);
+    }
+    if cli.wipe_weight != 1 {
+        replay_args += &format!(" --wipe-weight {}", cli.wipe_weight);
+    }
+    if let Some(n) = cli.nodes {
+        replay_args += &format!(" --nodes {n}");
+    }
+    if cli.chaos_ticks != 1500 {
+        replay_args += &format!(" --chaos-ticks {}", cli.chaos_ticks);
+    }
+    if cli.skip_validate {
+        replay_args += " --skip-validate";
+    }
+    if cli.no_snapshots {
+        replay_args += " --no-snapshots";
+    }
     for o in s.failures.iter().take(20) {
         if let Some(v) = &o.violation {
             println!(
                 "violation: seed {} nodes {}: {v}\n  replay: cargo run --release -p synod-sim \
                  --bin synod-sim -- --seed {} --trace{}",
-                o.seed,
-                o.nodes,
-                o.seed,
-                cli.bugs
-                    .iter()
-                    .map(|b| format!(" --bug {b}"))
-                    .collect::<String>()
+                o.seed, o.nodes, o.seed, replay_args
             );
         }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
         "seeds: {}, violations: {}, elections: {}, leader_terms: {}, committed: {}, acked: {}, \
-         messages: {}, crashes: {}, snapshots_installed: {}, max_heal_ticks: {}, \
-         seconds: {secs:.1}",
+         messages: {}, lost: {}, duplicated: {}, reordered: {}, delayed: {}, partitions: {}, \
+         crashes: {}, wipes: {}, rejoined: {}, snapshots_installed: {}, max_heal_ticks: {}, \
+         min_committed: {}, min_acked: {}, seconds: {secs:.1}",
         s.seeds,
         s.failures.len(),
         s.elections,
@@ -185,11 +229,30 @@ fn main() -> ExitCode {
         s.committed,
         s.acked,
         s.messages,
+        s.lost,
+        s.duplicated,
+        s.reordered,
+        s.delayed,
+        s.partitions,
         s.crashes,
+        s.wipes,
+        s.rejoined,
         s.snapshots_installed,
-        s.max_heal_ticks
+        s.max_heal_ticks,
+        s.min_committed,
+        s.min_acked
     );
-    if s.failures.is_empty() {
+    // A batch that did no real work proves nothing; with a bug on, the
+    // violations are the point and runs stop early.
+    let unproven = if cli.bugs.is_empty() {
+        s.unproven(faults, cli.min_committed, cli.min_acked)
+    } else {
+        Vec::new()
+    };
+    for why in &unproven {
+        println!("unproven: {why}");
+    }
+    if s.failures.is_empty() && unproven.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -55,10 +55,19 @@ pub struct Faults {
     pub partition: bool,
     /// Crash nodes (losing unsynced writes) and restart them.
     pub crash: bool,
+    /// Wipe a node: crash it and restart it with an empty disk and
+    /// [`Config::rejoining`] set (a replaced disk). Rare, one node at a
+    /// time, only while every other node is up and caught up.
+    pub wipe: bool,
 }
 
 impl Faults {
-    /// Every fault kind.
+    /// Every fault kind the core is known to survive: all but [`wipe`],
+    /// which finds that `Config::rejoining` does not yet keep a wiped
+    /// replica from helping to lose committed entries (see
+    /// docs/SIMULATION.md, "Wipes"). `all,wipe` adds it.
+    ///
+    /// [`wipe`]: Faults::wipe
     pub fn all() -> Self {
         Faults {
             loss: true,
@@ -67,6 +76,7 @@ impl Faults {
             delay: true,
             partition: true,
             crash: true,
+            wipe: false,
         }
     }
 
@@ -79,30 +89,36 @@ impl Faults {
             delay: false,
             partition: false,
             crash: false,
+            wipe: false,
         }
     }
 
     /// Parses `all`, `none` or a comma list of
-    /// `loss,duplicate,reorder,delay,partition,crash`.
+    /// `all,loss,duplicate,reorder,delay,partition,crash,wipe`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "all" => return Ok(Faults::all()),
-            "none" => return Ok(Faults::none()),
-            _ => {}
+        if s == "none" {
+            return Ok(Faults::none());
         }
         let mut f = Faults::none();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
+                "all" => {
+                    f = Faults {
+                        wipe: f.wipe,
+                        ..Faults::all()
+                    }
+                }
                 "loss" => f.loss = true,
                 "duplicate" | "dup" => f.duplicate = true,
                 "reorder" => f.reorder = true,
                 "delay" => f.delay = true,
                 "partition" => f.partition = true,
                 "crash" => f.crash = true,
+                "wipe" => f.wipe = true,
                 other => {
                     return Err(format!(
                         "unknown fault '{other}': use all, none, or a comma list of \
-                         loss,duplicate,reorder,delay,partition,crash"
+                         all,loss,duplicate,reorder,delay,partition,crash,wipe"
                     ))
                 }
             }
@@ -135,6 +151,14 @@ pub struct SimConfig {
     /// seed-chosen interval). Off, a seed replays exactly as it did before
     /// snapshots existed, which keeps old regression seeds meaningful.
     pub snapshots: bool,
+    /// A deliberate bug in the simulated client, so the simulation can
+    /// prove the acknowledged-writes checker works: a value counts as
+    /// acknowledged as soon as a leader accepts the proposal, before it
+    /// commits.
+    pub ack_before_commit: bool,
+    /// Weight of the wipe action among the nemesis's actions (when
+    /// [`Faults::wipe`] is on); 1 makes wipes rare.
+    pub wipe_weight: usize,
 }
 
 impl SimConfig {
@@ -150,6 +174,8 @@ impl SimConfig {
             trace: false,
             skip_validate: false,
             snapshots: true,
+            ack_before_commit: false,
+            wipe_weight: 1,
         }
     }
 }
@@ -173,8 +199,24 @@ pub struct Outcome {
     pub messages: u64,
     /// Messages the network dropped (loss, partition, dead receiver).
     pub dropped: u64,
-    /// Node crashes.
+    /// Messages dropped by random loss alone.
+    pub lost: u64,
+    /// Messages delivered twice.
+    pub duplicated: u64,
+    /// Messages scheduled to arrive before one sent earlier on the same
+    /// link.
+    pub reordered: u64,
+    /// Messages held back for many ticks.
+    pub delayed: u64,
+    /// Partitions the nemesis put in place (each cuts at least one link).
+    pub partitions: u64,
+    /// Node crashes (wipes included).
     pub crashes: u64,
+    /// Nodes restarted with an empty disk.
+    pub wipes: u64,
+    /// Wiped nodes that finished rejoining (their log reached the first
+    /// commit index a leader sent them).
+    pub rejoined: u64,
     /// Snapshots adopted by followers in place of their log.
     pub snapshots_installed: u64,
     /// Values acknowledged to clients.
@@ -280,6 +322,11 @@ struct Node {
     led_term: Option<Term>,
     /// Elections of earlier incarnations.
     past_elections: u64,
+    /// The node lost its disk and has not yet caught up: every start
+    /// (after the wipe or a later crash) sets [`Config::rejoining`]. The
+    /// runtime keeps this as a marker on disk, so a crash while rejoining
+    /// does not end it.
+    rejoining: bool,
 }
 
 /// One simulated run.
@@ -292,6 +339,9 @@ pub struct World {
     nodes: Vec<Node>,
     /// Directed links that are cut: (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Latest scheduled arrival on each directed link, to count messages
+    /// that overtake an earlier one.
+    link_latest: BTreeMap<(NodeId, NodeId), u64>,
     loss_percent: u64,
     dup_percent: u64,
     healing: bool,
@@ -351,6 +401,7 @@ impl World {
                 seen_commit: 0,
                 led_term: None,
                 past_elections: 0,
+                rejoining: false,
             })
             .collect();
         let outcome = Outcome {
@@ -366,6 +417,7 @@ impl World {
             queue: BinaryHeap::new(),
             nodes,
             blocked: BTreeSet::new(),
+            link_latest: BTreeMap::new(),
             loss_percent,
             dup_percent,
             healing: false,
@@ -545,6 +597,7 @@ impl World {
         c.max_inflight_msgs = self.max_inflight_msgs;
         c.seed = self.cfg.seed.wrapping_mul(1_000_003) ^ (n.id << 32) ^ n.incarnation;
         c.bugs = self.cfg.bugs;
+        c.rejoining = n.rejoining;
         c
     }
 
@@ -728,6 +781,12 @@ impl World {
             .collect();
         if let Ok(p) = raft.propose(commands) {
             self.next_value += count;
+            if self.cfg.ack_before_commit {
+                // The deliberate client bug: acknowledged on acceptance.
+                for v in &values {
+                    self.liveness.observe_ack(*v);
+                }
+            }
             for (k, v) in values.iter().enumerate() {
                 self.proposals.insert(
                     (target, incarnation, p.first_index + k as u64),
@@ -764,6 +823,7 @@ impl World {
             }
             self.carry_out(i, rd);
         }
+        self.note_rejoined(i);
         self.observe(i);
     }
 
@@ -926,8 +986,12 @@ impl World {
         self.outcome.messages += 1;
         let f = self.cfg.faults;
         let snapshot = self.snapshot_data(&m);
-        if self.blocked.contains(&(m.from, m.to)) || self.rng.chance(self.loss_percent, 100) {
+        let cut = self.blocked.contains(&(m.from, m.to));
+        if cut || self.rng.chance(self.loss_percent, 100) {
             self.outcome.dropped += 1;
+            if !cut {
+                self.outcome.lost += 1;
+            }
             if let (Some((_, incarnation)), MessageBody::Snapshot { snapshot }) =
                 (snapshot, &m.body)
             {
@@ -944,6 +1008,7 @@ impl World {
             return;
         }
         let copies = if self.rng.chance(self.dup_percent, 100) {
+            self.outcome.duplicated += 1;
             2
         } else {
             1
@@ -952,6 +1017,13 @@ impl World {
             let mut delay = if f.reorder { self.rng.range(1, 16) } else { 3 };
             if f.delay && !self.healing && self.rng.chance(3, 100) {
                 delay += self.rng.range(5 * TICK, 30 * TICK);
+                self.outcome.delayed += 1;
+            }
+            let latest = self.link_latest.entry((m.from, m.to)).or_insert(0);
+            if self.now + delay < *latest {
+                self.outcome.reordered += 1;
+            } else {
+                *latest = self.now + delay;
             }
             let event = match &snapshot {
                 Some((data, incarnation)) => Event::DeliverSnapshot {
@@ -1076,6 +1148,9 @@ impl World {
         if f.crash {
             actions.extend([6, 6]);
         }
+        if f.wipe {
+            actions.extend(std::iter::repeat_n(7, self.cfg.wipe_weight));
+        }
         let action = actions[self.rng.range(0, actions.len() as u64) as usize];
         match action {
             0 => {
@@ -1090,7 +1165,8 @@ impl World {
             3 => self.partition_one_way(),
             4 => self.partition_bridge(),
             5 => self.isolate_leader(),
-            _ => self.crash_random(),
+            6 => self.crash_random(),
+            _ => self.wipe_random(),
         }
     }
 
@@ -1120,6 +1196,7 @@ impl World {
         let (a, b) = ids.split_at(k.min(n - 1).max(1));
         self.blocked.clear();
         self.cut(a, b);
+        self.outcome.partitions += 1;
         let (a, b) = (a.to_vec(), b.to_vec());
         self.trace(|| format!("nemesis: partition {a:?} | {b:?}"));
     }
@@ -1129,6 +1206,7 @@ impl World {
         for _ in 0..count {
             let ids = self.shuffled_ids();
             self.blocked.insert((ids[0], ids[1]));
+            self.outcome.partitions += 1;
             let (x, y) = (ids[0], ids[1]);
             self.trace(|| format!("nemesis: one-way cut {x} -> {y}"));
         }
@@ -1146,6 +1224,7 @@ impl World {
         let (a, b) = rest.split_at(k);
         self.blocked.clear();
         self.cut(a, b);
+        self.outcome.partitions += 1;
         let (a, b) = (a.to_vec(), b.to_vec());
         self.trace(|| format!("nemesis: bridge {bridge} between {a:?} and {b:?}"));
     }
@@ -1168,6 +1247,7 @@ impl World {
             .collect();
         self.blocked.clear();
         self.cut(&[l], &others);
+        self.outcome.partitions += 1;
         self.trace(|| format!("nemesis: isolate leader {l}"));
     }
 
@@ -1192,6 +1272,60 @@ impl World {
         self.crash(i);
         let down = self.rng.range(TICK, 40 * TICK);
         self.schedule(down, Event::Restart(i));
+    }
+
+    /// Wipes a node: it crashes and comes back with an empty disk, no
+    /// snapshots and [`Config::rejoining`]. A wiped replica is a lost
+    /// replica, so only one at a time and only while every other node is
+    /// up and none is still rejoining: the group never loses more than one
+    /// replica's durable state at once (a minority for 3 or more nodes).
+    /// Prefers a node that voted in its current term half of the time: a
+    /// replica that forgets its vote is where a rejoin bug shows.
+    fn wipe_random(&mut self) {
+        let all_up = self.nodes.iter().all(|n| n.raft.is_some() && !n.rejoining);
+        if !all_up || self.nodes.len() < 3 {
+            return;
+        }
+        let voted: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() != Role::Leader && r.vote().is_some())
+            })
+            .collect();
+        let i = if !voted.is_empty() && self.rng.chance(1, 2) {
+            voted[self.rng.range(0, voted.len() as u64) as usize]
+        } else {
+            self.rng.range(0, self.nodes.len() as u64) as usize
+        };
+        self.wipe(i);
+        let down = self.rng.range(1, 10 * TICK);
+        self.schedule(down, Event::Restart(i));
+    }
+
+    fn wipe(&mut self, i: usize) {
+        self.crash(i);
+        let node = &mut self.nodes[i];
+        node.disk = MemLog::new();
+        node.snapshots.clear();
+        node.seen_commit = 0;
+        node.rejoining = true;
+        let id = node.id;
+        self.outcome.wipes += 1;
+        self.trace(|| format!("node {id} is WIPED: empty disk, rejoining"));
+    }
+
+    /// A wiped node whose core says it caught up is an ordinary node again.
+    fn note_rejoined(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let caught_up = node.rejoining && node.raft.as_ref().is_some_and(|r| !r.rejoining());
+        if caught_up {
+            node.rejoining = false;
+            self.outcome.rejoined += 1;
+            let id = node.id;
+            self.trace(|| format!("node {id} has rejoined"));
+        }
     }
 
     // ------------------------------------------------------------------

@@ -5,8 +5,65 @@
 //! `synod-sim --seed S --bug NAME --trace`). A range rather than pinned
 //! seeds: any change to the simulator or the core moves which seeds hit,
 //! but a checker that works keeps finding the bug.
+//!
+//! A catch proves nothing if the same seed fails without the bug, so each
+//! revealing seed is rerun with the bug off and must pass, and the correct
+//! core must pass the whole range the search uses. Every checker has a bug
+//! of its own here, and the share of seeds that catch it is printed.
 
-use synod_sim::{nodes_for_seed, run, Bugs, SimConfig};
+use synod_sim::{nodes_for_seed, run, run_many, Bugs, Faults, SimConfig};
+
+/// The seed range every bug search uses.
+const SEARCH: std::ops::Range<u64> = 1..1500;
+
+/// The defaults for `seed` with `bugs` switched on.
+fn config(seed: u64, bugs: Bugs) -> SimConfig {
+    let mut c = SimConfig::new(seed, nodes_for_seed(seed));
+    c.bugs = bugs;
+    c
+}
+
+/// The seed, rerun with every bug off, must pass: the catch was the bug's.
+fn assert_passes_without_bug(name: &str, mut c: SimConfig) {
+    c.bugs = Bugs::default();
+    c.ack_before_commit = false;
+    let seed = c.seed;
+    let o = run(c);
+    assert!(
+        o.violation.is_none(),
+        "{name}: seed {seed} fails without the bug too: {:?}",
+        o.violation
+    );
+}
+
+/// Runs `seeds` with `make`; prints and returns how many seeds reported a
+/// violation of `invariant` (and asserts no other invariant was reported
+/// first, so the bug is caught by the checker that targets it).
+fn detection_rate(
+    name: &str,
+    seeds: std::ops::Range<u64>,
+    invariant: &str,
+    make: &(dyn Fn(u64) -> SimConfig + Sync),
+) -> u64 {
+    let summary = run_many(seeds.clone(), 2, make);
+    let hits = summary
+        .failures
+        .iter()
+        .filter(|o| {
+            o.violation
+                .as_ref()
+                .is_some_and(|v| v.invariant.starts_with(invariant))
+        })
+        .count() as u64;
+    eprintln!(
+        "{name}: {hits} of {} seeds ({}..{}) caught by {invariant}, {} violations in all",
+        summary.seeds,
+        seeds.start,
+        seeds.end,
+        summary.failures.len()
+    );
+    hits
+}
 
 /// The first seed in `seeds` whose run reports a violation, and which.
 fn first_violation(
@@ -23,21 +80,32 @@ fn first_violation(
 }
 
 fn assert_caught(name: &str, bugs: Bugs, skip_validate: bool, invariant: &str) {
-    match first_violation(bugs, skip_validate, 1..1500) {
+    match first_violation(bugs, skip_validate, SEARCH) {
         Some((seed, found)) => {
             eprintln!("{name}: seed {seed} violates {found}");
             assert!(
                 found.starts_with(invariant),
                 "{name}: seed {seed} reported {found}, expected {invariant}"
             );
+            let mut c = config(seed, bugs);
+            c.skip_validate = skip_validate;
+            assert_passes_without_bug(name, c);
         }
-        None => panic!("{name}: no violation in 1500 seeds"),
+        None => panic!("{name}: no violation in seeds {SEARCH:?}"),
     }
 }
 
 #[test]
-fn correct_core_passes_a_batch() {
-    assert_eq!(first_violation(Bugs::default(), false, 1..200), None);
+fn correct_core_passes_the_search_range() {
+    // The range every bug search below uses, with the bugs off: whatever a
+    // search finds there is the bug's doing.
+    let summary = run_many(SEARCH, 2, &|seed| config(seed, Bugs::default()));
+    let first = summary
+        .failures
+        .first()
+        .map(|o| (o.seed, o.violation.clone()));
+    assert_eq!(first, None);
+    assert_eq!(summary.seeds, SEARCH.end - SEARCH.start);
 }
 
 #[test]
@@ -71,12 +139,124 @@ fn replying_before_persisting_the_vote_is_caught() {
     };
     // Two leaders in one term, or (when the forgotten vote elects a leader
     // missing a committed entry) leader completeness.
-    let (seed, found) = first_violation(bugs, false, 1..3000).expect("no violation in 3000 seeds");
+    let (seed, found) = first_violation(bugs, false, SEARCH).expect("no violation in the range");
     eprintln!("reply before persisting vote: seed {seed} violates {found}");
     assert!(
         found.starts_with("election safety") || found.starts_with("leader completeness"),
         "seed {seed}: {found}"
     );
+    assert_passes_without_bug("reply before persisting vote", config(seed, bugs));
+}
+
+#[test]
+fn appending_without_the_prev_log_check_breaks_log_matching() {
+    let bugs = Bugs {
+        append_without_prev_check: true,
+        ..Bugs::default()
+    };
+    assert_caught("append without prev check", bugs, false, "log matching");
+    let hits = detection_rate("append without prev check", 1..101, "log matching", &|s| {
+        config(s, bugs)
+    });
+    assert!(hits >= 50, "log matching caught only {hits} of 100 seeds");
+}
+
+#[test]
+fn committing_past_the_verified_entries_breaks_state_machine_safety() {
+    let bugs = Bugs {
+        commit_past_verified_entries: true,
+        ..Bugs::default()
+    };
+    assert_caught(
+        "commit past verified entries",
+        bugs,
+        false,
+        "state machine safety",
+    );
+    let hits = detection_rate(
+        "commit past verified entries",
+        1..101,
+        "state machine safety",
+        &|s| config(s, bugs),
+    );
+    assert!(hits >= 50, "state machine safety caught only {hits} of 100");
+}
+
+#[test]
+fn acknowledging_before_commit_loses_acknowledged_writes() {
+    let make = |seed: u64| {
+        let mut c = config(seed, Bugs::default());
+        c.ack_before_commit = true;
+        c
+    };
+    let name = "ack before commit";
+    let invariant = "acknowledged writes";
+    let (seed, found) = SEARCH
+        .clone()
+        .find_map(|s| run(make(s)).violation.map(|v| (s, v.invariant)))
+        .expect("no violation in the range");
+    eprintln!("{name}: seed {seed} violates {found}");
+    assert!(found.starts_with(invariant), "seed {seed}: {found}");
+    assert_passes_without_bug(name, make(seed));
+    let hits = detection_rate(name, 1..101, invariant, &make);
+    assert!(hits >= 50, "{invariant} caught only {hits} of 100 seeds");
+}
+
+/// Wipes on and frequent (the nemesis picks a wipe four times as often as
+/// a crash), with the other faults.
+fn wiping(seed: u64, bugs: Bugs) -> SimConfig {
+    let mut c = config(seed, bugs);
+    c.faults = Faults::parse("all,wipe").unwrap();
+    c.wipe_weight = 8;
+    c
+}
+
+#[test]
+fn a_wiped_replica_that_votes_freely_is_caught() {
+    let bugs = Bugs {
+        rejoin_votes_freely: true,
+        ..Bugs::default()
+    };
+    // Today the correct core also fails some wipe seeds (docs/SIMULATION.md,
+    // "Wipes"), so the proof is a rate well above the correct core's on
+    // the same seeds.
+    let seeds = 1..201;
+    let with_bug = run_many(seeds.clone(), 2, &|s| wiping(s, bugs));
+    let without = run_many(seeds, 2, &|s| wiping(s, Bugs::default()));
+    eprintln!(
+        "rejoin votes freely: {} of {} wipe seeds violate with the bug, {} without \
+         ({} wipes with the bug)",
+        with_bug.failures.len(),
+        with_bug.seeds,
+        without.failures.len(),
+        with_bug.wipes
+    );
+    assert!(
+        with_bug.wipes >= with_bug.seeds,
+        "too few wipes: {with_bug:?}"
+    );
+    assert!(
+        with_bug.failures.len() >= 2 * without.failures.len() + 10,
+        "with the bug {} violations, without {}",
+        with_bug.failures.len(),
+        without.failures.len()
+    );
+    for o in &with_bug.failures {
+        let v = o.violation.as_ref().expect("failures hold a violation");
+        assert!(
+            [
+                "election safety",
+                "leader completeness",
+                "state machine safety",
+                // Two leaders of one term both write (index, term).
+                "log matching",
+            ]
+            .iter()
+            .any(|i| v.invariant.starts_with(i)),
+            "seed {}: {v}",
+            o.seed
+        );
+    }
 }
 
 #[test]
@@ -99,4 +279,46 @@ fn leader_keeping_its_role_on_a_higher_term() {
         true,
         "election safety",
     );
+}
+
+#[test]
+fn a_wiped_replica_that_votes_freely_is_caught_with_wipes_alone() {
+    // With wipes the only fault the correct core passes (no lag, so none
+    // of the known rejoin holes opens): every violation is the bug's.
+    let make = |seed: u64, bugs: Bugs| {
+        let mut c = config(seed, bugs);
+        c.faults = Faults::parse("wipe").unwrap();
+        c.wipe_weight = 8;
+        c
+    };
+    let bugs = Bugs {
+        rejoin_votes_freely: true,
+        ..Bugs::default()
+    };
+    let seeds = 1..61;
+    let clean = run_many(seeds.clone(), 2, &|s| make(s, Bugs::default()));
+    let first = clean
+        .failures
+        .first()
+        .map(|o| (o.seed, o.violation.clone()));
+    assert_eq!(first, None, "the correct core fails with wipes alone");
+    assert!(clean.rejoined > 0, "no wiped node caught up: {clean:?}");
+    let buggy = run_many(seeds, 2, &|s| make(s, bugs));
+    eprintln!(
+        "rejoin votes freely, wipes alone: {} of {} seeds violate, 0 without the bug",
+        buggy.failures.len(),
+        buggy.seeds
+    );
+    assert!(buggy.failures.len() >= 5, "{buggy:?}");
+    for o in &buggy.failures {
+        let v = o.violation.as_ref().expect("failures hold a violation");
+        assert!(
+            v.invariant.starts_with("election safety")
+                || v.invariant.starts_with("leader completeness")
+                || v.invariant.starts_with("state machine safety")
+                || v.invariant.starts_with("log matching"),
+            "seed {}: {v}",
+            o.seed
+        );
+    }
 }
