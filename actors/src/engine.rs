@@ -651,7 +651,10 @@ impl Engine {
     }
 
     /// Test hook: make one of `group`'s actors panic, to exercise the
-    /// supervisor.
+    /// supervisor. Returns once the target's handler ran (it acknowledges,
+    /// then panics); an actor that was already gone, or whose mailbox is
+    /// closed or full, is an error, so a test cannot believe it injected a
+    /// fault that never fired.
     pub async fn inject_panic(
         &self,
         group: GroupId,
@@ -662,11 +665,30 @@ impl Engine {
             .routes
             .get(group)
             .ok_or(RequestError::NoSuchGroup(group))?;
-        match target {
-            FaultTarget::RaftGroup => route.raft.do_send(InjectPanic),
-            FaultTarget::FsmCaller => route.fsm.do_send(crate::fsm::InjectPanic),
+        let (delivered, ran) = tokio::sync::oneshot::channel();
+        // `try_send` (not `do_send`, which drops a message silently): it
+        // fails at once if the mailbox is closed or full. The acknowledgement
+        // says the handler ran; a dropped sender, that it never will.
+        let sent = match target {
+            FaultTarget::RaftGroup => route
+                .raft
+                .try_send(InjectPanic { delivered })
+                .map_err(|e| e.to_string()),
+            FaultTarget::FsmCaller => route
+                .fsm
+                .try_send(crate::fsm::InjectPanic { delivered })
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = sent {
+            return Err(RequestError::Application(format!(
+                "the fault for {target:?} of group {group} was not delivered: {e}"
+            )));
         }
-        Ok(())
+        ran.await.map_err(|_| {
+            RequestError::Application(format!(
+                "the {target:?} of group {group} stopped before its injected fault ran"
+            ))
+        })
     }
 
     /// Stops every group and the transport.

@@ -105,10 +105,14 @@ impl Handler<LocalQuery> for FsmCaller {
     }
 }
 
-/// Test hook: make the state machine's actor panic.
+/// Test hook: make the state machine's actor panic, acknowledging on
+/// `delivered` just before (see `group::InjectPanic`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct InjectPanic;
+pub struct InjectPanic {
+    /// Acknowledges that the handler ran, just before it panics.
+    pub delivered: tokio::sync::oneshot::Sender<()>,
+}
 
 /// The FsmCaller of one group.
 pub struct FsmCaller {
@@ -443,7 +447,8 @@ impl Handler<SnapshotFinished> for FsmCaller {
 impl Handler<InjectPanic> for FsmCaller {
     type Result = ();
 
-    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) {
+    fn handle(&mut self, m: InjectPanic, _: &mut Context<Self>) {
+        let _ = m.delivered.send(());
         panic!("group {}: fault injected into the FsmCaller", self.group);
     }
 }

@@ -108,10 +108,15 @@ pub struct ReportSnapshot {
 #[rtype(result = "GroupStatus")]
 pub struct GetStatus;
 
-/// Test hook: make this actor panic.
+/// Test hook: make this actor panic. The handler first sends on
+/// `delivered`, so the injector knows the panic is about to happen in this
+/// very actor (a dropped sender means it never ran: the actor was gone).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct InjectPanic;
+pub struct InjectPanic {
+    /// Acknowledges that the handler ran, just before it panics.
+    pub delivered: tokio::sync::oneshot::Sender<()>,
+}
 
 /// Late wiring: the FsmCaller exists only once this actor's address does.
 #[derive(Message)]
@@ -643,7 +648,8 @@ impl Handler<GetStatus> for RaftGroup {
 impl Handler<InjectPanic> for RaftGroup {
     type Result = ();
 
-    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) {
+    fn handle(&mut self, m: InjectPanic, _: &mut Context<Self>) {
+        let _ = m.delivered.send(());
         panic!("group {}: fault injected into the RaftGroup", self.group);
     }
 }

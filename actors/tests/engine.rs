@@ -161,7 +161,9 @@ async fn commands_commit_through_any_node() {
     for k in 0..300u64 {
         total += k;
         let got = add(&engines[(k % 3) as usize], k).await.unwrap();
-        assert!(got >= k, "a result is the total after the command");
+        // One writer, one command at a time: the answer is exactly the sum
+        // of every command so far (`got >= k` would hold for any total).
+        assert_eq!(got, total, "a result is the total after the command");
     }
     // A read through the log on every node sees every acknowledged write.
     for e in &engines {
@@ -191,7 +193,18 @@ async fn a_panicking_actor_is_restarted_from_durable_state() {
     }
     for target in [FaultTarget::RaftGroup, FaultTarget::FsmCaller] {
         let l = leader(&engines).await;
+        // Counted per injection: a total over both would already hold
+        // after the first one.
+        let before: Vec<u64> = engines.iter().map(|e| e.stats().restarts).collect();
+        let group_before = group_restarts(&engines[l]).await;
+        // Returns only once the target's handler ran (and panicked).
         engines[l].inject_panic(1, target).await.unwrap();
+        eventually(&format!("{target:?} on node {} restarted", l + 1), || {
+            let e = engines[l].clone();
+            let want = before[l] + 1;
+            async move { e.stats().restarts == want }
+        })
+        .await;
         // Writes keep being acknowledged (through any node) while the
         // group restarts.
         for k in 1..=50u64 {
@@ -211,8 +224,18 @@ async fn a_panicking_actor_is_restarted_from_durable_state() {
                 }
             }
         }
-        let restarts: u64 = engines.iter().map(|e| e.stats().restarts).sum();
-        assert!(restarts >= 1, "the supervisor did not restart anything");
+        // Exactly one restart, of group 1 on the injected node, and none
+        // anywhere else.
+        for (i, e) in engines.iter().enumerate() {
+            let want = before[i] + u64::from(i == l);
+            assert_eq!(e.stats().restarts, want, "{target:?}: node {}", i + 1);
+        }
+        assert_eq!(
+            group_restarts(&engines[l]).await,
+            group_before + 1,
+            "{target:?}: group 1 on node {}",
+            l + 1
+        );
     }
     // Nothing acknowledged was lost, on any replica.
     for e in &engines {
@@ -229,6 +252,16 @@ async fn a_panicking_actor_is_restarted_from_durable_state() {
     for e in &engines {
         e.shutdown().await;
     }
+}
+
+/// How many times the supervisor restarted group 1 on `e`.
+async fn group_restarts(e: &Engine) -> u32 {
+    let status = e.status().await;
+    status
+        .iter()
+        .find(|s| s.group == 1)
+        .expect("group 1")
+        .restarts
 }
 
 #[actix_rt::test]
@@ -257,6 +290,8 @@ async fn a_flood_of_proposals_meets_busy_not_unbounded_memory() {
         })
         .collect();
     let (mut ok, mut busy, mut other, mut acked_sum) = (0, 0, Vec::new(), 0u64);
+    // Timed-out commands may or may not have applied.
+    let mut unknown_sum = 0u64;
     for h in flood {
         let (k, r) = h.await.unwrap();
         match r {
@@ -265,7 +300,10 @@ async fn a_flood_of_proposals_meets_busy_not_unbounded_memory() {
                 acked_sum += k;
             }
             Err(RequestError::Busy(_)) => busy += 1,
-            Err(e) => other.push(e),
+            Err(e) => {
+                unknown_sum += k;
+                other.push(e)
+            }
         }
     }
     assert!(ok > 0, "nothing got through");
@@ -275,12 +313,14 @@ async fn a_flood_of_proposals_meets_busy_not_unbounded_memory() {
         other.iter().all(|e| matches!(e, RequestError::Timeout(_))),
         "unexpected errors: {other:?}"
     );
-    // The group still works, and nothing acknowledged is missing: the total
-    // is at least the sum of what was acknowledged.
+    // The group still works, nothing acknowledged is missing, and nothing
+    // refused as Busy was applied: the total lies between the sum of what
+    // was acknowledged and that plus what timed out (bounded both ways, so
+    // a lost write or an applied Busy fails it).
     let total = num(&leader_engine.read(1, Bytes::new()).await.unwrap());
     assert!(
-        total >= acked_sum,
-        "acknowledged {acked_sum}, applied {total}"
+        (acked_sum..=acked_sum + unknown_sum).contains(&total),
+        "acknowledged {acked_sum}, timed out {unknown_sum}, applied {total}"
     );
     for e in &engines {
         e.shutdown().await;
@@ -368,7 +408,10 @@ async fn a_failed_disk_write_stops_the_node_and_nothing_is_rebuilt_from_memory()
             total += k;
             add(&engines[l], k).await.unwrap();
         }
-        for e in engines.iter().filter(|e| e.failure().is_none()) {
+        let healthy: Vec<&Engine> = engines.iter().filter(|e| e.failure().is_none()).collect();
+        // Exactly the other two (an empty filter would check nothing).
+        assert_eq!(healthy.len(), 2, "{fault:?}");
+        for e in healthy {
             assert_eq!(num(&e.read(1, Bytes::new()).await.unwrap()), total);
         }
         for e in &engines {
@@ -396,7 +439,11 @@ async fn a_slow_sync_delays_but_fails_nothing() {
         add(&engines[l], k).await.unwrap();
     }
     eventually("the slow sync happened", || async { slow.pending() == 0 }).await;
-    assert_eq!(slow.fired().len(), 1);
+    // This very fault, once (not merely some fault).
+    assert_eq!(
+        slow.fired(),
+        vec![DiskFault::SlowSync(Duration::from_millis(300))]
+    );
     assert!(engines.iter().all(|e| e.failure().is_none()));
     for e in &engines {
         assert_eq!(num(&e.read(1, Bytes::new()).await.unwrap()), total);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 use synod_actors::identity::{Identity, IdentityError};
 
@@ -228,12 +228,15 @@ impl LocalCluster {
         matches!(child.try_wait(), Ok(None))
     }
 
-    /// SIGKILL: the process dies at once, without any cleanup.
-    pub fn kill(&mut self, id: NodeId) {
-        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// SIGKILL: the process dies at once, without any cleanup. Returns
+    /// how the process ended, as reaped after the signal (`None` if it was
+    /// not running), so a test can confirm the kill happened: a process
+    /// killed by it reports SIGKILL; one that had exited on its own before,
+    /// its exit code.
+    pub fn kill(&mut self, id: NodeId) -> Option<ExitStatus> {
+        let mut child = self.nodes.get_mut(&id).and_then(|n| n.child.take())?;
+        let _ = child.kill();
+        child.wait().ok()
     }
 
     fn signal(&self, id: NodeId, sig: &str) -> Result<(), String> {
@@ -261,7 +264,7 @@ impl LocalCluster {
 
     /// Starts node `id` again (after a kill), on the same data directory.
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
-        self.kill(id);
+        let _ = self.kill(id);
         self.spawn(id)
     }
 
@@ -312,6 +315,13 @@ impl LocalCluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The scheduler state of node `id`'s process, from `/proc/<pid>/stat`
+    /// (`'T'`: stopped, as after [`LocalCluster::pause`]; `'S'`, `'R'`:
+    /// running), or `None` if it does not run.
+    pub fn process_state(&self, id: NodeId) -> Option<char> {
+        process_state_of(self.pid(id)?)
+    }
+
     /// CPU time (user + system) used so far by node `id`'s process.
     pub fn cpu_time(&self, id: NodeId) -> Option<Duration> {
         cpu_time_of(self.pid(id)?)
@@ -323,7 +333,7 @@ impl Drop for LocalCluster {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             let _ = self.resume(id);
-            self.kill(id);
+            let _ = self.kill(id);
         }
     }
 }
@@ -369,6 +379,13 @@ pub async fn caught_up(
         0 => Ok(()),
         n => Err(format!("node {node} is {n} entries behind")),
     }
+}
+
+/// The state letter of a process from `/proc/<pid>/stat` (the field after
+/// the command name, which is in parentheses and may hold spaces).
+pub fn process_state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 /// CPU time of a process from `/proc/<pid>/stat` (utime + stime, in the

@@ -5,11 +5,13 @@
 //! acknowledged write must survive all of it.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use synod::kv::{Get, Put};
+use serde::{Deserialize, Serialize};
+use synod::kv::{Get, Len, Put};
 use synod::local::{ClusterOptions, LocalCluster};
 use synod::{Client, SynodError};
 
@@ -74,6 +76,71 @@ async fn check_all(client: &Client, acked: &Acked) {
     }
 }
 
+/// Compares the replicas entry by entry, each node's own (read locally,
+/// not through the leader): every node holds every acknowledged key of
+/// `1..=groups` with its value, and all agree on the number of keys (which
+/// is the number acknowledged: every key written was) and the revision.
+async fn check_replicas(client: &Client, acked: &Acked, groups: u64) {
+    for g in 1..=groups {
+        let keys = acked.keys().filter(|(group, _)| *group == g).count();
+        // A follower applies a little after the leader: wait until they agree.
+        eventually(&format!("the replicas of group {g} agree"), 30, || async {
+            let mut lens = Vec::new();
+            for node in 1..=3 {
+                let len = client.read_local(node, g, Len).await;
+                lens.push(len.map_err(|e| format!("node {node}: {e}"))?);
+            }
+            if lens.iter().all(|l| *l == lens[0]) && lens[0].0 == keys {
+                Ok(())
+            } else {
+                Err(format!(
+                    "(keys, revision) per node {lens:?}; {keys} keys acknowledged"
+                ))
+            }
+        })
+        .await;
+    }
+    for node in 1..=3 {
+        for ((g, key), value) in acked {
+            let got = client
+                .read_local(node, *g, Get { key: key.clone() })
+                .await
+                .unwrap();
+            assert_eq!(got.as_ref(), Some(value), "node {node} group {g} key {key}");
+        }
+    }
+}
+
+/// SIGKILLs node `id` and proves it happened: the process ran, was reaped
+/// having died of SIGKILL (not of anything else, nor exited before), and
+/// runs no more.
+fn kill_confirmed(cluster: &mut LocalCluster, id: u64) {
+    assert!(
+        cluster.is_running(id),
+        "node {id} was not running before the kill"
+    );
+    let status = cluster.kill(id).expect("a process to kill");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "node {id} did not die of SIGKILL: {status:?}"
+    );
+    assert!(!cluster.is_running(id) && cluster.pid(id).is_none());
+}
+
+/// Node `node`'s view of group `group`.
+async fn group_status(
+    client: &Client,
+    node: u64,
+    group: u64,
+) -> Result<synod::GroupStatus, String> {
+    let status = client.status(node).await.map_err(|e| e.to_string())?;
+    status
+        .into_iter()
+        .find(|s| s.group == group)
+        .ok_or(format!("node {node} does not host group {group}"))
+}
+
 async fn leader_of(client: &Client, group: u64) -> u64 {
     eventually("a leader", 30, || async {
         client
@@ -103,7 +170,7 @@ async fn leader_killed_writes_continue_and_the_node_catches_up_on_restart() {
         write_keys(&client, g, "before", 50, &mut acked).await;
     }
     let leader = leader_of(&client, 1).await;
-    cluster.kill(leader);
+    kill_confirmed(&mut cluster, leader);
     let killed_at = Instant::now();
     // Writes succeed again, for both groups.
     for g in 1..=2 {
@@ -119,6 +186,7 @@ async fn leader_killed_writes_continue_and_the_node_catches_up_on_restart() {
     write_keys(&client, 1, "after-restart", 10, &mut acked).await;
     caught_up(&client, leader, &others, 2).await;
     check_all(&client, &acked).await;
+    check_replicas(&client, &acked, 2).await;
     client.close().await;
 }
 
@@ -133,7 +201,7 @@ async fn a_node_far_behind_catches_up_by_snapshot() {
     write_keys(&client, 1, "warm", 10, &mut acked).await;
     let leader = leader_of(&client, 1).await;
     let follower = (1..=3).find(|&n| n != leader).unwrap();
-    cluster.kill(follower);
+    kill_confirmed(&mut cluster, follower);
     // Enough entries for two snapshots: the leader compacts past what the
     // follower holds.
     write_keys(&client, 1, "while-down", 150, &mut acked).await;
@@ -149,6 +217,7 @@ async fn a_node_far_behind_catches_up_by_snapshot() {
         "the follower caught up without a snapshot: {stats:?}"
     );
     check_all(&client, &acked).await;
+    check_replicas(&client, &acked, 1).await;
     client.close().await;
 }
 
@@ -170,8 +239,7 @@ async fn a_node_restarted_on_an_empty_data_directory_is_repaired_without_new_wri
     let others: Vec<u64> = (1..=3).filter(|&n| n != follower).collect();
     caught_up(&client, follower, &others, 1).await;
     // The disk is replaced: the node comes back with nothing.
-    cluster.kill(follower);
-    assert!(!cluster.is_running(follower), "the kill did not happen");
+    kill_confirmed(&mut cluster, follower);
     let data = dir.path().join(format!("node-{follower}"));
     std::fs::remove_dir_all(&data).unwrap();
     cluster.restart(follower).unwrap();
@@ -226,13 +294,24 @@ async fn a_whole_cluster_crash_keeps_every_acknowledged_write() {
         write_keys(&client, g, "k", 60, &mut acked).await;
     }
     for id in 1..=3 {
-        cluster.kill(id); // SIGKILL: no clean shutdown
+        kill_confirmed(&mut cluster, id); // SIGKILL: no clean shutdown
+    }
+    // The whole cluster is down: nobody answers.
+    assert!((1..=3).all(|id| !cluster.is_running(id)));
+    for id in 1..=3 {
+        assert!(
+            client.status(id).await.is_err(),
+            "node {id} answered while down"
+        );
     }
     cluster.start_all().unwrap();
     check_all(&client, &acked).await;
-    // And the cluster accepts writes again.
-    write_keys(&client, 1, "again", 5, &mut acked).await;
+    // And the cluster accepts writes again, in both groups.
+    for g in 1..=2 {
+        write_keys(&client, g, "again", 5, &mut acked).await;
+    }
     check_all(&client, &acked).await;
+    check_replicas(&client, &acked, 2).await;
     client.close().await;
 }
 
@@ -244,14 +323,76 @@ async fn a_paused_leader_is_replaced_and_rejoins() {
     let mut acked = Acked::new();
     write_keys(&client, 1, "a", 20, &mut acked).await;
     let leader = leader_of(&client, 1).await;
-    cluster.pause(leader).unwrap();
-    write_keys(&client, 1, "b", 20, &mut acked).await;
-    cluster.resume(leader).unwrap();
-    write_keys(&client, 1, "c", 20, &mut acked).await;
     let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    let old_term = eventually("the leader's status", 10, || async {
+        group_status(&client, leader, 1).await
+    })
+    .await
+    .term;
+    cluster.pause(leader).unwrap();
+    // The pause happened: the process is stopped...
+    eventually("the paused process stops", 10, || async {
+        match cluster.process_state(leader) {
+            Some('T') => Ok(()),
+            state => Err(format!("node {leader} is in state {state:?}")),
+        }
+    })
+    .await;
+    // ...and had an effect: another node leads in a later term.
+    let new_leader = eventually("another leader while paused", 30, || async {
+        for &n in &others {
+            let s = group_status(&client, n, 1).await;
+            if s.is_ok_and(|s| s.role == "Leader" && s.term > old_term) {
+                return Ok(n);
+            }
+        }
+        Err(format!("neither of {others:?} leads after term {old_term}"))
+    })
+    .await;
+    write_keys(&client, 1, "b", 20, &mut acked).await;
+    // Those writes were made without it: it was stopped all along.
+    assert_eq!(cluster.process_state(leader), Some('T'));
+    cluster.resume(leader).unwrap();
+    eventually("the resumed process runs", 10, || async {
+        match cluster.process_state(leader) {
+            Some('T') | None => Err(format!("node {leader} is still stopped")),
+            Some(_) => Ok(()),
+        }
+    })
+    .await;
+    write_keys(&client, 1, "c", 20, &mut acked).await;
     caught_up(&client, leader, &others, 1).await;
     check_all(&client, &acked).await;
+    check_replicas(&client, &acked, 1).await;
+    // The old leader rejoined as a follower of the new term.
+    let rejoined = group_status(&client, leader, 1).await.unwrap();
+    assert!(
+        rejoined.term > old_term,
+        "{rejoined:?} (new leader {new_leader})"
+    );
     client.close().await;
+}
+
+/// A command the KvStore has no handler for.
+#[derive(Serialize, Deserialize)]
+struct Frobnicate {
+    n: u64,
+}
+synod::message!(Frobnicate => u64);
+
+/// A query the KvStore has no handler for.
+#[derive(Serialize, Deserialize)]
+struct Census;
+synod::query!(Census => u64);
+
+mod malformed {
+    use serde::{Deserialize, Serialize};
+
+    /// Named like the KvStore's `Put` (the wire name is the type's name),
+    /// shaped otherwise: it cannot decode as one.
+    #[derive(Serialize, Deserialize)]
+    pub struct Put(pub u8);
+    synod::message!(Put => u64);
 }
 
 #[tokio::test]
@@ -261,6 +402,32 @@ async fn unknown_groups_and_bad_messages_are_typed_errors() {
     let client = cluster.client().unwrap();
     let mut acked = Acked::new();
     write_keys(&client, 1, "x", 1, &mut acked).await;
+    let before = client.read(1, Len).await.unwrap();
+    // A command of a type nobody handles.
+    match client.send(1, Frobnicate { n: 1 }).await {
+        Err(SynodError::Rejected(r)) => {
+            assert!(r.contains("no message named \"Frobnicate\""), "{r}")
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    // A known name whose body does not decode as that message.
+    match client.send(1, malformed::Put(7)).await {
+        Err(SynodError::Rejected(r)) => assert!(r.contains("cannot decode Put"), "{r}"),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    // A query of a type nobody answers, through the log and locally.
+    match client.read(1, Census).await {
+        Err(SynodError::Rejected(r)) => assert!(r.contains("no query named \"Census\""), "{r}"),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    match client.read_local(1, 1, Census).await {
+        Err(SynodError::Rejected(r)) => assert!(r.contains("no query named \"Census\""), "{r}"),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    // Refused means nothing changed, and the group still works.
+    assert_eq!(client.read(1, Len).await.unwrap(), before);
+    write_keys(&client, 1, "y", 1, &mut acked).await;
+    check_all(&client, &acked).await;
     match client
         .send(
             99,
@@ -271,9 +438,10 @@ async fn unknown_groups_and_bad_messages_are_typed_errors() {
         )
         .await
     {
-        Err(SynodError::NoSuchGroup { group: 99 }) | Err(SynodError::Unavailable(_)) => {}
+        Err(SynodError::NoSuchGroup { group: 99 }) => {}
         other => panic!("expected NoSuchGroup, got {other:?}"),
     }
+    client.close().await;
     drop(cluster);
 }
 

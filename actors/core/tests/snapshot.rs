@@ -131,13 +131,21 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
         MessageBody::HeartbeatResponse { lacking: None },
     ));
     let rd = persist(&mut r);
-    assert!(rd.messages.iter().any(|m| matches!(
-        m.body,
-        MessageBody::Append {
-            prev_log_index: 8,
-            ..
-        }
-    )));
+    // Exactly the probe after the snapshot, with what follows it (9, 10).
+    assert_eq!(
+        rd.messages,
+        vec![msg(
+            1,
+            3,
+            1,
+            MessageBody::Append {
+                prev_log_index: 8,
+                prev_log_term: 1,
+                entries: vec![cmd(9, 1), cmd(10, 1)],
+                leader_commit: 10,
+            }
+        )]
+    );
     // A failed transfer probes from the known match: the snapshot again.
     let mut r = leader_with_ten_applied();
     r.compact(8).unwrap();
@@ -151,10 +159,17 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
         MessageBody::HeartbeatResponse { lacking: None },
     ));
     let rd = persist(&mut r);
-    assert!(rd
-        .messages
-        .iter()
-        .any(|m| matches!(m.body, MessageBody::Snapshot { .. })));
+    assert_eq!(
+        rd.messages,
+        vec![msg(
+            1,
+            3,
+            1,
+            MessageBody::Snapshot {
+                snapshot: SnapshotInfo { index: 8, term: 1 }
+            }
+        )]
+    );
 }
 
 /// A follower (node 2) in term 3 whose log is 1..=5 of term 1, 6..=7 of
@@ -370,6 +385,28 @@ fn conflict_term_ending_at_the_offset_does_not_force_a_snapshot() {
         !matches!(r.progress(3).unwrap().state, ProgressState::Snapshot { .. }),
         "snapshot sent although entry 5 (term 1) is the offset: {:?}",
         rd.messages
+    );
+    // Not only no snapshot (which no message at all would satisfy): the
+    // exact append after index 5, carrying the leader's 6..=9.
+    let mut suffix: Vec<Entry> = (6..=8).map(|i| cmd(i, 2)).collect();
+    suffix.push(Entry {
+        index: 9,
+        term: 3,
+        kind: EntryKind::Noop,
+    });
+    assert_eq!(
+        rd.messages,
+        vec![msg(
+            1,
+            3,
+            3,
+            MessageBody::Append {
+                prev_log_index: 5,
+                prev_log_term: 1,
+                entries: suffix,
+                leader_commit: 9,
+            }
+        )]
     );
 }
 

@@ -126,6 +126,10 @@ pub struct WalStats {
     pub segments_created: u64,
     /// Segments deleted because nothing live was left in them.
     pub segments_deleted: u64,
+    /// `fsyncs` as it stood when the first segment was deleted since the
+    /// log was opened (`None`: nothing deleted yet). Lets a test observe
+    /// that the records a deletion relies on were synced before it.
+    pub fsyncs_at_first_delete: Option<u64>,
     /// Entries read back from disk (cache misses).
     pub disk_reads: u64,
 }
@@ -1155,6 +1159,8 @@ impl Wal {
                 continue;
             }
             self.stats.segments_deleted += 1;
+            let fsyncs = self.stats.fsyncs;
+            self.stats.fsyncs_at_first_delete.get_or_insert(fsyncs);
         }
         if let Err(e) = sync_dir(&self.dir) {
             warn!(self.log, "directory sync after deleting segments failed";

@@ -8,26 +8,32 @@ mod common;
 use common::{dump, entry};
 use proptest::prelude::*;
 use synod_core::HardState;
-use synod_storage::{LogStore, MemLog, StorageError, Wal, WalOptions, WriteBatch};
+use synod_storage::{GroupState, LogStore, MemLog, StorageError, Wal, WalOptions, WriteBatch};
 
 #[derive(Clone, Debug)]
 enum Step {
     /// Append `count` entries to `group`, starting `back` entries before
-    /// the end (0 = continue the log; >0 overwrites a suffix).
+    /// the end (0 = continue the log; >0 overwrites a suffix), or with
+    /// `gap` one index past the end (which must be refused).
     Append {
         group: u64,
         back: u64,
         count: u64,
         term_bump: u64,
         size: usize,
+        gap: bool,
     },
     HardState {
         group: u64,
         term: u64,
     },
+    /// Truncate `back` entries before the end, or with `below` just
+    /// below the first index (which must be refused once anything was
+    /// purged).
     Truncate {
         group: u64,
         back: u64,
+        below: bool,
     },
     Purge {
         group: u64,
@@ -44,11 +50,12 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        8 => (1..4u64, 0..3u64, 1..6u64, 0..2u64, 0..300usize).prop_map(
-            |(group, back, count, term_bump, size)| Step::Append { group, back, count, term_bump, size }
+        8 => (1..4u64, 0..3u64, 1..6u64, 0..2u64, 0..300usize, prop::bool::weighted(0.1)).prop_map(
+            |(group, back, count, term_bump, size, gap)| Step::Append { group, back, count, term_bump, size, gap }
         ),
         2 => (1..4u64, 1..50u64).prop_map(|(group, term)| Step::HardState { group, term }),
-        1 => (1..4u64, 0..4u64).prop_map(|(group, back)| Step::Truncate { group, back }),
+        1 => (1..4u64, 0..4u64, prop::bool::weighted(0.3))
+            .prop_map(|(group, back, below)| Step::Truncate { group, back, below }),
         2 => (1..4u64, 0..12u64).prop_map(|(group, ahead)| Step::Purge { group, ahead }),
         1 => (1..4u64).prop_map(|group| Step::Remove { group }),
         4 => Just(Step::Sync),
@@ -75,6 +82,7 @@ fn batch_for(step: &Step, model: &MemLog, terms: &mut [u64; 4]) -> Option<WriteB
             count,
             term_bump,
             size,
+            gap,
         } => {
             let s = model.group(group).unwrap_or_default();
             let (first, last) = if model.group(group).is_some() {
@@ -82,7 +90,11 @@ fn batch_for(step: &Step, model: &MemLog, terms: &mut [u64; 4]) -> Option<WriteB
             } else {
                 (1, 0)
             };
-            let start = (last + 1).saturating_sub(back).max(first);
+            let start = if gap {
+                last + 2
+            } else {
+                (last + 1).saturating_sub(back).max(first)
+            };
             terms[group as usize] += term_bump;
             let t = terms[group as usize];
             let entries = (start..start + count)
@@ -100,9 +112,13 @@ fn batch_for(step: &Step, model: &MemLog, terms: &mut [u64; 4]) -> Option<WriteB
                 },
             );
         }
-        Step::Truncate { group, back } => {
+        Step::Truncate { group, back, below } => {
             let s = model.group(group)?;
-            let from = (s.last_index + 1).saturating_sub(back).max(s.first_index);
+            let from = if below && s.first_index > 1 {
+                s.first_index - 1
+            } else {
+                (s.last_index + 1).saturating_sub(back).max(s.first_index)
+            };
             b.truncate(group, from);
         }
         Step::Purge { group, ahead } => {
@@ -116,6 +132,100 @@ fn batch_for(step: &Step, model: &MemLog, terms: &mut [u64; 4]) -> Option<WriteB
         Step::Sync | Step::CrashReopen => return None,
     }
     Some(b)
+}
+
+/// Why a step must be refused.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    Gap { index: u64, last_index: u64 },
+    Compacted { index: u64, first_index: u64 },
+}
+
+impl Refusal {
+    fn is(&self, e: &StorageError) -> bool {
+        match (*self, e) {
+            (
+                Refusal::Gap { index, last_index },
+                &StorageError::Gap {
+                    index: i,
+                    last_index: l,
+                    ..
+                },
+            ) => (i, l) == (index, last_index),
+            (
+                Refusal::Compacted { index, first_index },
+                &StorageError::Compacted {
+                    index: i,
+                    first_index: f,
+                    ..
+                },
+            ) => (i, f) == (index, first_index),
+            _ => false,
+        }
+    }
+}
+
+/// What a step must do to its group, worked out here from the step and
+/// the group's state before it, by arithmetic of its own: the stores share
+/// `WriteBatch::validate`, so comparing one store's verdict with the
+/// other's compared that code with itself. `Ok` holds the group's state
+/// after the step (`None`: removed).
+fn expected(step: &Step, before: Option<GroupState>) -> Result<Option<GroupState>, Refusal> {
+    let mut s = before.unwrap_or(GroupState {
+        first_index: 1,
+        last_index: 0,
+        hard_state: HardState::default(),
+    });
+    match *step {
+        Step::Append {
+            back, count, gap, ..
+        } => {
+            if gap {
+                return Err(Refusal::Gap {
+                    index: s.last_index + 2,
+                    last_index: s.last_index,
+                });
+            }
+            let start = (s.last_index + 1).saturating_sub(back).max(s.first_index);
+            s.last_index = start + count - 1;
+        }
+        Step::HardState { term, .. } => {
+            s.hard_state = HardState {
+                term,
+                vote: Some(term % 3 + 1),
+                commit: term / 2,
+            };
+        }
+        Step::Truncate { back, below, .. } => {
+            if below && s.first_index > 1 {
+                return Err(Refusal::Compacted {
+                    index: s.first_index - 1,
+                    first_index: s.first_index,
+                });
+            }
+            let from = (s.last_index + 1).saturating_sub(back).max(s.first_index);
+            s.last_index = s.last_index.min(from - 1);
+        }
+        Step::Purge { ahead, .. } => {
+            let first_index = s.first_index + ahead;
+            s.last_index = s.last_index.max(first_index - 1);
+            s.first_index = first_index;
+        }
+        Step::Remove { .. } => return Ok(None),
+        Step::Sync | Step::CrashReopen => unreachable!("no batch"),
+    }
+    Ok(Some(s))
+}
+
+fn group_of(step: &Step) -> u64 {
+    match *step {
+        Step::Append { group, .. }
+        | Step::HardState { group, .. }
+        | Step::Truncate { group, .. }
+        | Step::Purge { group, .. }
+        | Step::Remove { group } => group,
+        Step::Sync | Step::CrashReopen => unreachable!("no group"),
+    }
 }
 
 proptest! {
@@ -163,12 +273,27 @@ proptest! {
                 }
                 other => {
                     let Some(b) = batch_for(other, &model, &mut terms) else { continue };
-                    let expected = model.append(&b);
+                    let group = group_of(other);
+                    let before = model.group(group);
+                    let want = expected(other, before);
+                    let in_model = model.append(&b);
                     let got = wal.append(&b);
-                    if got.is_ok() {
-                        unsynced.push(b);
+                    match &want {
+                        Ok(after) => {
+                            prop_assert!(in_model.is_ok() && got.is_ok(),
+                                "{:?} refused: model {:?}, wal {:?}", other, in_model, got);
+                            prop_assert_eq!(wal.group(group), *after, "{:?}", other);
+                            prop_assert_eq!(model.group(group), *after, "{:?}", other);
+                            unsynced.push(b);
+                        }
+                        Err(refusal) => {
+                            for (store, r) in [("model", &in_model), ("wal", &got)] {
+                                prop_assert!(r.as_ref().is_err_and(|e| refusal.is(e)),
+                                    "{:?}: {} answered {:?}, expected {:?}", other, store, r, refusal);
+                            }
+                            prop_assert_eq!(wal.group(group), before, "a refusal changed the log");
+                        }
                     }
-                    prop_assert_eq!(expected.is_ok(), got.is_ok(), "{:?} vs {:?}", expected, got);
                 }
             }
             prop_assert_eq!(dump(&mut wal), dump(&mut model));
