@@ -327,6 +327,11 @@ async fn a_flood_of_proposals_meets_busy_not_unbounded_memory() {
     }
 }
 
+/// A fault handle on every node's disk.
+fn every_disk_faulty() -> [Option<DiskFaults>; 3] {
+    [(); 3].map(|_| Some(DiskFaults::new()))
+}
+
 /// Waits until `cond` holds, failing with `what` after 20 s.
 async fn eventually<F, Fut>(what: &str, mut cond: F)
 where
@@ -356,11 +361,7 @@ async fn a_failed_disk_write_stops_the_node_and_nothing_is_rebuilt_from_memory()
         DiskFault::NoSpace,
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let faults = [
-            Some(DiskFaults::new()),
-            Some(DiskFaults::new()),
-            Some(DiskFaults::new()),
-        ];
+        let faults = every_disk_faulty();
         let group = GroupConfig {
             tick: Duration::from_millis(20),
             ..GroupConfig::default()
@@ -729,11 +730,7 @@ fn a_fixed_handler_and_a_restart_resume_a_poisoned_group() {
 #[actix_rt::test]
 async fn a_follower_whose_sync_failed_cannot_complete_a_quorum() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = [
-        Some(DiskFaults::new()),
-        Some(DiskFaults::new()),
-        Some(DiskFaults::new()),
-    ];
+    let faults = every_disk_faulty();
     let group = GroupConfig {
         tick: Duration::from_millis(20),
         propose_timeout: Duration::from_secs(3),

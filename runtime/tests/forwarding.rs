@@ -93,8 +93,7 @@ fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
         .simulation_duration(Duration::from_secs(120))
         .tick_duration(Duration::from_millis(1))
         .build();
-    let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
-    support::init_new_nodes(&dirs);
+    let dirs = support::new_node_dirs(NODES);
     for id in 1..=NODES {
         let store = SharedMemLog::default();
         let dir = dirs[id as usize - 1].path().to_path_buf();

@@ -66,8 +66,7 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
         .simulation_duration(Duration::from_secs(600))
         .tick_duration(Duration::from_millis(1))
         .build();
-    let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
-    support::init_new_nodes(&dirs);
+    let dirs = support::new_node_dirs(NODES);
     let stores: Vec<SharedMemLog> = (0..NODES).map(|_| SharedMemLog::default()).collect();
     let faults: Vec<DiskFaults> = (0..NODES).map(|_| DiskFaults::new()).collect();
     let leaders: Leaders = Rc::default();

@@ -56,11 +56,14 @@ impl SimNode {
     }
 }
 
-/// A new cluster: vouches that the node of each directory (node `i + 1`
-/// for `dirs[i]`) is new, as `synod init` does.
-pub fn init_new_nodes(dirs: &[tempfile::TempDir]) {
-    for (i, dir) in dirs.iter().enumerate() {
-        synod_actors::identity::Identity::init_new(dir.path(), i as u64 + 1)
-            .expect("a new directory");
-    }
+/// Data directories of a new cluster of `nodes` nodes (node `i + 1` in
+/// the `i`-th), each vouched new as `synod init` does.
+pub fn new_node_dirs(nodes: u64) -> Vec<tempfile::TempDir> {
+    (1..=nodes)
+        .map(|id| {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            synod_actors::identity::Identity::init_new(dir.path(), id).expect("a new directory");
+            dir
+        })
+        .collect()
 }
