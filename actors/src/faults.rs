@@ -13,8 +13,9 @@
 //! it. The log writer must then refuse to trust memory (see
 //! `docs/STORAGE.md`, "A failed write is fatal").
 //!
-//! Production never arms anything: an unarmed handle costs one mutex
-//! round per append and per sync, next to a disk write.
+//! Production does not wrap its store at all (`EngineConfig::disk_faults`
+//! is `None`); a wrapped store with nothing armed takes one uncontended
+//! mutex per append and per sync.
 
 use std::collections::VecDeque;
 use std::io;
