@@ -298,9 +298,10 @@ impl Engine {
         } || has_files(&snap_dir);
         let identity = Identity::open(&cfg.data_dir, cfg.node_id, has_state)?;
         if identity.rejoining {
-            slog::warn!(cfg.logger, "booting on an empty data directory (a new node, or a lost \
-                                     disk): groups vote only for empty-log candidates until they \
-                                     caught up from a leader"; "node" => cfg.node_id);
+            slog::warn!(cfg.logger, "booting on an empty data directory that was not initialized \
+                                     as a new node (`synod init`): treated as a lost disk, this \
+                                     node votes for nobody until a leader caught it up";
+                                     "node" => cfg.node_id);
         }
         let snapshots =
             open_snapshot_store(&snap_dir).map_err(|source| EngineError::Snapshots {

@@ -174,9 +174,8 @@ impl RaftGroup {
         if raft.rejoining() {
             warn!(
                 log,
-                "this node booted on an empty data directory (a new node, or a lost disk): \
-                        until this group caught up from a leader it votes only for candidates \
-                        with an empty log"
+                "this node booted on an empty data directory (a lost disk?): until a leader \
+                 caught this group up, it votes for nobody"
             );
         }
         let caught_up = raft.rejoining().then_some(caught_up);

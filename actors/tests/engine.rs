@@ -107,6 +107,10 @@ async fn start_node(
     disk_faults: Option<DiskFaults>,
 ) -> Result<Engine, synod_actors::EngineError> {
     let id = node.id;
+    let data_dir = node.dir.join(format!("node{id}"));
+    // A new cluster: vouch that each node is new (`synod init`); on a
+    // restart the directory holds state and this does nothing.
+    let _ = synod_actors::identity::Identity::init_new(&data_dir, id);
     let peers: BTreeMap<u64, _> = (1..=3u64)
         .filter(|&p| p != id)
         .map(|p| (p, node.addrs[p as usize - 1]))
@@ -115,7 +119,7 @@ async fn start_node(
         node_id: id,
         peers,
         tls: node.certs.node(id).unwrap(),
-        data_dir: node.dir.join(format!("node{id}")),
+        data_dir,
         group,
         seed: id * 7919,
         max_frame_bytes: 16 << 20,

@@ -92,7 +92,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             files.cert.display(),
             files.key.display()
         );
-        let node = Node::start(NodeConfig::from_toml(&toml)?, synod::logging::discard()).await?;
+        let config = NodeConfig::from_toml(&toml)?;
+        // A new node of a new cluster: say so once, before its first start.
+        Node::init_new(&config)?;
+        let node = Node::start(config, synod::logging::discard()).await?;
         // Host this node's replica of group 1: a Counter starting at 0.
         counters.push(node.spawn_replicated(1, Counter::default()).await?);
     }

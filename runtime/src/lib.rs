@@ -39,6 +39,10 @@
 //! #[actix::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let config = NodeConfig::from_file("node-1.toml".as_ref())?;
+//!     // Once, before a NEW node's first start (`synod init` does the same):
+//!     // a node started on an empty directory without it is treated as one
+//!     // that lost its disk and votes for nobody until it caught up.
+//!     Node::init_new(&config)?;
 //!     let node = Node::start(config, synod::logging::discard()).await?;
 //!     let counter = node.spawn_replicated(1, Counter::default()).await?;
 //!     let v = counter.send(Add(5)).await?;   // committed by the group, then applied

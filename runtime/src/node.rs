@@ -53,6 +53,17 @@ impl Node {
         })
     }
 
+    /// Marks the data directory of `config` as a NEW node's, before its
+    /// first start (what `synod init` does). A node started on an empty
+    /// directory without it is treated as one that lost its disk: it votes
+    /// for nobody until a leader caught it up, so a brand-new cluster whose
+    /// nodes were not initialized elects no leader. Refuses a directory
+    /// that already holds state.
+    pub fn init_new(config: &NodeConfig) -> Result<(), StartError> {
+        synod_actors::identity::Identity::init_new(&config.data_dir, config.id)
+            .map_err(|e| StartError::Engine(e.into()))
+    }
+
     /// Wraps a started engine (the simulation builds engines itself).
     pub fn from_engine(engine: Engine) -> Node {
         let id = engine.node_id();

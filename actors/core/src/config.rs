@@ -52,12 +52,13 @@ pub struct Config {
     /// term, vote and log survive; one that lost them could vote a second
     /// time in a term it already voted in, or help elect a leader lacking
     /// entries it had acknowledged. Until its durable log holds the commit
-    /// index a leader first told it, it grants (pre-)votes only to
-    /// candidates whose log is empty and does not campaign with a log of
-    /// its own. There is no time limit: a group that needs this replica's
-    /// vote and has no leader to catch it up stays unavailable (the loss
-    /// counts as a failed replica) until another replica comes back or an
-    /// operator vouches for it. Default off.
+    /// index a leader first told it, it grants no (pre-)vote and does not
+    /// campaign. There is no time limit and no exception for empty-log
+    /// candidates (a follower that lagged from the start has an empty log
+    /// too): a group that needs this replica's vote and has no leader to
+    /// catch it up stays unavailable until another replica comes back or
+    /// an operator vouches for it. A brand-new cluster must therefore mark
+    /// its nodes new (the runtime's `synod init`). Default off.
     pub rejoining: bool,
     /// Deliberate protocol bugs, only so the simulation can prove that it
     /// catches them. Never set this outside tests.

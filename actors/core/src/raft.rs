@@ -645,11 +645,10 @@ impl Raft {
         if !self.voters.contains(&self.config.id) {
             return;
         }
-        if !self.may_vote_for(self.log.last_index()) {
-            // A replica that lost its state and holds a partial log does
-            // not campaign (its self-vote could be a second vote in that
-            // term, and its log may lack what it acknowledged): it waits
-            // for a leader to catch it up.
+        if !self.may_vote() {
+            // A replica that lost its state does not campaign (its
+            // self-vote could be a second vote in that term, and its log
+            // may lack what it acknowledged): it waits for a leader.
             self.reset_election_timer();
             return;
         }
@@ -707,7 +706,7 @@ impl Raft {
 
     fn handle_pre_vote(&mut self, m: &Message, last_log_index: Index, last_log_term: Term) {
         let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
-        let granted = m.term > self.term && up_to_date && self.may_vote_for(last_log_index);
+        let granted = m.term > self.term && up_to_date && self.may_vote();
         let term = if granted { m.term } else { self.term };
         self.messages.push(Message {
             from: self.config.id,
@@ -725,7 +724,7 @@ impl Raft {
         // §5.4.1: only for a candidate whose log is at least as up-to-date.
         let up_to_date = self.bugs.vote_without_log_check
             || self.log.is_up_to_date(last_log_index, last_log_term);
-        let granted = can_vote && up_to_date && self.may_vote_for(last_log_index);
+        let granted = can_vote && up_to_date && self.may_vote();
         let reply = Message {
             from: self.config.id,
             to: m.from,
@@ -885,10 +884,15 @@ impl Raft {
         self.send(leader, MessageBody::HeartbeatResponse { lacking });
     }
 
-    /// Whether a replica that lost its state may vote for a candidate
-    /// whose log ends at `last_log_index` (see [`Config::rejoining`]).
-    fn may_vote_for(&self, last_log_index: Index) -> bool {
-        !self.rejoining || last_log_index == 0 || self.bugs.rejoin_votes_freely
+    /// Whether this replica may vote (for itself too): not while it is
+    /// rejoining (see
+    /// [`Config::rejoining`]). An empty-log candidate is no exception: a
+    /// follower that lagged from the start has an empty log too, and with
+    /// a wiped replica's vote it could lead without entries committed on
+    /// the replica's old state (the black-box tests and the simulation's
+    /// wipes both found exactly that, with two leaders in one term).
+    fn may_vote(&self) -> bool {
+        !self.rejoining || self.bugs.rejoin_votes_freely
     }
 
     /// A leader told us its commit index: a rejoining replica is caught
