@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 
 use crate::faults::{DiskFaults, FaultyStore};
 use crate::group::{Inbound, InjectPanic, Propose};
-use crate::identity::{Identity, IdentityError};
+use crate::identity::{has_files, Identity, IdentityError};
 use crate::log_writer::{LogWriter, SharedMemLog};
 use crate::node::{CreateGroup, Lookup, NodeActor, Routes, Status, StopAll};
 use crate::proto::{
@@ -701,11 +701,6 @@ impl Engine {
             let _ = stop.send(());
         }
     }
-}
-
-/// Whether `dir` exists and holds anything.
-fn has_files(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// Opens a node's snapshot store. It deletes nothing on its own: a

@@ -220,11 +220,9 @@ impl RaftGroup {
         false
     }
 
+    /// Stops the group for good (`stopped` stops its Replicators).
     fn halt(&mut self, ctx: &mut Context<Self>) {
         self.failed = true;
-        for (_, r) in std::mem::take(&mut self.replicators) {
-            r.do_send(StopReplicator);
-        }
         ctx.stop();
     }
 
@@ -243,7 +241,7 @@ impl RaftGroup {
         }
         self.pruned_below = below;
         if let Err(e) = self.shared.snapshots.delete_below(self.group, below) {
-            slog::warn!(self.log, "deleting old snapshots failed (only disk space is at stake)";
+            warn!(self.log, "deleting old snapshots failed (only disk space is at stake)";
                         "below" => below, "error" => %e);
         }
     }

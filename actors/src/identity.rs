@@ -164,10 +164,8 @@ impl Identity {
     pub fn init_new(dir: &Path, node_id: NodeId) -> Result<(), IdentityError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join(IDENTITY_FILE);
-        let has_state = path.exists()
-            || ["wal", "snapshots"]
-                .iter()
-                .any(|d| fs::read_dir(dir.join(d)).is_ok_and(|mut e| e.next().is_some()));
+        let has_state =
+            path.exists() || ["wal", "snapshots"].iter().any(|d| has_files(&dir.join(d)));
         if has_state {
             return Err(IdentityError::NotEmpty {
                 dir: dir.to_path_buf(),
@@ -201,6 +199,11 @@ impl Identity {
         self.rejoining = false;
         Ok(())
     }
+}
+
+/// Whether `dir` exists and holds anything (a log, snapshots).
+pub fn has_files(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 fn parse(text: &str) -> Result<(NodeId, u64), String> {

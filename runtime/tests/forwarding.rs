@@ -88,11 +88,7 @@ async fn timed_writes(client: &Client, group: u64, prefix: &str, count: usize) -
 fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dev::generate(dir.path(), "sim-ca", &[1, 2, 3], &["sim"]).unwrap();
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(SEED)
-        .simulation_duration(Duration::from_secs(120))
-        .tick_duration(Duration::from_millis(1))
-        .build();
+    let mut sim = support::simulation(SEED, Duration::from_secs(120));
     let dirs = support::new_node_dirs(NODES);
     for id in 1..=NODES {
         let store = SharedMemLog::default();

@@ -61,11 +61,7 @@ fn host_name(id: u64) -> String {
 }
 
 fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .simulation_duration(Duration::from_secs(600))
-        .tick_duration(Duration::from_millis(1))
-        .build();
+    let mut sim = support::simulation(seed, Duration::from_secs(600));
     let dirs = support::new_node_dirs(NODES);
     let stores: Vec<SharedMemLog> = (0..NODES).map(|_| SharedMemLog::default()).collect();
     let faults: Vec<DiskFaults> = (0..NODES).map(|_| DiskFaults::new()).collect();

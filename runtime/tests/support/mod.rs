@@ -11,6 +11,15 @@ use synod_actors::{DiskFaults, Engine, EngineConfig, GroupConfig, Placement, Sha
 use synod_net::TlsMaterial;
 use turmoil_udp::TurmoilUdpSocket;
 
+/// A turmoil simulation with `seed`, 1 ms ticks, ending after `limit`.
+pub fn simulation<'a>(seed: u64, limit: std::time::Duration) -> turmoil::Sim<'a> {
+    turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(limit)
+        .tick_duration(std::time::Duration::from_millis(1))
+        .build()
+}
+
 /// What one simulated node process is started with.
 pub struct SimNode {
     /// Its id.
