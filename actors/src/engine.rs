@@ -379,7 +379,10 @@ impl Engine {
             cfg: cfg.group.clone(),
             log: cfg.logger.new(slog::o!("node" => cfg.node_id)),
             counters: Counters::default(),
-            seed: cfg.seed,
+            // The data directory's incarnation too: a rejoining replica
+            // names its rejoin requests from this seed, and an answer
+            // meant for an earlier incarnation must not match.
+            seed: cfg.seed ^ identity.incarnation.rotate_left(17),
             transport: Some(transport.clone()),
             offload_io: !local,
             rejoining: identity.rejoining.into(),

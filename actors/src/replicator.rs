@@ -56,7 +56,7 @@ impl Replicator {
     }
 
     fn stream_snapshot(&mut self, msg: Message, ctx: &mut Context<Self>) {
-        let MessageBody::Snapshot { snapshot } = msg.body else {
+        let MessageBody::Snapshot { snapshot, .. } = msg.body else {
             return;
         };
         let index = snapshot.index;

@@ -177,7 +177,7 @@ impl Handler<Receive> for SnapshotExecutor {
         let group = self.group;
         let log = self.log.clone();
         Box::pin(async move {
-            let MessageBody::Snapshot { snapshot } = m.header.msg.body else {
+            let MessageBody::Snapshot { snapshot, .. } = m.header.msg.body else {
                 return Err("the header does not carry an InstallSnapshot message".into());
             };
             let meta = SnapshotMeta {

@@ -74,15 +74,19 @@ fn every_message() -> Vec<Message> {
             prev_log_term: 6,
             entries,
             leader_commit: 39,
+            epoch: 0,
         }),
         msg(MessageBody::Append {
             prev_log_index: 42,
             prev_log_term: 7,
             entries: Vec::new(),
             leader_commit: 42,
+            epoch: 0,
         }),
         msg(MessageBody::AppendResponse(AppendResponse::Accepted {
             match_index: 42,
+            epoch: 3,
+            rejoining: true,
         })),
         msg(MessageBody::AppendResponse(AppendResponse::Rejected {
             rejected_index: 40,
@@ -94,14 +98,36 @@ fn every_message() -> Vec<Message> {
             conflict_term: None,
             conflict_index: 12,
         })),
-        msg(MessageBody::Heartbeat { commit: 42 }),
-        msg(MessageBody::HeartbeatResponse { lacking: None }),
-        msg(MessageBody::HeartbeatResponse { lacking: Some(7) }),
+        msg(MessageBody::Heartbeat {
+            commit: 42,
+            round: 9,
+        }),
+        msg(MessageBody::HeartbeatResponse {
+            lacking: None,
+            round: 9,
+        }),
+        msg(MessageBody::HeartbeatResponse {
+            lacking: Some(7),
+            round: 0,
+        }),
+        msg(MessageBody::ReadIndex {
+            id: u64::MAX,
+            rejoin: true,
+        }),
+        msg(MessageBody::ReadIndexResponse {
+            id: 17,
+            index: Some(42),
+        }),
+        msg(MessageBody::ReadIndexResponse {
+            id: 18,
+            index: None,
+        }),
         msg(MessageBody::Snapshot {
             snapshot: SnapshotInfo {
                 index: 1000,
                 term: 6,
             },
+            epoch: 1,
         }),
     ]
 }
@@ -222,6 +248,7 @@ fn snapshot_header() -> SnapshotHeader {
                 index: 1000,
                 term: 6,
             },
+            epoch: 1,
         }),
         voters: vec![1, 2, 3],
     }

@@ -51,9 +51,16 @@ pub struct Config {
     /// as a new node: a wiped or replaced disk). Raft assumes a replica's
     /// term, vote and log survive; one that lost them could vote a second
     /// time in a term it already voted in, or help elect a leader lacking
-    /// entries it had acknowledged. Until its durable log holds the commit
-    /// index a leader first told it, it grants no (pre-)vote and does not
-    /// campaign. There is no time limit and no exception for empty-log
+    /// entries it had acknowledged. It grants no (pre-)vote, does not
+    /// campaign and confirms no leader's heartbeat round until it holds,
+    /// durably and committed, a *rejoin index*: it asks the leader of its
+    /// term for one ([`crate::MessageBody::ReadIndex`] with `rejoin`); the
+    /// leader first fences every acknowledgement of the replica's previous
+    /// incarnation still in flight (see [`crate::Progress::epoch`]), then
+    /// answers with its commit index once it has committed an entry of its
+    /// own term and a quorum *without the requester* confirmed its
+    /// leadership (so a stale leader cannot answer, and every commit that
+    /// counted the lost state is below the answer). There is no time limit and no exception for empty-log
     /// candidates (a follower that lagged from the start has an empty log
     /// too): a group that needs this replica's vote and has no leader to
     /// catch it up stays unavailable until another replica comes back or
@@ -97,6 +104,15 @@ pub struct Bugs {
     /// A replica restarted without its durable state ignores
     /// [`Config::rejoining`] and votes as if it never voted.
     pub rejoin_votes_freely: bool,
+    /// A leader answers a read index at once with its commit index,
+    /// without confirming with a quorum round that it still leads
+    /// (thesis §6.4 step 3 dropped): a deposed leader serves stale reads.
+    pub read_index_without_quorum_check: bool,
+    /// A leader answers a rejoining replica without fencing the
+    /// acknowledgements of its previous incarnation and counts the
+    /// requester in the confirming round: an acknowledgement of the lost
+    /// state still in flight can commit an entry above the rejoin index.
+    pub rejoin_without_fence: bool,
 }
 
 impl Config {
@@ -171,4 +187,6 @@ pub(crate) struct Bugs {
     pub append_without_prev_check: bool,
     pub commit_past_verified_entries: bool,
     pub rejoin_votes_freely: bool,
+    pub read_index_without_quorum_check: bool,
+    pub rejoin_without_fence: bool,
 }

@@ -36,6 +36,19 @@ pub enum ConfigError {
     ZeroLimit,
 }
 
+/// Why a read index was not served. Nothing changed; a retry is safe.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ReadError {
+    /// This replica cannot serve the read: it does not lead, and (for a
+    /// follower read) knows no leader to ask, or the leader stepped down
+    /// before confirming it. Retry at `leader_hint` if known.
+    #[error("no leader confirmed the read (leader hint: {leader_hint:?}); retry at the leader")]
+    NotLeader {
+        /// The leader this replica believes in, if any.
+        leader_hint: Option<NodeId>,
+    },
+}
+
 /// Why a proposal was not appended. None of these changed any state.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ProposeError {

@@ -66,10 +66,10 @@ mod types;
 #[cfg(feature = "fault-injection")]
 pub use config::Bugs;
 pub use config::Config;
-pub use error::{CompactError, ConfigError, ProposeError, RestoreError};
+pub use error::{CompactError, ConfigError, ProposeError, ReadError, RestoreError};
 pub use log::RaftLog;
 pub use message::{AppendResponse, Message, MessageBody};
 pub use progress::{Progress, ProgressState};
 pub use raft::{Proposed, Raft, Stats};
-pub use ready::{Ready, SoftState};
+pub use ready::{ReadState, Ready, SoftState};
 pub use types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotInfo, Term};

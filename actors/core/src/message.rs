@@ -58,6 +58,10 @@ pub enum MessageBody {
         entries: Vec<Entry>,
         /// The leader's commit index.
         leader_commit: Index,
+        /// The leader's fence for this follower, echoed in
+        /// [`AppendResponse::Accepted`]: an acknowledgement counts only if
+        /// it echoes the current one (see [`crate::Progress::epoch`]).
+        epoch: u32,
     },
     /// Answer to [`MessageBody::Append`].
     AppendResponse(AppendResponse),
@@ -66,6 +70,11 @@ pub enum MessageBody {
         /// `min(leader commit, follower match)`: never more than the
         /// follower is known to hold.
         commit: Index,
+        /// The leader's heartbeat round in this term. Every heartbeat
+        /// broadcast starts a new one; answers echo it, and a quorum of
+        /// answers to round `r` confirms that the sender still led when
+        /// `r` began (ReadIndex, thesis §6.4).
+        round: u64,
     },
     /// Answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse {
@@ -75,6 +84,10 @@ pub enum MessageBody {
         /// disk), and the leader must repair it now rather than at the
         /// next write.
         lacking: Option<Index>,
+        /// The round of the heartbeat answered, or 0 from a replica that
+        /// is rejoining (its term is not to be trusted, so it confirms
+        /// nobody's leadership).
+        round: u64,
     },
     /// InstallSnapshot (§7): the follower needs entries the leader has
     /// compacted. The message names the snapshot; its data travels beside
@@ -84,6 +97,27 @@ pub enum MessageBody {
     Snapshot {
         /// The snapshot's last index and term.
         snapshot: SnapshotInfo,
+        /// As in [`MessageBody::Append`].
+        epoch: u32,
+    },
+    /// A follower asks the leader for a read index: for a follower read
+    /// (`rejoin == false`), or, from a replica that lost its state, for
+    /// the index it must hold before it may vote again (`rejoin == true`;
+    /// see [`crate::Config::rejoining`]).
+    ReadIndex {
+        /// Chosen by the follower; echoed in the answer.
+        id: u64,
+        /// Whether this is a rejoining replica's request.
+        rejoin: bool,
+    },
+    /// Answer to [`MessageBody::ReadIndex`].
+    ReadIndexResponse {
+        /// The request's id.
+        id: u64,
+        /// The leader's commit index when the request arrived, confirmed
+        /// by a quorum round begun after it (excluding the requester when
+        /// it rejoins); `None` when the leader could not serve it.
+        index: Option<Index>,
     },
 }
 
@@ -94,6 +128,14 @@ pub enum AppendResponse {
     Accepted {
         /// Highest index known to match the leader's log.
         match_index: Index,
+        /// The `epoch` of the Append or Snapshot answered.
+        epoch: u32,
+        /// The follower lost its state and has not rejoined (see
+        /// [`crate::Config::rejoining`]): it holds these entries, but it
+        /// forgot its term, so it may be answering a stale leader that a
+        /// newer one already replaced. Its acknowledgement moves
+        /// replication along but counts toward no commit.
+        rejoining: bool,
     },
     /// The consistency check failed at `rejected_index`; the hint lets the
     /// leader skip a whole conflicting term at once (§5.3, "the follower

@@ -40,6 +40,20 @@ pub struct Progress {
     capacity: usize,
     /// Whether the follower answered since the last check-quorum round.
     pub recent_active: bool,
+    /// Fences acknowledgements: raised when the follower says it lost its
+    /// state and starts rejoining. Appends and snapshots carry it, and an
+    /// acknowledgement counts only if it echoes the current value, so one
+    /// sent by the replica's previous incarnation (still in flight when
+    /// its disk was replaced) can never again raise `match_index`.
+    pub epoch: u32,
+    /// The rejoining incarnation the epoch was last raised for.
+    pub fenced_for: u64,
+    /// The follower's latest counted acknowledgement said it is rejoining
+    /// (see [`crate::Config::rejoining`]): its match does not count toward
+    /// commits.
+    pub rejoining: bool,
+    /// Highest heartbeat round the follower answered in this term.
+    pub acked_round: u64,
 }
 
 impl Progress {
@@ -54,6 +68,10 @@ impl Progress {
             inflight: VecDeque::with_capacity(capacity.min(1024)),
             capacity,
             recent_active: false,
+            epoch: 0,
+            fenced_for: 0,
+            rejoining: false,
+            acked_round: 0,
         }
     }
 

@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use crate::config::{Bugs, Config};
-use crate::error::{CompactError, ProposeError, RestoreError};
+use crate::error::{CompactError, ProposeError, ReadError, RestoreError};
 use crate::log::RaftLog;
 use crate::message::{AppendResponse, Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
-use crate::ready::{Ready, SoftState};
+use crate::ready::{ReadState, Ready, SoftState};
 use crate::rng::SplitMix64;
 use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotInfo, Term};
 
@@ -82,9 +82,42 @@ pub struct Raft {
     last_soft_state: SoftState,
     stats: Stats,
     /// See [`Config::rejoining`]: votes are restricted until the log holds
-    /// `rejoin_at`, the commit index a leader first sent.
+    /// `rejoin_at`, the rejoin index a leader confirmed.
     rejoining: bool,
     rejoin_at: Option<Index>,
+    /// Rejoining: a random id of this incarnation, the id of all its
+    /// rejoin requests (0 until the first), and ticks since the last one.
+    rejoin_nonce: u64,
+    rejoin_request_elapsed: u32,
+    /// Leader: heartbeat round of this term (see [`MessageBody::Heartbeat`]).
+    round: u64,
+    /// Leader: a read waits for a new heartbeat round.
+    needs_round: bool,
+    /// Leader: reads whose round is not confirmed by a quorum yet.
+    pending_reads: Vec<PendingRead>,
+    /// Leader: reads that arrived before it committed an entry of its term
+    /// (until then its commit index may be behind the group's, §6.4 step 1).
+    reads_awaiting_commit: Vec<ReadRequest>,
+    /// Answers to local reads, for the next Ready.
+    read_states: Vec<ReadState>,
+}
+
+/// A read index request the leader is serving.
+#[derive(Clone, Copy, Debug)]
+struct ReadRequest {
+    id: u64,
+    /// The follower that asked, or `None` for a local read.
+    from: Option<NodeId>,
+    /// A rejoining replica's request (see [`Config::rejoining`]).
+    rejoin: bool,
+}
+
+/// A read registered at `index`, waiting for a quorum to answer `round`.
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    req: ReadRequest,
+    index: Index,
+    round: u64,
 }
 
 impl Raft {
@@ -212,6 +245,13 @@ impl Raft {
             stats: Stats::default(),
             rejoining: false,
             rejoin_at: None,
+            rejoin_nonce: 0,
+            rejoin_request_elapsed: 0,
+            round: 0,
+            needs_round: false,
+            pending_reads: Vec::new(),
+            reads_awaiting_commit: Vec::new(),
+            read_states: Vec::new(),
         };
         raft.rejoining = raft.config.rejoining;
         raft.last_hard_state = raft.hard_state();
@@ -337,6 +377,42 @@ impl Raft {
         Ok(proposed)
     }
 
+    /// Asks for a linearizable read index (ReadIndex, thesis §6.4). The
+    /// answer arrives in a later [`Ready::read_states`] under `id` (choose
+    /// ids unique among the reads in flight): serve the read from the state
+    /// machine once it has applied up to the index, and the read reflects
+    /// every write acknowledged before this call.
+    ///
+    /// At the leader: once it has committed an entry of its own term, it
+    /// records its commit index and confirms with one heartbeat round that
+    /// a quorum still follows it; all reads of one Ready share one round.
+    /// At a follower (a follower read): the request goes to the leader
+    /// and the leader's confirmed index comes back. A follower that knows
+    /// no leader, or a candidate, refuses at once. A leader that steps
+    /// down before answering fails its pending local reads with
+    /// [`ReadError::NotLeader`]; a follower's request lost on the way is
+    /// never answered, so callers bound the wait.
+    pub fn read_index(&mut self, id: u64) -> Result<(), ReadError> {
+        match (self.role, self.leader_id) {
+            (Role::Leader, _) => {
+                self.leader_read(ReadRequest {
+                    id,
+                    from: None,
+                    rejoin: false,
+                });
+                self.debug_validate();
+                Ok(())
+            }
+            (Role::Follower, Some(leader)) => {
+                self.send(leader, MessageBody::ReadIndex { id, rejoin: false });
+                Ok(())
+            }
+            _ => Err(ReadError::NotLeader {
+                leader_hint: self.leader_id,
+            }),
+        }
+    }
+
     /// Feeds one message from another replica of this group. Messages
     /// addressed elsewhere are ignored.
     pub fn step(&mut self, m: Message) {
@@ -371,6 +447,7 @@ impl Raft {
                 prev_log_term,
                 ref entries,
                 leader_commit,
+                epoch,
             } => {
                 self.follow(m.from);
                 self.handle_append(
@@ -379,24 +456,39 @@ impl Raft {
                     prev_log_term,
                     entries,
                     leader_commit,
+                    epoch,
                 );
             }
-            MessageBody::Heartbeat { commit } => {
+            MessageBody::Heartbeat { commit, round } => {
                 self.follow(m.from);
-                self.handle_heartbeat(m.from, commit);
+                self.handle_heartbeat(m.from, commit, round);
             }
-            MessageBody::Snapshot { snapshot } => {
+            MessageBody::Snapshot { snapshot, epoch } => {
                 self.follow(m.from);
-                self.handle_snapshot(m.from, snapshot);
+                self.handle_snapshot(m.from, snapshot, epoch);
+            }
+            MessageBody::ReadIndex { id, rejoin } => {
+                if self.role == Role::Leader && self.progress.contains_key(&m.from) {
+                    self.leader_read(ReadRequest {
+                        id,
+                        from: Some(m.from),
+                        rejoin,
+                    });
+                } else {
+                    self.send(m.from, MessageBody::ReadIndexResponse { id, index: None });
+                }
+            }
+            MessageBody::ReadIndexResponse { id, index } => {
+                self.handle_read_index_response(id, index);
             }
             MessageBody::AppendResponse(resp) => {
                 if self.role == Role::Leader {
                     self.handle_append_response(m.from, resp);
                 }
             }
-            MessageBody::HeartbeatResponse { lacking } => {
+            MessageBody::HeartbeatResponse { lacking, round } => {
                 if self.role == Role::Leader {
-                    self.handle_heartbeat_response(m.from, lacking);
+                    self.handle_heartbeat_response(m.from, lacking, round);
                 }
             }
         }
@@ -476,6 +568,8 @@ impl Raft {
             || self.log.has_unstable()
             || self.log.has_next_committed()
             || self.installed_snapshot.is_some()
+            || self.needs_round
+            || !self.read_states.is_empty()
             || self.hard_state() != self.last_hard_state
             || self.soft_state() != self.last_soft_state
     }
@@ -487,6 +581,11 @@ impl Raft {
             self.broadcast_append();
         }
         self.needs_broadcast = false;
+        if self.needs_round && self.role == Role::Leader {
+            // One round for every read registered since the last Ready.
+            self.broadcast_heartbeat();
+        }
+        self.needs_round = false;
         let mut rd = Ready::default();
         let soft = self.soft_state();
         if soft != self.last_soft_state {
@@ -503,6 +602,7 @@ impl Raft {
         rd.persisted_messages = std::mem::take(&mut self.persisted_messages);
         rd.committed_entries = self.log.take_committed(MAX_APPLY_PER_READY);
         rd.snapshot = self.installed_snapshot.take();
+        rd.read_states = std::mem::take(&mut self.read_states);
         self.debug_validate();
         rd
     }
@@ -556,7 +656,13 @@ impl Raft {
                     // A stale leader: answer with our term so that it steps
                     // down (§5.1). With check-quorum and pre-vote this is
                     // the only way it learns of the new term.
-                    self.send(m.from, MessageBody::HeartbeatResponse { lacking: None });
+                    self.send(
+                        m.from,
+                        MessageBody::HeartbeatResponse {
+                            lacking: None,
+                            round: 0,
+                        },
+                    );
                 }
                 MessageBody::PreVote { .. } => {
                     self.send(m.from, MessageBody::PreVoteResponse { granted: false });
@@ -585,6 +691,7 @@ impl Raft {
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.abort_reads(leader);
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -610,6 +717,7 @@ impl Raft {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
+        self.rejoin_request_elapsed = self.rejoin_request_elapsed.saturating_add(1);
         if self.election_elapsed >= self.randomized_election_timeout {
             self.campaign(self.config.pre_vote);
         }
@@ -790,6 +898,7 @@ impl Raft {
         self.votes.clear();
         self.reset_election_timer();
         self.stats.became_leader += 1;
+        self.round = 0;
         let next = self.log.last_index() + 1;
         let capacity = self.config.max_inflight_msgs;
         self.progress = self
@@ -819,12 +928,20 @@ impl Raft {
         prev_log_term: Term,
         entries: &[Entry],
         leader_commit: Index,
+        epoch: u32,
     ) {
         if prev_log_index < self.log.committed() {
             // A stale or duplicated message: everything up to our commit
             // already matches the leader.
             let match_index = self.log.committed();
-            self.send_after_persist(leader, AppendResponse::Accepted { match_index });
+            self.send_after_persist(
+                leader,
+                AppendResponse::Accepted {
+                    match_index,
+                    epoch,
+                    rejoining: !self.term_trusted(),
+                },
+            );
             return;
         }
         let prev_log_term = match self.log.term(prev_log_index) {
@@ -850,11 +967,12 @@ impl Raft {
                     last_new
                 };
                 self.log.commit_to(leader_commit.min(verified));
-                self.note_leader_commit(leader_commit);
                 self.send_after_persist(
                     leader,
                     AppendResponse::Accepted {
                         match_index: last_new,
+                        epoch,
+                        rejoining: !self.term_trusted(),
                     },
                 );
             }
@@ -873,15 +991,34 @@ impl Raft {
         }
     }
 
-    fn handle_heartbeat(&mut self, leader: NodeId, commit: Index) {
+    fn handle_heartbeat(&mut self, leader: NodeId, commit: Index, round: u64) {
         // The leader sends min(commit, our match), so this prefix matches.
         let last = self.log.last_index();
         self.log.commit_to(commit.min(last));
-        self.note_leader_commit(commit);
         // A commit beyond our log is one we acknowledged and no longer
         // hold: say so, or an idle leader never repairs us.
         let lacking = (commit > last).then_some(last);
-        self.send(leader, MessageBody::HeartbeatResponse { lacking });
+        // A replica that lost its state lost its term too: it confirms no
+        // leadership (a stale leader of a term it forgot could otherwise
+        // count it and serve a stale read).
+        let round = if self.term_trusted() || self.bugs.rejoin_votes_freely {
+            round
+        } else {
+            0
+        };
+        self.send(leader, MessageBody::HeartbeatResponse { lacking, round });
+        self.maybe_request_rejoin(leader);
+    }
+
+    /// Whether this replica's term can be trusted: it did not lose its
+    /// state, or a leader confirmed by a quorum without it answered its
+    /// rejoin request in this term, so no leader of a later term was
+    /// elected before this incarnation started. Until then it neither
+    /// confirms a heartbeat round nor counts toward a commit: the leader
+    /// it answers may be a stale one that a newer leader, elected with
+    /// the vote this replica forgot, has replaced.
+    fn term_trusted(&self) -> bool {
+        !self.rejoining || self.rejoin_at.is_some()
     }
 
     /// Whether this replica may vote (for itself too): not while it is
@@ -895,17 +1032,31 @@ impl Raft {
         !self.rejoining || self.bugs.rejoin_votes_freely
     }
 
-    /// A leader told us its commit index: a rejoining replica is caught
-    /// up once its durable log reaches the first such index.
-    fn note_leader_commit(&mut self, commit: Index) {
-        if self.rejoining && commit > 0 && self.rejoin_at.is_none() {
-            self.rejoin_at = Some(commit);
+    /// A rejoining replica that knows no rejoin index yet asks the leader
+    /// of its term for one, at most once per election timeout.
+    fn maybe_request_rejoin(&mut self, leader: NodeId) {
+        if !self.rejoining || self.rejoin_at.is_some() {
+            return;
         }
+        if self.rejoin_nonce != 0 && self.rejoin_request_elapsed < self.config.election_ticks {
+            return;
+        }
+        if self.rejoin_nonce == 0 {
+            // Random: an answer meant for an earlier incarnation (which
+            // may have been rejoining too) must not match ours, and the
+            // leader fences once per incarnation, not once per request.
+            self.rejoin_nonce = self.rng.next_u64().max(1);
+        }
+        self.rejoin_request_elapsed = 0;
+        let id = self.rejoin_nonce;
+        self.send(leader, MessageBody::ReadIndex { id, rejoin: true });
     }
 
+    /// A rejoining replica is caught up once its log holds, durably and
+    /// committed (so matching the leader's), the rejoin index.
     fn maybe_end_rejoin(&mut self) {
         if let Some(at) = self.rejoin_at {
-            if self.rejoining && self.log.persisted() >= at {
+            if self.rejoining && self.log.persisted() >= at && self.log.committed() >= at {
                 self.rejoining = false;
                 self.rejoin_at = None;
             }
@@ -914,12 +1065,19 @@ impl Raft {
 
     /// InstallSnapshot at the follower (§7). The runtime stepped this
     /// message only after the snapshot's data was stored here.
-    fn handle_snapshot(&mut self, leader: NodeId, snap: SnapshotInfo) {
+    fn handle_snapshot(&mut self, leader: NodeId, snap: SnapshotInfo, epoch: u32) {
         let committed = self.log.committed();
         if snap.index <= committed {
             // Stale: we already hold (and may have applied) more.
             let match_index = committed;
-            self.send_after_persist(leader, AppendResponse::Accepted { match_index });
+            self.send_after_persist(
+                leader,
+                AppendResponse::Accepted {
+                    match_index,
+                    epoch,
+                    rejoining: !self.term_trusted(),
+                },
+            );
             return;
         }
         if self.log.match_term(snap.index, snap.term) {
@@ -934,7 +1092,14 @@ impl Raft {
             self.installed_snapshot = Some(snap);
         }
         let match_index = snap.index;
-        self.send_after_persist(leader, AppendResponse::Accepted { match_index });
+        self.send_after_persist(
+            leader,
+            AppendResponse::Accepted {
+                match_index,
+                epoch,
+                rejoining: !self.term_trusted(),
+            },
+        );
     }
 
     fn handle_append_response(&mut self, from: NodeId, resp: AppendResponse) {
@@ -944,7 +1109,18 @@ impl Raft {
         };
         pr.recent_active = true;
         match resp {
-            AppendResponse::Accepted { match_index } => {
+            AppendResponse::Accepted { epoch, .. }
+                if epoch != pr.epoch && !self.bugs.rejoin_without_fence =>
+            {
+                // Sent before the follower said it lost its state, maybe by
+                // its previous incarnation: it no longer vouches for it.
+            }
+            AppendResponse::Accepted {
+                match_index,
+                rejoining,
+                ..
+            } => {
+                pr.rejoining = rejoining && !self.bugs.rejoin_without_fence;
                 let match_index = match_index.min(last_index);
                 let advanced = pr.update_match(match_index);
                 match pr.state {
@@ -993,12 +1169,14 @@ impl Raft {
         }
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId, lacking: Option<Index>) {
+    fn handle_heartbeat_response(&mut self, from: NodeId, lacking: Option<Index>, round: u64) {
         let last_index = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.on_heartbeat_response();
+        let confirmed = round > pr.acked_round;
+        pr.acked_round = pr.acked_round.max(round);
         let snapshotting = matches!(pr.state, ProgressState::Snapshot { .. });
         if let Some(follower_last) = lacking.filter(|&l| l < pr.match_index && !snapshotting) {
             // The follower lost entries it acknowledged (a wiped disk):
@@ -1015,6 +1193,9 @@ impl Raft {
             // or rejected, and a rejection drops us back to probing.
             self.send_append(from, true);
         }
+        if confirmed {
+            self.advance_reads();
+        }
     }
 
     /// Leader: advances the commit index to the highest index stored on a
@@ -1028,7 +1209,10 @@ impl Raft {
                 if *v == self.config.id {
                     self.log.persisted()
                 } else {
-                    self.progress.get(v).map_or(0, |p| p.match_index)
+                    // A rejoining follower's entries count for nothing yet.
+                    self.progress
+                        .get(v)
+                        .map_or(0, |p| if p.rejoining { 0 } else { p.match_index })
                 }
             })
             .collect();
@@ -1043,6 +1227,11 @@ impl Raft {
         }
         self.log.commit_to(candidate);
         self.needs_broadcast = true;
+        if of_current_term && !self.reads_awaiting_commit.is_empty() {
+            for req in std::mem::take(&mut self.reads_awaiting_commit) {
+                self.leader_read(req);
+            }
+        }
         true
     }
 
@@ -1054,6 +1243,8 @@ impl Raft {
     }
 
     fn broadcast_heartbeat(&mut self) {
+        self.round += 1;
+        let round = self.round;
         let commit = self.log.committed();
         let unverified = self.bugs.commit_past_verified_entries;
         let peers: Vec<(NodeId, Index)> = self
@@ -1068,7 +1259,7 @@ impl Raft {
             })
             .collect();
         for (to, commit) in peers {
-            self.send(to, MessageBody::Heartbeat { commit });
+            self.send(to, MessageBody::Heartbeat { commit, round });
         }
     }
 
@@ -1108,6 +1299,7 @@ impl Raft {
                 prev_log_term,
                 entries,
                 leader_commit: self.log.committed(),
+                epoch: pr.epoch,
             };
             self.send(to, body);
             let pr = self.progress.get_mut(&to).expect("checked above");
@@ -1126,10 +1318,12 @@ impl Raft {
             self.config.group,
             self.term
         );
-        self.send(to, MessageBody::Snapshot { snapshot });
-        if let Some(pr) = self.progress.get_mut(&to) {
-            pr.become_snapshot(snapshot.index);
-        }
+        let Some(pr) = self.progress.get_mut(&to) else {
+            return;
+        };
+        pr.become_snapshot(snapshot.index);
+        let epoch = pr.epoch;
+        self.send(to, MessageBody::Snapshot { snapshot, epoch });
     }
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
@@ -1148,6 +1342,136 @@ impl Raft {
             term: self.term,
             body: MessageBody::AppendResponse(resp),
         });
+    }
+
+    // ----------------------------------------------------------------
+    // ReadIndex (thesis §6.4) and the rejoin index
+    // ----------------------------------------------------------------
+
+    /// Whether this leader has committed an entry of its own term, so its
+    /// commit index is at least the group's (§6.4 step 1).
+    fn committed_in_term(&self) -> bool {
+        self.log.term(self.log.committed()) == Some(self.term)
+    }
+
+    /// Leader: registers a read, local or for a follower.
+    fn leader_read(&mut self, req: ReadRequest) {
+        if req.rejoin && !self.bugs.rejoin_without_fence {
+            if let Some(from) = req.from {
+                self.fence(from, req.id);
+            }
+        }
+        if !self.committed_in_term() {
+            self.reads_awaiting_commit.push(req);
+            return;
+        }
+        let index = self.log.committed();
+        if self.bugs.read_index_without_quorum_check && !req.rejoin {
+            self.answer_read(req, Ok(index));
+            return;
+        }
+        self.pending_reads.push(PendingRead {
+            req,
+            index,
+            round: self.round + 1,
+        });
+        self.needs_round = true;
+        self.advance_reads();
+    }
+
+    /// Leader: `follower` lost its state and rejoins as incarnation
+    /// `nonce`. Nothing it (or its previous incarnation) acknowledged
+    /// before counts any more: raise its epoch so that acknowledgements
+    /// still in flight are ignored, and find its log anew. Once per
+    /// incarnation: fencing on every request would restart its catch-up
+    /// each time, and a leader that needs its acknowledgements to commit
+    /// would never answer.
+    fn fence(&mut self, follower: NodeId, nonce: u64) {
+        let next = self.log.last_index() + 1;
+        if let Some(pr) = self.progress.get_mut(&follower) {
+            if pr.fenced_for == nonce {
+                return;
+            }
+            pr.fenced_for = nonce;
+            pr.epoch = pr.epoch.wrapping_add(1);
+            pr.match_index = 0;
+            pr.become_probe(next);
+        }
+    }
+
+    /// Leader: answers every pending read whose round a quorum confirmed.
+    /// A rejoining replica's own answer does not count toward its request
+    /// (its term is not to be trusted).
+    fn advance_reads(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        let quorum = self.quorum();
+        let mut waiting = Vec::new();
+        for read in std::mem::take(&mut self.pending_reads) {
+            let exclude = match read.req {
+                ReadRequest {
+                    rejoin: true,
+                    from: Some(from),
+                    ..
+                } if !self.bugs.rejoin_without_fence => Some(from),
+                _ => None,
+            };
+            let acks = 1 + self
+                .progress
+                .iter()
+                .filter(|&(&id, p)| Some(id) != exclude && p.acked_round >= read.round)
+                .count();
+            if acks >= quorum {
+                self.answer_read(read.req, Ok(read.index));
+            } else {
+                waiting.push(read);
+            }
+        }
+        self.pending_reads = waiting;
+    }
+
+    fn answer_read(&mut self, req: ReadRequest, result: Result<Index, ReadError>) {
+        match req.from {
+            None => self.read_states.push(ReadState { id: req.id, result }),
+            Some(to) => self.send(
+                to,
+                MessageBody::ReadIndexResponse {
+                    id: req.id,
+                    index: result.ok(),
+                },
+            ),
+        }
+    }
+
+    /// A leader stepping down fails the reads it has not answered, before
+    /// its term changes (a follower's answer carries the term it asked in).
+    fn abort_reads(&mut self, leader_hint: Option<NodeId>) {
+        let pending = std::mem::take(&mut self.pending_reads)
+            .into_iter()
+            .map(|r| r.req)
+            .chain(std::mem::take(&mut self.reads_awaiting_commit));
+        let pending: Vec<ReadRequest> = pending.collect();
+        for req in pending {
+            self.answer_read(req, Err(ReadError::NotLeader { leader_hint }));
+        }
+        self.needs_round = false;
+    }
+
+    /// Follower: the leader answered a follower read or a rejoin request.
+    fn handle_read_index_response(&mut self, id: u64, index: Option<Index>) {
+        if id == self.rejoin_nonce && id != 0 {
+            if let Some(index) = index {
+                if self.rejoining && self.rejoin_at.is_none() {
+                    self.rejoin_at = Some(index);
+                }
+            }
+            return;
+        }
+        let result = index.ok_or(ReadError::NotLeader {
+            leader_hint: self.leader_id,
+        });
+        self.read_states.push(ReadState { id, result });
     }
 
     // ----------------------------------------------------------------

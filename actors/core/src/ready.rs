@@ -1,6 +1,7 @@
 //! The output of the core: everything the caller must do, and in which
 //! order, after feeding it inputs.
 
+use crate::error::ReadError;
 use crate::message::Message;
 use crate::types::{Entry, HardState, Index, NodeId, Role, SnapshotInfo, Term};
 
@@ -31,6 +32,8 @@ use crate::types::{Entry, HardState, Index, NodeId, Role, SnapshotInfo, Term};
 ///    [`crate::Raft::on_applied`] with the last index applied. These
 ///    entries are already durable locally and committed, so step 4 may
 ///    run before, during or after steps 2-3.
+/// 5. For each of [`Ready::read_states`] that holds an index: serve that
+///    read once the state machine has applied up to the index.
 ///
 /// Several Readies may be in flight at once as long as their writes become
 /// durable in the order the Readies were taken.
@@ -52,6 +55,17 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// A snapshot the replica installed in place of its log (step 0).
     pub snapshot: Option<SnapshotInfo>,
+    /// Answers to [`crate::Raft::read_index`] (step 5).
+    pub read_states: Vec<ReadState>,
+}
+
+/// The answer to one [`crate::Raft::read_index`] request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The id the request was made with.
+    pub id: u64,
+    /// The read index: serve the read once applied up to it.
+    pub result: Result<Index, ReadError>,
 }
 
 impl Ready {

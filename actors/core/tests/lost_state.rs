@@ -6,46 +6,10 @@
 
 mod common;
 
-use common::{config, flush, msg, persist};
+use common::{
+    accepted, config, flush, heartbeat_round, leader_with_commands, msg, persist, tick_until,
+};
 use synod_core::{AppendResponse, Message, MessageBody, ProgressState, Raft, Role};
-
-fn tick_until(r: &mut Raft, role: Role) {
-    for _ in 0..100 {
-        r.tick();
-        if r.role() == role {
-            return;
-        }
-    }
-    panic!("never became {role:?}");
-}
-
-fn accepted(from: u64, term: u64, match_index: u64) -> Message {
-    msg(
-        from,
-        1,
-        term,
-        MessageBody::AppendResponse(AppendResponse::Accepted { match_index }),
-    )
-}
-
-/// Node 1 leads a three-node group in term 1 with `n` commands committed
-/// and acknowledged by node 2 and node 3.
-fn leader_with_commands(n: u64) -> Raft {
-    let mut r = Raft::new(config(1, 3)).unwrap();
-    tick_until(&mut r, Role::Candidate);
-    flush(&mut r);
-    r.step(msg(2, 1, 1, MessageBody::VoteResponse { granted: true }));
-    flush(&mut r);
-    for i in 0..n {
-        r.propose(vec![vec![i as u8].into()]).unwrap();
-    }
-    flush(&mut r);
-    r.step(accepted(2, 1, n + 1));
-    r.step(accepted(3, 1, n + 1));
-    flush(&mut r);
-    assert_eq!(r.log().committed(), n + 1);
-    r
-}
 
 #[test]
 fn an_idle_leader_repairs_a_follower_that_lost_its_log_at_the_next_heartbeat() {
@@ -58,10 +22,18 @@ fn an_idle_leader_repairs_a_follower_that_lost_its_log_at_the_next_heartbeat() {
     assert!(rd
         .messages
         .iter()
-        .any(|m| m.to == 2 && m.body == MessageBody::Heartbeat { commit: 11 }));
+        .any(|m| m.to == 2 && matches!(m.body, MessageBody::Heartbeat { commit: 11, .. })));
     // Node 2 comes back on an empty disk: its log ends at 0.
     let mut wiped = Raft::new(config(2, 3)).unwrap();
-    wiped.step(msg(1, 2, 1, MessageBody::Heartbeat { commit: 11 }));
+    wiped.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::Heartbeat {
+            commit: 11,
+            round: 0,
+        },
+    ));
     let rd = persist(&mut wiped);
     assert_eq!(
         rd.messages,
@@ -69,7 +41,10 @@ fn an_idle_leader_repairs_a_follower_that_lost_its_log_at_the_next_heartbeat() {
             2,
             1,
             1,
-            MessageBody::HeartbeatResponse { lacking: Some(0) }
+            MessageBody::HeartbeatResponse {
+                lacking: Some(0),
+                round: 0
+            }
         )]
     );
     // The leader believes it at once and sends the log from the start.
@@ -99,7 +74,10 @@ fn an_idle_leader_repairs_a_follower_that_lost_its_log_at_the_next_heartbeat() {
         3,
         1,
         1,
-        MessageBody::HeartbeatResponse { lacking: None },
+        MessageBody::HeartbeatResponse {
+            lacking: None,
+            round: 0,
+        },
     ));
     assert_eq!(r.stats().followers_lost_state, 1);
 }
@@ -164,11 +142,61 @@ fn a_rejoining_replica_votes_for_nobody_until_caught_up() {
             prev_log_term: 0,
             entries,
             leader_commit: 3,
+            epoch: 0,
         },
     ));
-    assert!(r.rejoining(), "not before the entries are durable");
     flush(&mut r);
-    assert!(!r.rejoining());
+    assert!(
+        r.rejoining(),
+        "holding the entries is not enough: no leader confirmed a rejoin index"
+    );
+    // The next heartbeat makes it ask the leader for one; its answer to
+    // the heartbeat confirms no round (it forgot its term).
+    r.step(msg(
+        1,
+        2,
+        6,
+        MessageBody::Heartbeat {
+            commit: 3,
+            round: 4,
+        },
+    ));
+    let rd = persist(&mut r);
+    assert!(rd.messages.contains(&msg(
+        2,
+        1,
+        6,
+        MessageBody::HeartbeatResponse {
+            lacking: None,
+            round: 0
+        }
+    )));
+    let id = rd
+        .messages
+        .iter()
+        .find_map(|m| match m.body {
+            MessageBody::ReadIndex { id, rejoin: true } => Some(id),
+            _ => None,
+        })
+        .expect("a rejoin request");
+    // An answer to some other request does nothing.
+    r.step(msg(
+        1,
+        2,
+        6,
+        MessageBody::ReadIndexResponse {
+            id: id.wrapping_add(1),
+            index: Some(3),
+        },
+    ));
+    assert!(r.rejoining());
+    r.step(msg(
+        1,
+        2,
+        6,
+        MessageBody::ReadIndexResponse { id, index: Some(3) },
+    ));
+    assert!(!r.rejoining(), "it holds index 3 durably and committed");
     // Term 9, a candidate with a longer log: granted now (the leader's
     // lease has expired after an election timeout).
     for _ in 0..30 {
@@ -274,4 +302,116 @@ fn a_rejoining_replica_never_campaigns() {
     r.step(msg(2, 1, 1, MessageBody::VoteResponse { granted: true }));
     assert_eq!(r.role(), Role::Leader);
     assert!(!r.rejoining());
+}
+
+#[test]
+fn an_acknowledgement_of_the_lost_state_still_in_flight_never_counts() {
+    let mut r = leader_with_commands(10);
+    r.propose(vec![b"x".to_vec().into()]).unwrap();
+    flush(&mut r);
+    // Node 2's previous incarnation acknowledged entry 12 just before its
+    // disk was replaced; the acknowledgement is still on its way.
+    let stale = accepted(2, 1, 12);
+    // The new incarnation asks for a rejoin index: the leader fences.
+    r.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::ReadIndex {
+            id: 99,
+            rejoin: true,
+        },
+    ));
+    flush(&mut r);
+    let pr = r.progress(2).unwrap();
+    assert_eq!((pr.match_index, pr.epoch), (0, 1));
+    r.step(stale);
+    assert_eq!(r.progress(2).unwrap().match_index, 0);
+    assert_eq!(
+        r.log().committed(),
+        11,
+        "the stale acknowledgement committed 12"
+    );
+    // A second request from the same incarnation does not fence again
+    // (its catch-up would restart every time).
+    r.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::ReadIndex {
+            id: 99,
+            rejoin: true,
+        },
+    ));
+    assert_eq!(r.progress(2).unwrap().epoch, 1);
+    // The new incarnation's own acknowledgement, while it is rejoining,
+    // moves replication along but counts toward no commit.
+    r.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::AppendResponse(AppendResponse::Accepted {
+            match_index: 12,
+            epoch: 1,
+            rejoining: true,
+        }),
+    ));
+    assert_eq!(r.progress(2).unwrap().match_index, 12);
+    assert_eq!(r.log().committed(), 11);
+    // Node 3 holds entry 12 too: now a quorum does.
+    r.step(accepted(3, 1, 12));
+    assert_eq!(r.log().committed(), 12);
+}
+
+#[test]
+fn a_rejoin_index_is_confirmed_by_a_quorum_without_the_requester() {
+    let mut r = leader_with_commands(10);
+    r.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::ReadIndex {
+            id: 5,
+            rejoin: true,
+        },
+    ));
+    let rd = persist(&mut r);
+    let round = heartbeat_round(&rd, 3).expect("a round starts at once");
+    let answered = |rd: &synod_core::Ready| {
+        rd.messages
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::ReadIndexResponse { .. }))
+    };
+    assert!(!answered(&rd));
+    // The requester's own answer to the round confirms nothing for it: a
+    // stale leader could otherwise count a replica that forgot its term.
+    r.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::HeartbeatResponse {
+            lacking: None,
+            round,
+        },
+    ));
+    assert!(!answered(&persist(&mut r)));
+    r.step(msg(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse {
+            lacking: None,
+            round,
+        },
+    ));
+    let rd = persist(&mut r);
+    assert!(rd.messages.contains(&msg(
+        1,
+        2,
+        1,
+        MessageBody::ReadIndexResponse {
+            id: 5,
+            index: Some(11)
+        }
+    )));
 }

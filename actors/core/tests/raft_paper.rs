@@ -55,7 +55,11 @@ fn accepted(from: u64, term: u64, match_index: u64) -> Message {
         from,
         1,
         term,
-        MessageBody::AppendResponse(AppendResponse::Accepted { match_index }),
+        MessageBody::AppendResponse(AppendResponse::Accepted {
+            match_index,
+            epoch: 0,
+            rejoining: false,
+        }),
     )
 }
 
@@ -75,6 +79,7 @@ fn s5_1_higher_term_turns_leader_into_follower() {
             prev_log_term: 0,
             entries: vec![],
             leader_commit: 0,
+            epoch: 0,
         },
     ));
     assert_eq!(
@@ -96,7 +101,15 @@ fn s5_1_stale_term_request_is_answered_with_current_term() {
         0,
     )
     .unwrap();
-    r.step(msg(2, 1, 3, MessageBody::Heartbeat { commit: 0 }));
+    r.step(msg(
+        2,
+        1,
+        3,
+        MessageBody::Heartbeat {
+            commit: 0,
+            round: 0,
+        },
+    ));
     let rd = r.ready();
     assert_eq!(
         rd.messages,
@@ -104,7 +117,10 @@ fn s5_1_stale_term_request_is_answered_with_current_term() {
             1,
             2,
             4,
-            MessageBody::HeartbeatResponse { lacking: None }
+            MessageBody::HeartbeatResponse {
+                lacking: None,
+                round: 0
+            }
         )]
     );
     assert_eq!((r.term(), r.leader_id()), (4, None), "no state change");
@@ -177,6 +193,7 @@ fn s5_2_candidate_with_majority_leads_and_appends_a_noop() {
         prev_log_term: 0,
         entries: vec![noop(1, 1)],
         leader_commit: 0,
+        epoch: 0,
     };
     // Thesis §10.2.1: the leader replicates in parallel with its own write.
     assert_eq!(
@@ -199,7 +216,15 @@ fn s5_2_candidate_rejected_by_majority_returns_to_follower() {
 fn s5_2_candidate_recognizes_leader_of_its_term() {
     let mut r = Raft::new(config(1, 3)).unwrap();
     tick_until(&mut r, Role::Candidate);
-    r.step(msg(2, 1, 1, MessageBody::Heartbeat { commit: 0 }));
+    r.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::Heartbeat {
+            commit: 0,
+            round: 0,
+        },
+    ));
     assert_eq!(
         (r.role(), r.term(), r.leader_id()),
         (Role::Follower, 1, Some(2))
@@ -349,7 +374,15 @@ fn s9_6_pre_vote_receiver_keeps_its_term() {
 #[test]
 fn s9_6_follower_hearing_a_live_leader_ignores_vote_requests() {
     let mut r = Raft::new(config(2, 3)).unwrap();
-    r.step(msg(1, 2, 1, MessageBody::Heartbeat { commit: 0 }));
+    r.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::Heartbeat {
+            commit: 0,
+            round: 0,
+        },
+    ));
     let _ = r.ready();
     r.step(msg(
         3,
@@ -407,7 +440,10 @@ fn s6_2_leader_hearing_a_quorum_keeps_leading() {
             2,
             1,
             1,
-            MessageBody::HeartbeatResponse { lacking: None },
+            MessageBody::HeartbeatResponse {
+                lacking: None,
+                round: 0,
+            },
         ));
         r.tick();
         assert_eq!(r.role(), Role::Leader, "round {round}");
@@ -436,6 +472,7 @@ fn s5_3_follower_rejects_mismatch_with_conflict_hint() {
             prev_log_term: 3,
             entries: vec![],
             leader_commit: 0,
+            epoch: 0,
         },
     ));
     let rd = r.ready();
@@ -458,6 +495,7 @@ fn s5_3_follower_rejects_mismatch_with_conflict_hint() {
             prev_log_term: 3,
             entries: vec![],
             leader_commit: 0,
+            epoch: 0,
         },
     ));
     let rd = r.ready();
@@ -491,6 +529,7 @@ fn s5_3_follower_replaces_conflicting_suffix_and_acks_after_persisting() {
             prev_log_term: 1,
             entries: new.clone(),
             leader_commit: 3,
+            epoch: 0,
         },
     ));
     let rd = r.ready();
@@ -510,7 +549,11 @@ fn s5_3_follower_replaces_conflicting_suffix_and_acks_after_persisting() {
             2,
             1,
             3,
-            MessageBody::AppendResponse(AppendResponse::Accepted { match_index: 4 })
+            MessageBody::AppendResponse(AppendResponse::Accepted {
+                match_index: 4,
+                epoch: 0,
+                rejoining: false
+            })
         )]
     );
     // Committed entries are applied only once durable here.
@@ -556,6 +599,7 @@ fn s5_3_leader_backtracks_a_whole_term_per_rejection() {
         prev_log_term: 1,
         entries: vec![cmd(3, 2, "c"), cmd(4, 2, "d"), noop(5, 3)],
         leader_commit: 0,
+        epoch: 0,
     };
     assert_eq!(rd.messages, vec![msg(1, 2, 3, append)]);
     // A term the leader never had: jump to the follower's first index of it.

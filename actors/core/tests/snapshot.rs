@@ -25,7 +25,11 @@ fn accepted(from: u64, to: u64, term: u64, match_index: u64) -> Message {
         from,
         to,
         term,
-        MessageBody::AppendResponse(AppendResponse::Accepted { match_index }),
+        MessageBody::AppendResponse(AppendResponse::Accepted {
+            match_index,
+            epoch: 0,
+            rejoining: false,
+        }),
     )
 }
 
@@ -81,7 +85,7 @@ fn s7_leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
     let snapshot = SnapshotInfo { index: 8, term: 1 };
     assert_eq!(
         rd.messages,
-        vec![msg(1, 3, 1, MessageBody::Snapshot { snapshot })]
+        vec![msg(1, 3, 1, MessageBody::Snapshot { snapshot, epoch: 0 })]
     );
     let pr = r.progress(3).unwrap();
     assert_eq!(pr.state, ProgressState::Snapshot { pending: 8 });
@@ -91,7 +95,10 @@ fn s7_leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
         3,
         1,
         1,
-        MessageBody::HeartbeatResponse { lacking: None },
+        MessageBody::HeartbeatResponse {
+            lacking: None,
+            round: 0,
+        },
     ));
     assert!(r.progress(3).unwrap().is_paused());
     // The follower's answer does: it then streams from after the snapshot.
@@ -128,7 +135,10 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
         3,
         1,
         1,
-        MessageBody::HeartbeatResponse { lacking: None },
+        MessageBody::HeartbeatResponse {
+            lacking: None,
+            round: 0,
+        },
     ));
     let rd = persist(&mut r);
     // Exactly the probe after the snapshot, with what follows it (9, 10).
@@ -143,6 +153,7 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
                 prev_log_term: 1,
                 entries: vec![cmd(9, 1), cmd(10, 1)],
                 leader_commit: 10,
+                epoch: 0,
             }
         )]
     );
@@ -156,7 +167,10 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
         3,
         1,
         1,
-        MessageBody::HeartbeatResponse { lacking: None },
+        MessageBody::HeartbeatResponse {
+            lacking: None,
+            round: 0,
+        },
     ));
     let rd = persist(&mut r);
     assert_eq!(
@@ -166,7 +180,8 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
             3,
             1,
             MessageBody::Snapshot {
-                snapshot: SnapshotInfo { index: 8, term: 1 }
+                snapshot: SnapshotInfo { index: 8, term: 1 },
+                epoch: 0,
             }
         )]
     );
@@ -196,7 +211,7 @@ fn follower() -> Raft {
 fn s7_follower_with_a_conflicting_log_discards_it_for_the_snapshot() {
     let mut r = follower();
     let snapshot = SnapshotInfo { index: 6, term: 3 };
-    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot }));
+    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot, epoch: 0 }));
     let rd = r.ready();
     assert_eq!(rd.snapshot, Some(snapshot));
     assert!(rd.entries.is_empty());
@@ -225,7 +240,7 @@ fn s7_follower_with_a_conflicting_log_discards_it_for_the_snapshot() {
 fn s7_follower_holding_the_last_entry_keeps_the_suffix() {
     let mut r = follower();
     let snapshot = SnapshotInfo { index: 5, term: 1 };
-    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot }));
+    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot, epoch: 0 }));
     let rd = persist(&mut r);
     assert_eq!(rd.snapshot, None);
     assert_eq!(r.log().last_index(), 7, "entries after it are retained");
@@ -237,11 +252,19 @@ fn s7_follower_holding_the_last_entry_keeps_the_suffix() {
 #[test]
 fn s7_stale_snapshot_is_acknowledged_with_the_commit_index() {
     let mut r = follower();
-    r.step(msg(1, 2, 3, MessageBody::Heartbeat { commit: 7 }));
+    r.step(msg(
+        1,
+        2,
+        3,
+        MessageBody::Heartbeat {
+            commit: 7,
+            round: 0,
+        },
+    ));
     let _ = persist(&mut r);
     assert_eq!(r.log().committed(), 7);
     let snapshot = SnapshotInfo { index: 4, term: 1 };
-    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot }));
+    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot, epoch: 0 }));
     let rd = persist(&mut r);
     assert_eq!(rd.snapshot, None);
     assert_eq!(rd.persisted_messages, vec![accepted(2, 1, 3, 7)]);
@@ -327,7 +350,15 @@ fn restore_does_not_reapply_entries_the_state_machine_already_applied() {
         commit: 5,
     };
     let mut r = Raft::restore(config(2, 3), hs, entries, 8).unwrap();
-    r.step(msg(1, 2, 1, MessageBody::Heartbeat { commit: 10 }));
+    r.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::Heartbeat {
+            commit: 10,
+            round: 0,
+        },
+    ));
     let rd = persist(&mut r);
     let first = rd.committed_entries.first().map(|e| e.index);
     assert_eq!(
@@ -364,7 +395,11 @@ fn conflict_term_ending_at_the_offset_does_not_force_a_snapshot() {
         2,
         1,
         3,
-        MessageBody::AppendResponse(AppendResponse::Accepted { match_index: 9 }),
+        MessageBody::AppendResponse(AppendResponse::Accepted {
+            match_index: 9,
+            epoch: 0,
+            rejoining: false,
+        }),
     ));
     let _ = persist(&mut r);
     assert_eq!(r.log().applied(), 9);
@@ -405,6 +440,7 @@ fn conflict_term_ending_at_the_offset_does_not_force_a_snapshot() {
                 prev_log_term: 1,
                 entries: suffix,
                 leader_commit: 9,
+                epoch: 0,
             }
         )]
     );
@@ -463,7 +499,10 @@ fn rejection_below_match_does_not_loop() {
         2,
         1,
         1,
-        MessageBody::HeartbeatResponse { lacking: None },
+        MessageBody::HeartbeatResponse {
+            lacking: None,
+            round: 0,
+        },
     ));
     let rd = persist(&mut r);
     let prev = |rd: &Ready| {

@@ -35,7 +35,8 @@ struct Cli {
     /// Switch on a deliberate bug (repeatable): vote-without-log-check,
     /// commit-previous-term, reply-before-persisting-vote, leader-ignores-higher-term,
     /// append-without-prev-check, commit-past-verified-entries, rejoin-votes-freely,
-    /// ack-before-commit (the simulated client's).
+    /// rejoin-without-fence, read-index-without-quorum-check, ack-before-commit (the
+    /// simulated client's).
     #[arg(long = "bug")]
     bugs: Vec<String>,
     /// Length of the chaos phase in ticks.
@@ -92,6 +93,8 @@ fn parse_bugs(names: &[String]) -> Result<(Bugs, bool), String> {
             "append-without-prev-check" => b.append_without_prev_check = true,
             "commit-past-verified-entries" => b.commit_past_verified_entries = true,
             "rejoin-votes-freely" => b.rejoin_votes_freely = true,
+            "rejoin-without-fence" => b.rejoin_without_fence = true,
+            "read-index-without-quorum-check" => b.read_index_without_quorum_check = true,
             "ack-before-commit" => ack_before_commit = true,
             "vote-without-log-check" => b.vote_without_log_check = true,
             "commit-previous-term" => b.commit_previous_term_by_counting = true,

@@ -62,12 +62,7 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Every fault kind the core is known to survive: all but [`wipe`],
-    /// which finds that `Config::rejoining` does not yet keep a wiped
-    /// replica from helping to lose committed entries (see
-    /// docs/SIMULATION.md, "Wipes"). `all,wipe` adds it.
-    ///
-    /// [`wipe`]: Faults::wipe
+    /// Every fault kind, wipes included.
     pub fn all() -> Self {
         Faults {
             loss: true,
@@ -76,7 +71,7 @@ impl Faults {
             delay: true,
             partition: true,
             crash: true,
-            wipe: false,
+            wipe: true,
         }
     }
 
@@ -102,12 +97,7 @@ impl Faults {
         let mut f = Faults::none();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
-                "all" => {
-                    f = Faults {
-                        wipe: f.wipe,
-                        ..Faults::all()
-                    }
-                }
+                "all" => f = Faults::all(),
                 "loss" => f.loss = true,
                 "duplicate" | "dup" => f.duplicate = true,
                 "reorder" => f.reorder = true,
@@ -682,7 +672,7 @@ impl World {
     /// message; the sender learns the transfer went through.
     fn deliver_snapshot(&mut self, m: Message, data: SimSnapshot, sender_incarnation: u64) {
         let i = (m.to - 1) as usize;
-        let MessageBody::Snapshot { snapshot } = m.body else {
+        let MessageBody::Snapshot { snapshot, .. } = m.body else {
             unreachable!("only snapshots travel this way")
         };
         if self.blocked.contains(&(m.from, m.to)) || self.nodes[i].raft.is_none() {
@@ -992,7 +982,7 @@ impl World {
             if !cut {
                 self.outcome.lost += 1;
             }
-            if let (Some((_, incarnation)), MessageBody::Snapshot { snapshot }) =
+            if let (Some((_, incarnation)), MessageBody::Snapshot { snapshot, .. }) =
                 (snapshot, &m.body)
             {
                 // The transfer failed; the leader hears of it a bit later.
@@ -1014,7 +1004,13 @@ impl World {
             1
         };
         for _ in 0..copies {
-            let mut delay = if f.reorder { self.rng.range(1, 16) } else { 3 };
+            // After the heal every link delivers in order, like the
+            // runtime's QUIC streams: "clean" includes no reordering.
+            let mut delay = if f.reorder && !self.healing {
+                self.rng.range(1, 16)
+            } else {
+                3
+            };
             if f.delay && !self.healing && self.rng.chance(3, 100) {
                 delay += self.rng.range(5 * TICK, 30 * TICK);
                 self.outcome.delayed += 1;
@@ -1040,7 +1036,7 @@ impl World {
     /// For an InstallSnapshot message: the sender's snapshot data (which
     /// the runtime would stream) and the sender's incarnation.
     fn snapshot_data(&self, m: &Message) -> Option<(SimSnapshot, u64)> {
-        let MessageBody::Snapshot { snapshot } = m.body else {
+        let MessageBody::Snapshot { snapshot, .. } = m.body else {
             return None;
         };
         let sender = &self.nodes[(m.from - 1) as usize];

@@ -63,6 +63,10 @@ fn ci_batch_all_faults_300_seeds() {
     assert!(s.snapshots_installed > 0, "no snapshot installed: {s:?}");
     assert!(s.lost > 0 && s.duplicated > 0 && s.reordered > 0, "{s:?}");
     assert!(s.delayed > 0 && s.partitions > 0, "{s:?}");
+    assert!(
+        s.wipes > 0 && s.rejoined > 0,
+        "no wipe, or none rejoined: {s:?}"
+    );
 }
 
 #[test]
@@ -140,9 +144,8 @@ fn ci_batch_each_fault_kind_alone() {
 
 #[test]
 fn ci_batch_wipes_alone_rejoin() {
-    // Wipes are not part of `all` yet (docs/SIMULATION.md, "Wipes"); alone
-    // (no partitions, no lag) they must fire, pass, and the wiped nodes
-    // catch up.
+    // Alone (no partitions, no lag) wipes must fire, pass, and the wiped
+    // nodes catch up.
     let s = run_many(2001..2031, 2, &|seed| {
         let mut c = SimConfig::new(seed, nodes_for_seed(seed));
         c.faults = Faults::parse("wipe").unwrap();
