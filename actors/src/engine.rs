@@ -453,11 +453,77 @@ impl Engine {
             .map(|c| c.result)
     }
 
-    /// Runs `query` in `group` linearizably (through the log for now).
+    /// Runs `query` in `group` linearizably, without a log entry
+    /// (ReadIndex, Raft thesis §6.4): the result reflects every write
+    /// acknowledged before the call. On the leader, one heartbeat round
+    /// per batch of reads confirms it still leads; on a follower, the
+    /// leader's confirmed commit index comes back and the query runs here
+    /// once this replica applied that far (a follower read). Retries while
+    /// no leader is known, until the propose timeout.
     pub async fn read(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
-        self.propose(group, ENTRY_READ, query, Origin::Local)
-            .await
-            .map(|c| c.result)
+        self.linearizable_read(group, query, Origin::Local).await
+    }
+
+    async fn linearizable_read(
+        &self,
+        group: GroupId,
+        query: Bytes,
+        origin: Origin,
+    ) -> Result<Bytes, RequestError> {
+        let deadline = tokio::time::Instant::now() + self.inner.shared.cfg.propose_timeout;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let result = self.read_once(group, query.clone(), deadline).await;
+            let retry = match &result {
+                // No leader known here: a client tries another node at
+                // once (this one may be cut off); a local caller waits.
+                Err(RequestError::NotLeader { leader: None, .. }) => origin != Origin::Client,
+                // The leader changed while the read waited: read again.
+                Err(RequestError::NotLeader {
+                    leader: Some(_), ..
+                })
+                | Err(RequestError::Restarting(_)) => true,
+                _ => false,
+            };
+            if !retry || tokio::time::Instant::now() + backoff > deadline {
+                return result;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    async fn read_once(
+        &self,
+        group: GroupId,
+        query: Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, RequestError> {
+        if let Some(e) = self.node_failed() {
+            return Err(e);
+        }
+        let route = match self.inner.routes.lookup(group) {
+            Lookup::Running(r) => r,
+            Lookup::Restarting => return Err(RequestError::Restarting(group)),
+            Lookup::Poisoned(p) => return Err(p.error(group)),
+            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = tokio::time::timeout_at(
+            deadline,
+            route.raft.send(crate::group::Read { query, reply: tx }),
+        )
+        .await;
+        match sent {
+            Err(_) => return Err(RequestError::Timeout(group)),
+            Ok(Err(_)) => return Err(RequestError::Stopped(group)),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(RequestError::Timeout(group)),
+            Ok(Err(_)) => Err(RequestError::Stopped(group)),
+            Ok(Ok(r)) => r,
+        }
     }
 
     async fn serve(&self, req: Request, origin: Origin) -> Response {
@@ -466,7 +532,15 @@ impl Engine {
                 self.propose(group, ENTRY_COMMAND, payload, origin).await
             }
             Request::Read { group, payload } => {
-                self.propose(group, ENTRY_READ, payload, origin).await
+                // Served here, leader or follower: no hint about the
+                // leader (this node may be a follower).
+                return match self.linearizable_read(group, payload, origin).await {
+                    Ok(result) => Response::Ok {
+                        result,
+                        leader: None,
+                    },
+                    Err(e) => Response::Err(e),
+                };
             }
             Request::LocalRead { group, payload } => {
                 return match self.local_read(group, payload).await {

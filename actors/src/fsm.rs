@@ -105,6 +105,39 @@ impl Handler<LocalQuery> for FsmCaller {
     }
 }
 
+/// A linearizable read: run `query` once this replica has applied up to
+/// `index`, the read index the leader confirmed (see
+/// `synod_core::Raft::read_index`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReadAt {
+    /// Serve once applied up to here.
+    pub index: Index,
+    /// The encoded query.
+    pub query: Bytes,
+    /// Where the result goes.
+    pub reply: Reply,
+}
+
+impl Handler<ReadAt> for FsmCaller {
+    type Result = ();
+
+    fn handle(&mut self, m: ReadAt, _: &mut Context<Self>) {
+        if let Some(p) = &self.poison {
+            let _ = m.reply.send(Err(p.error(self.group)));
+            return;
+        }
+        if m.index <= self.applied {
+            self.answer_read(&m.query, m.reply);
+        } else {
+            self.reads
+                .entry(m.index)
+                .or_default()
+                .push((m.query, m.reply));
+        }
+    }
+}
+
 /// Test hook: make the state machine's actor panic, acknowledging on
 /// `delivered` just before (see `group::InjectPanic`).
 #[derive(Message)]
@@ -121,6 +154,8 @@ pub struct FsmCaller {
     applied: Index,
     applied_term: Term,
     waiters: BTreeMap<Index, (Term, Reply)>,
+    /// Reads waiting for the state machine to reach their read index.
+    reads: BTreeMap<Index, Vec<(Bytes, Reply)>>,
     raft: Addr<RaftGroup>,
     snapshotter: Addr<SnapshotExecutor>,
     shared: Arc<NodeShared>,
@@ -182,6 +217,7 @@ impl FsmCaller {
             applied,
             applied_term,
             waiters: BTreeMap::new(),
+            reads: BTreeMap::new(),
             raft,
             snapshotter,
             shared,
@@ -191,6 +227,24 @@ impl FsmCaller {
             supervisor,
             log,
             guard,
+        }
+    }
+
+    fn answer_read(&self, query: &[u8], reply: Reply) {
+        let result = self
+            .query_guarded(query)
+            .map(Bytes::from)
+            .map_err(RequestError::Application);
+        let _ = reply.send(result);
+    }
+
+    /// Serves every read whose index is applied now.
+    fn serve_reads(&mut self) {
+        let later = self.reads.split_off(&(self.applied + 1));
+        for (_, reads) in std::mem::replace(&mut self.reads, later) {
+            for (query, reply) in reads {
+                self.answer_read(&query, reply);
+            }
         }
     }
 
@@ -303,6 +357,11 @@ impl FsmCaller {
         for (_, (_, reply)) in std::mem::take(&mut self.waiters) {
             let _ = reply.send(Err(poison.error(self.group)));
         }
+        for (_, reads) in std::mem::take(&mut self.reads) {
+            for (_, reply) in reads {
+                let _ = reply.send(Err(poison.error(self.group)));
+            }
+        }
         self.supervisor.do_send(GroupPoisoned {
             group: self.group,
             generation: self.guard.generation,
@@ -392,6 +451,7 @@ impl Handler<Apply> for FsmCaller {
         }
         if let Some(index) = last {
             self.raft.do_send(Applied(index));
+            self.serve_reads();
             self.maybe_snapshot();
         }
     }
@@ -426,6 +486,7 @@ impl Handler<Restore> for FsmCaller {
         self.last_snapshot = m.index;
         let group = self.group;
         self.fail_waiters_up_to(m.index, || RequestError::Stopped(group));
+        self.serve_reads();
         self.shared
             .counters
             .snapshots_installed

@@ -10,6 +10,7 @@
 //!     3. when durable (Persisted, in order): core.on_persisted, then the Ready's
 //!        persisted messages (votes, acknowledgements) ──► transport
 //!     4. committed entries ──────────────► FsmCaller: Apply ──► Applied ──► core.on_applied
+//!     5. read states (ReadIndex) ────────► FsmCaller: ReadAt, served once applied that far
 //! ```
 //!
 //! Up to `max_inflight_writes` Readies may have writes in flight; their
@@ -26,12 +27,12 @@ use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use slog::{crit, info, warn, Logger};
 use synod_core::{
-    HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft, Ready, Role, SoftState,
-    Term,
+    HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Ready, Role,
+    SoftState, Term,
 };
 use synod_storage::{GroupId, StorageError, WriteBatch};
 
-use crate::fsm::{Apply, FsmCaller, Register, Reply, Restore};
+use crate::fsm::{Apply, FsmCaller, ReadAt, Register, Reply, Restore};
 use crate::node::CaughtUp;
 use crate::proto::{GroupStatus, RaftItem, RequestError};
 use crate::replicator::{Outbound, Replicator, StopReplicator};
@@ -61,6 +62,20 @@ pub struct Propose {
     pub kind: u8,
     /// The encoded command or query.
     pub payload: Bytes,
+    /// Where the result goes.
+    pub reply: Reply,
+}
+
+/// A linearizable read without a log entry (ReadIndex, thesis §6.4): at
+/// the leader, one heartbeat round confirms the leadership for every read
+/// of a Ready; at a follower, the leader's confirmed index comes back and
+/// the query runs here (a follower read). The answer goes to `reply` once
+/// the state machine has applied up to the read index.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Read {
+    /// The encoded query.
+    pub query: Bytes,
     /// Where the result goes.
     pub reply: Reply,
 }
@@ -156,6 +171,9 @@ pub struct RaftGroup {
     /// Snapshot files older than this were deleted (see
     /// [`RaftGroup::prune_snapshots`]).
     pruned_below: Index,
+    /// Reads waiting for the core's read index, by request id.
+    reads: BTreeMap<u64, (Bytes, Reply)>,
+    next_read: u64,
     log: Logger,
     _guard: DeathGuard,
 }
@@ -195,6 +213,8 @@ impl RaftGroup {
             restarts,
             failed: false,
             pruned_below: 0,
+            reads: BTreeMap::new(),
+            next_read: 0,
             caught_up,
             lost_logged: 0,
             log,
@@ -348,9 +368,34 @@ impl RaftGroup {
                 fsm.do_send(Apply(rd.committed_entries));
             }
         }
+        for state in rd.read_states {
+            let Some((query, reply)) = self.reads.remove(&state.id) else {
+                continue; // its caller gave up (see Tick)
+            };
+            match (state.result, &self.fsm) {
+                (Ok(index), Some(fsm)) => fsm.do_send(ReadAt {
+                    index,
+                    query,
+                    reply,
+                }),
+                (Ok(_), None) => {
+                    let _ = reply.send(Err(RequestError::Stopped(self.group)));
+                }
+                (Err(ReadError::NotLeader { .. }), _) => {
+                    let _ = reply.send(Err(self.not_leader()));
+                }
+            }
+        }
     }
 
     fn on_soft_state(&mut self, ss: SoftState, ctx: &mut Context<Self>) {
+        if ss.role != Role::Leader {
+            // A read a follower sent to the previous leader may never be
+            // answered: fail it now (a read changes nothing; retry).
+            for (_, (_, reply)) in std::mem::take(&mut self.reads) {
+                let _ = reply.send(Err(self.not_leader()));
+            }
+        }
         let leading = ss.role == Role::Leader;
         if leading && self.replicators.is_empty() {
             self.shared
@@ -452,6 +497,8 @@ impl Handler<Tick> for RaftGroup {
             return;
         }
         self.raft.tick();
+        // Callers that gave up (their deadline passed) free their slot.
+        self.reads.retain(|_, (_, reply)| !reply.is_closed());
         if self.raft.has_ready() {
             self.schedule(ctx);
         }
@@ -515,6 +562,32 @@ impl Handler<Propose> for RaftGroup {
                 let _ = m
                     .reply
                     .send(Err(RequestError::Application("empty proposal".into())));
+            }
+        }
+    }
+}
+
+impl Handler<Read> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, m: Read, ctx: &mut Context<Self>) {
+        if self.halted(ctx) {
+            let reason = self.shared.log_writer.failure().unwrap_or_default();
+            let _ = m.reply.send(Err(RequestError::NodeFailed {
+                node: self.shared.node_id,
+                reason,
+            }));
+            return;
+        }
+        let id = self.next_read;
+        self.next_read += 1;
+        match self.raft.read_index(id) {
+            Ok(()) => {
+                self.reads.insert(id, (m.query, m.reply));
+                self.schedule(ctx);
+            }
+            Err(ReadError::NotLeader { .. }) => {
+                let _ = m.reply.send(Err(self.not_leader()));
             }
         }
     }
