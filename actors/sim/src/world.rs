@@ -59,6 +59,9 @@ pub struct Faults {
     /// [`Config::rejoining`] set (a replaced disk). Rare, one node at a
     /// time, only while every other node is up and caught up.
     pub wipe: bool,
+    /// Ask the leader to hand its leadership to a random other voter
+    /// (thesis §3.10).
+    pub transfer: bool,
 }
 
 impl Faults {
@@ -77,6 +80,7 @@ impl Faults {
             partition: true,
             crash: true,
             wipe: false,
+            transfer: true,
         }
     }
 
@@ -90,11 +94,12 @@ impl Faults {
             partition: false,
             crash: false,
             wipe: false,
+            transfer: false,
         }
     }
 
     /// Parses `all`, `none` or a comma list of
-    /// `all,loss,duplicate,reorder,delay,partition,crash,wipe`.
+    /// `all,loss,duplicate,reorder,delay,partition,crash,wipe,transfer`.
     pub fn parse(s: &str) -> Result<Self, String> {
         if s == "none" {
             return Ok(Faults::none());
@@ -115,10 +120,11 @@ impl Faults {
                 "partition" => f.partition = true,
                 "crash" => f.crash = true,
                 "wipe" => f.wipe = true,
+                "transfer" => f.transfer = true,
                 other => {
                     return Err(format!(
                         "unknown fault '{other}': use all, none, or a comma list of \
-                         all,loss,duplicate,reorder,delay,partition,crash,wipe"
+                         all,loss,duplicate,reorder,delay,partition,crash,wipe,transfer"
                     ))
                 }
             }
@@ -219,6 +225,11 @@ pub struct Outcome {
     pub rejoined: u64,
     /// Snapshots adopted by followers in place of their log.
     pub snapshots_installed: u64,
+    /// Leader transfers the nemesis asked for and a leader accepted.
+    pub transfers: u64,
+    /// Transfers whose target was elected in the term right after the one
+    /// it was asked in.
+    pub transfers_completed: u64,
     /// Values acknowledged to clients.
     pub acked: usize,
     /// Ticks the heal phase needed to converge.
@@ -252,6 +263,9 @@ enum Event {
     },
     Client,
     Nemesis,
+    /// Ask the leader to transfer its leadership (its own schedule, so the
+    /// nemesis's other faults keep their frequency).
+    Transfer,
     Restart(usize),
     /// Crash a node at once (used for crashes in the middle of a write).
     Crash(usize),
@@ -361,7 +375,24 @@ pub struct World {
     leader_completeness: LeaderCompleteness,
     state_machine_safety: StateMachineSafety,
     liveness: Liveness,
+    /// The leader transfer in progress, if any: (target, term in which
+    /// the leader accepted it). Completed when the target leads the next
+    /// term; dropped when anyone leads a later term.
+    pending_transfer: Option<PendingTransfer>,
+    /// The leader transfers' own random stream.
+    transfer_rng: SplitMix64,
     outcome: Outcome,
+}
+
+/// A leader transfer the nemesis asked for.
+#[derive(Clone, Copy, Debug)]
+struct PendingTransfer {
+    to: NodeId,
+    /// The term in which the leader accepted it.
+    term: Term,
+    /// Past this time, an election of `to` is no longer the transfer's
+    /// (the leader gives up after one election timeout).
+    until: u64,
 }
 
 impl World {
@@ -404,6 +435,7 @@ impl World {
                 rejoining: false,
             })
             .collect();
+        let cfg_seed = cfg.seed;
         let outcome = Outcome {
             seed: cfg.seed,
             nodes: cfg.nodes,
@@ -433,6 +465,8 @@ impl World {
             leader_completeness: LeaderCompleteness::default(),
             state_machine_safety: StateMachineSafety::default(),
             liveness: Liveness::default(),
+            pending_transfer: None,
+            transfer_rng: SplitMix64::new(cfg_seed ^ 0x7EA2_5FE2),
             outcome,
         };
         let line = format!(
@@ -455,6 +489,9 @@ impl World {
         }
         self.schedule(TICK, Event::Client);
         self.schedule(TICK * 5, Event::Nemesis);
+        if self.cfg.faults.transfer && self.nodes.len() >= 2 {
+            self.schedule(TICK * 20, Event::Transfer);
+        }
         let chaos_end = self.cfg.chaos_ticks * TICK;
         self.run_until(chaos_end);
         if self.outcome.violation.is_none() {
@@ -562,6 +599,7 @@ impl World {
             Event::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
             Event::Client => self.client(),
             Event::Nemesis => self.nemesis(),
+            Event::Transfer => self.transfer_random(),
             Event::Crash(i) => {
                 if self.nodes[i].raft.is_some() {
                     self.crash(i);
@@ -1074,6 +1112,8 @@ impl World {
             }
             let (id, term, role) = (raft.id(), raft.term(), raft.role());
             if role == Role::Leader {
+                let now = self.now;
+                note_transfer(&mut self.pending_transfer, &mut self.outcome, id, term, now);
                 if let Err(v) = self.election_safety.observe_leader(term, id) {
                     found.push(v);
                 }
@@ -1316,6 +1356,51 @@ impl World {
         self.trace(|| format!("node {id} is WIPED: empty disk, rejoining"));
     }
 
+    /// Asks the leader (if one is up) to hand its leadership to another
+    /// voter chosen at random (thesis §3.10), every 20-200 ticks. The core
+    /// may refuse (a transfer already pending to another node). Its
+    /// choices come from a generator of their own: the other faults'
+    /// schedule starts out as it was without transfers.
+    fn transfer_random(&mut self) {
+        if self.healing {
+            return;
+        }
+        let next = self.transfer_rng.range(20 * TICK, 200 * TICK);
+        self.schedule(next, Event::Transfer);
+        let Some(l) = (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.role() == Role::Leader)
+        }) else {
+            return;
+        };
+        let others: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&id| id != self.nodes[l].id)
+            .collect();
+        let to = others[self.transfer_rng.range(0, others.len() as u64) as usize];
+        let Some(raft) = self.nodes[l].raft.as_mut() else {
+            return;
+        };
+        let (from, term) = (raft.id(), raft.term());
+        match raft.transfer_leader(to) {
+            Ok(()) => {
+                self.outcome.transfers += 1;
+                self.pending_transfer = Some(PendingTransfer {
+                    to,
+                    term,
+                    until: self.now + 2 * u64::from(ELECTION_TICKS) * TICK,
+                });
+                self.trace(|| format!("nemesis: leader {from} transfers to {to} in term {term}"));
+                self.process(l);
+            }
+            Err(e) => self.trace(|| format!("nemesis: leader {from} refuses a transfer: {e}")),
+        }
+    }
+
     /// A wiped node whose core says it caught up is an ordinary node again.
     fn note_rejoined(&mut self, i: usize) {
         let node = &mut self.nodes[i];
@@ -1404,6 +1489,27 @@ impl World {
             })
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+/// Node `id` leads `term` at time `now`: the pending transfer completed
+/// if `id` is its target, `term` the next one, and the leader had not
+/// given up yet (an election that late is an ordinary one); any leader of
+/// a later term ends it.
+fn note_transfer(
+    pending: &mut Option<PendingTransfer>,
+    outcome: &mut Outcome,
+    id: NodeId,
+    term: Term,
+    now: u64,
+) {
+    if let Some(t) = *pending {
+        if term > t.term {
+            if id == t.to && term == t.term + 1 && now <= t.until {
+                outcome.transfers_completed += 1;
+            }
+            *pending = None;
+        }
     }
 }
 
