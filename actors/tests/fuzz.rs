@@ -176,6 +176,7 @@ fn every_response() -> Vec<Response> {
             message_type: "Boom".into(),
             panic_message: "boom".into(),
         }),
+        transfer_to: Some(2),
     };
     let stats = NodeStats {
         node: 1,
