@@ -103,6 +103,11 @@ fn every_message() -> Vec<Message> {
                 term: 6,
             },
         }),
+        msg(MessageBody::TimeoutNow),
+        msg(MessageBody::TransferVote {
+            last_log_index: 12,
+            last_log_term: 5,
+        }),
     ]
 }
 
@@ -120,6 +125,7 @@ fn every_request() -> Vec<Request> {
         Request::LocalRead { group: 3, payload },
         Request::Status,
         Request::Stats,
+        Request::TransferLeader { group: 3, to: 2 },
     ]
 }
 
@@ -134,6 +140,20 @@ fn every_response() -> Vec<Response> {
             leader: None,
         },
         RequestError::NoSuchGroup(3),
+        RequestError::NotAVoter {
+            group: 3,
+            node: 9,
+            voters: vec![1, 2, 3],
+        },
+        RequestError::TransferInProgress {
+            group: 3,
+            pending: 2,
+        },
+        RequestError::TransferFailed {
+            group: 3,
+            to: 2,
+            leader: Some(1),
+        },
         RequestError::Restarting(3),
         RequestError::Busy(3),
         RequestError::Timeout(3),

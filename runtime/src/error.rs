@@ -346,6 +346,20 @@ mod tests {
                 message_type: "Boom".into(),
                 panic_message: "boom".into(),
             },
+            RequestError::NotAVoter {
+                group: 1,
+                node: 9,
+                voters: vec![1, 2, 3],
+            },
+            RequestError::TransferInProgress {
+                group: 1,
+                pending: 2,
+            },
+            RequestError::TransferFailed {
+                group: 1,
+                to: 2,
+                leader: None,
+            },
         ]
     }
 
