@@ -317,9 +317,6 @@ pub struct ClusterArgs {
 /// `synod group`: operations on a group's Raft membership and leadership.
 #[derive(Args, Debug, Clone)]
 pub struct GroupArgs {
-    /// Where the cluster is.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// What to do.
     #[command(subcommand)]
     pub op: GroupOp,
@@ -331,19 +328,43 @@ pub enum GroupOp {
     /// Hand the group's leadership to another node (Raft thesis §3.10),
     /// e.g. before restarting the leader's machine; returns once that node
     /// leads.
-    TransferLeader {
-        /// The group.
-        #[arg(long)]
-        group: u64,
-        /// The node that should lead it.
-        #[arg(long)]
-        to: NodeId,
-    },
+    TransferLeader(TransferLeaderArgs),
+}
+
+/// `synod group transfer-leader`.
+#[derive(Args, Debug, Clone)]
+pub struct TransferLeaderArgs {
+    /// The group.
+    #[arg(long)]
+    pub group: u64,
+    /// The node that should lead it.
+    #[arg(long)]
+    pub to: NodeId,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Runs one `synod group` operation.
 pub fn run_group(args: &GroupArgs) -> Result<(), String> {
-    let c = &args.cluster;
+    match &args.op {
+        GroupOp::TransferLeader(a) => with_client(&a.cluster, |client| async move {
+            client
+                .transfer_leader(a.group, a.to)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("group {}: node {} leads", a.group, a.to);
+            Ok(())
+        }),
+    }
+}
+
+/// Runs `op` with a client of the cluster `c`, on a runtime of its own.
+fn with_client<F, Fut>(c: &ClusterArgs, op: F) -> Result<(), String>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let tls = TlsMaterial::from_pem_files(&c.ca, &c.cert, &c.key).map_err(|e| e.to_string())?;
     let nodes: BTreeMap<NodeId, SocketAddr> = c.nodes.iter().map(|p| (p.id, p.addr)).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -354,13 +375,7 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
         let mut cfg = ClientConfig::new(nodes, tls);
         cfg.timeout = Duration::from_secs(15);
         let client = Client::new(cfg).map_err(|e| e.to_string())?;
-        let result = match &args.op {
-            GroupOp::TransferLeader { group, to } => client
-                .transfer_leader(*group, *to)
-                .await
-                .map(|()| println!("group {group}: node {to} leads"))
-                .map_err(|e| e.to_string()),
-        };
+        let result = op(client.clone()).await;
         client.close().await;
         result
     })
