@@ -63,6 +63,7 @@ fn ci_batch_all_faults_300_seeds() {
     assert!(s.snapshots_installed > 0, "no snapshot installed: {s:?}");
     assert!(s.lost > 0 && s.duplicated > 0 && s.reordered > 0, "{s:?}");
     assert!(s.delayed > 0 && s.partitions > 0, "{s:?}");
+    assert!(s.transfers > 0 && s.transfers_completed > 0, "{s:?}");
 }
 
 #[test]
@@ -88,8 +89,9 @@ fn ci_batch_no_faults_keeps_one_leader() {
         s.delayed,
         s.partitions,
         s.wipes,
+        s.transfers,
     ];
-    assert_eq!(fired, [0; 6], "{summary:?}");
+    assert_eq!(fired, [0; 7], "{summary:?}");
     assert!(s.min_committed >= MIN_COMMITTED_PER_SEED, "{summary:?}");
 }
 
@@ -102,6 +104,7 @@ fn ci_batch_each_fault_kind_alone() {
         "delay",
         "partition",
         "crash",
+        "transfer",
     ] {
         let faults = Faults::parse(name).unwrap();
         let s = run_many(2001..2031, 2, &|seed| {
@@ -122,6 +125,7 @@ fn ci_batch_each_fault_kind_alone() {
             ("delay", s.delayed),
             ("partition", s.partitions),
             ("crash", s.crashes),
+            ("transfer", s.transfers),
         ];
         for (kind, count) in fired {
             // A long delay also lets later messages overtake: that is a
