@@ -33,7 +33,7 @@ use synod_storage::{GroupId, SnapshotStore, StorageError, Wal, WalOptions};
 use tokio::sync::oneshot;
 
 use crate::faults::{DiskFaults, FaultyStore};
-use crate::group::{Inbound, InjectPanic, Propose};
+use crate::group::{GetStatus, Inbound, InjectPanic, Propose, TransferLeader};
 use crate::identity::{has_files, Identity, IdentityError};
 use crate::log_writer::{LogWriter, SharedMemLog};
 use crate::node::{CreateGroup, Lookup, NodeActor, Routes, Status, StopAll};
@@ -379,10 +379,15 @@ impl Engine {
             cfg: cfg.group.clone(),
             log: cfg.logger.new(slog::o!("node" => cfg.node_id)),
             counters: Counters::default(),
-            // The data directory's incarnation too: a rejoining replica
-            // names its rejoin requests from this seed, and an answer
-            // meant for an earlier incarnation must not match.
-            seed: cfg.seed ^ identity.incarnation.rotate_left(17),
+            // A rejoining replica names its rejoin requests from this
+            // seed, and an answer meant for an earlier incarnation must not
+            // match: mix in the data directory's (random) incarnation. Not
+            // otherwise, so that a seeded simulation replays exactly.
+            seed: if identity.rejoining {
+                cfg.seed ^ identity.incarnation.rotate_left(17)
+            } else {
+                cfg.seed
+            },
             transport: Some(transport.clone()),
             offload_io: !local,
             rejoining: identity.rejoining.into(),
@@ -553,6 +558,15 @@ impl Engine {
             }
             Request::Status => return Response::Status(self.status().await),
             Request::Stats => return Response::Stats(self.stats()),
+            Request::TransferLeader { group, to } => {
+                return match self.transfer(group, to, origin).await {
+                    Ok(()) => Response::Ok {
+                        result: Bytes::new(),
+                        leader: Some(to),
+                    },
+                    Err(e) => Response::Err(e),
+                }
+            }
         };
         match result {
             Ok(c) => Response::Ok {
@@ -601,6 +615,11 @@ impl Engine {
                             }
                             true
                         }
+                        // The hint was stale (the leader is handing over to
+                        // a node not yet elected, or lost an election):
+                        // nothing was proposed; a local caller waits for
+                        // the new leader.
+                        Err(RequestError::NotLeader { .. }) if origin == Origin::Local => true,
                         other => return other,
                     }
                 }
@@ -692,6 +711,159 @@ impl Engine {
             Ok(Ok(r)) => r,
         };
         read_forwarded(group, leader, &response)
+    }
+
+    /// Hands the leadership of `group` to voter `to` (Raft thesis §3.10)
+    /// and returns once `to` leads it, as this node sees it. Works on any
+    /// node (a follower forwards to the leader). The leader catches `to`
+    /// up, refuses proposals meanwhile (they get `NotLeader` naming `to`,
+    /// safe to retry) and tells `to` to campaign; a transfer the leader
+    /// gives up (after one election timeout) is started again until the
+    /// propose timeout, then fails with [`RequestError::TransferFailed`].
+    /// If `to` already leads, returns at once.
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), RequestError> {
+        self.transfer(group, to, Origin::Local).await
+    }
+
+    async fn transfer(
+        &self,
+        group: GroupId,
+        to: NodeId,
+        origin: Origin,
+    ) -> Result<(), RequestError> {
+        let deadline = tokio::time::Instant::now() + self.inner.shared.cfg.propose_timeout;
+        let tick = self.inner.shared.cfg.tick;
+        let mut leader = None;
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RequestError::TransferFailed { group, to, leader });
+            }
+            let Some(status) = self.group_status(group, deadline).await? else {
+                return Err(RequestError::TransferFailed { group, to, leader });
+            };
+            leader = status.leader;
+            let here = self.node_id();
+            let leading = status.leader == Some(here);
+            if status.leader == Some(to) && (to != here || leading) {
+                return Ok(());
+            }
+            if leading && status.transfer_to != Some(to) {
+                // Start it (again, if the previous attempt was given up).
+                self.ask_transfer(group, to, deadline).await?;
+            } else if let (Some(l), false) = (status.leader, leading) {
+                if origin == Origin::Node {
+                    // Forwarded here, but this node does not lead (any
+                    // more): the forwarder decides what to do next.
+                    return Err(RequestError::NotLeader {
+                        group,
+                        leader: Some(l),
+                    });
+                }
+                match self.forward_transfer(l, group, to, deadline).await {
+                    Ok(()) => return Ok(()),
+                    // Not sent, or the leader moved on: look again.
+                    Err(RequestError::NotLeader { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            } else if status.leader.is_none() && origin == Origin::Client {
+                // No leader known here: the client tries another node.
+                return Err(RequestError::NotLeader {
+                    group,
+                    leader: None,
+                });
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    /// `group`'s status on this node (`None` if it did not answer by
+    /// `deadline`), or why there is none.
+    async fn group_status(
+        &self,
+        group: GroupId,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<GroupStatus>, RequestError> {
+        if let Some(e) = self.node_failed() {
+            return Err(e);
+        }
+        let route = match self.inner.routes.lookup(group) {
+            Lookup::Running(r) => r,
+            Lookup::Restarting => return Err(RequestError::Restarting(group)),
+            Lookup::Poisoned(p) => return Err(p.error(group)),
+            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
+        };
+        match tokio::time::timeout_at(deadline, route.raft.send(GetStatus)).await {
+            Err(_) => Ok(None),
+            Ok(Err(_)) => Err(RequestError::Restarting(group)),
+            Ok(Ok(status)) => Ok(Some(status)),
+        }
+    }
+
+    /// Asks this node's replica of `group`, the leader, to start a transfer.
+    async fn ask_transfer(
+        &self,
+        group: GroupId,
+        to: NodeId,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), RequestError> {
+        let Some(route) = self.inner.routes.get(group) else {
+            return Err(RequestError::Restarting(group));
+        };
+        match tokio::time::timeout_at(deadline, route.raft.send(TransferLeader { to })).await {
+            Err(_) => Err(RequestError::TransferFailed {
+                group,
+                to,
+                leader: Some(self.node_id()),
+            }),
+            Ok(Err(_)) => Err(RequestError::Restarting(group)),
+            // Lost the leadership meanwhile, or a transfer to another
+            // node is under way: look again at the next tick.
+            Ok(Ok(Err(RequestError::NotLeader { .. })))
+            | Ok(Ok(Err(RequestError::TransferInProgress { .. }))) => Ok(()),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Forwards a transfer request to the leader and reads its answer.
+    async fn forward_transfer(
+        &self,
+        leader: NodeId,
+        group: GroupId,
+        to: NodeId,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), RequestError> {
+        let req = Request::TransferLeader { group, to };
+        let bytes = frame::encode(&req, frame::DEFAULT_MAX_FRAME)
+            .map_err(|e| RequestError::Application(e.to_string()))?;
+        let call = self.inner.shared.net.request(leader, bytes);
+        let response = match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => {
+                return Err(RequestError::TransferFailed {
+                    group,
+                    to,
+                    leader: Some(leader),
+                })
+            }
+            // Not sent, or sent and the connection broke: a transfer
+            // changes no state, so looking again is safe either way.
+            Ok(Err(_)) => {
+                return Err(RequestError::NotLeader {
+                    group,
+                    leader: None,
+                })
+            }
+            Ok(Ok(r)) => r,
+        };
+        match frame::decode::<Response>(&response) {
+            Ok(Response::Ok { .. }) => Ok(()),
+            Ok(Response::Err(e)) => Err(e),
+            Ok(other) => Err(RequestError::Application(format!(
+                "leader {leader} sent an unexpected answer to a transfer: {other:?}"
+            ))),
+            Err(e) => Err(RequestError::Application(format!(
+                "leader {leader}'s answer to a transfer did not decode: {e}"
+            ))),
+        }
     }
 
     /// Runs `query` on this node's own replica of `group`, without going

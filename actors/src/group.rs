@@ -28,7 +28,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use slog::{crit, info, warn, Logger};
 use synod_core::{
     HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Ready, Role,
-    SoftState, Term,
+    SoftState, Term, TransferError,
 };
 use synod_storage::{GroupId, StorageError, WriteBatch};
 
@@ -122,6 +122,17 @@ pub struct ReportSnapshot {
 #[derive(Message)]
 #[rtype(result = "GroupStatus")]
 pub struct GetStatus;
+
+/// Start handing this replica's leadership to voter `to` (Raft thesis
+/// §3.10). Answers once the core accepted or refused; the transfer itself
+/// finishes (or is given up) within an election timeout: watch
+/// [`GroupStatus::leader`] and [`GroupStatus::transfer_to`].
+#[derive(Message)]
+#[rtype(result = "Result<(), RequestError>")]
+pub struct TransferLeader {
+    /// The voter that should lead.
+    pub to: NodeId,
+}
 
 /// Test hook: make this actor panic. The handler first sends on
 /// `delivered`, so the injector knows the panic is about to happen in this
@@ -711,7 +722,49 @@ impl Handler<GetStatus> for RaftGroup {
             rejoining: self.raft.rejoining(),
             followers_lost_state: self.raft.stats().followers_lost_state,
             poison: None,
+            transfer_to: self.raft.lead_transferee(),
         })
+    }
+}
+
+impl Handler<TransferLeader> for RaftGroup {
+    type Result = Result<(), RequestError>;
+
+    fn handle(
+        &mut self,
+        TransferLeader { to }: TransferLeader,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        if self.halted(ctx) {
+            let reason = self.shared.log_writer.failure().unwrap_or_default();
+            return Err(RequestError::NodeFailed {
+                node: self.shared.node_id,
+                reason,
+            });
+        }
+        let group = self.group;
+        let result = match self.raft.transfer_leader(to) {
+            Ok(()) => Ok(()),
+            Err(TransferError::NotLeader { leader_hint }) => Err(RequestError::NotLeader {
+                group,
+                leader: leader_hint,
+            }),
+            // Already the leader: nothing to do.
+            Err(TransferError::ToSelf { .. }) => Ok(()),
+            Err(TransferError::NotAVoter { to, voters }) => Err(RequestError::NotAVoter {
+                group,
+                node: to,
+                voters,
+            }),
+            Err(TransferError::InProgress { pending }) => {
+                Err(RequestError::TransferInProgress { group, pending })
+            }
+        };
+        if result.is_ok() {
+            info!(self.log, "leader transfer"; "to" => to);
+        }
+        self.schedule(ctx);
+        result
     }
 }
 

@@ -574,6 +574,7 @@ impl Handler<Status> for NodeActor {
                     rejoining: false,
                     followers_lost_state: 0,
                     poison,
+                    transfer_to: None,
                 }));
             }
             out

@@ -52,6 +52,15 @@ pub enum Request {
     Status,
     /// The node's counters.
     Stats,
+    /// Hand the leadership of `group` to voter `to` (Raft thesis §3.10)
+    /// and answer once `to` leads (`Response::Ok` naming it). Any node
+    /// takes it: a follower forwards it to the leader.
+    TransferLeader {
+        /// The group.
+        group: GroupId,
+        /// The node that should lead.
+        to: NodeId,
+    },
 }
 
 impl Request {
@@ -60,7 +69,8 @@ impl Request {
         match self {
             Request::Command { group, .. }
             | Request::Read { group, .. }
-            | Request::LocalRead { group, .. } => Some(*group),
+            | Request::LocalRead { group, .. }
+            | Request::TransferLeader { group, .. } => Some(*group),
             Request::Status | Request::Stats => None,
         }
     }
@@ -101,6 +111,9 @@ pub enum Response {
 /// | `OutcomeUnknown` | unknown                       | no            |
 /// | `ResultTooLarge` | applied (a read: nothing)     | no            |
 /// | `Poisoned`       | committed; effect discarded (see below) | no  |
+/// | `NotAVoter`      | (a leader transfer) refused    | no            |
+/// | `TransferInProgress` | (a leader transfer) refused | yes          |
+/// | `TransferFailed` | (a leader transfer) not done   | yes           |
 ///
 /// [`RequestError::is_safe_to_retry`] is the one place that rule lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -214,12 +227,51 @@ pub enum RequestError {
         /// The panic's message.
         panic_message: String,
     },
+    /// A leader transfer named a node that is not a voter of the group,
+    /// so it can never lead it. Nothing changed; choose one of `voters`.
+    #[error(
+        "node {node} is not a voter of group {group}; nothing changed, choose one of {voters:?}"
+    )]
+    NotAVoter {
+        /// The group.
+        group: GroupId,
+        /// The node asked for.
+        node: NodeId,
+        /// The group's voters.
+        voters: Vec<NodeId>,
+    },
+    /// The leader is already handing its leadership to `pending`; it
+    /// finishes or gives up within one election timeout. Nothing changed;
+    /// retry then.
+    #[error("group {group} is already transferring its leadership to node {pending}; nothing changed, retry after an election timeout")]
+    TransferInProgress {
+        /// The group.
+        group: GroupId,
+        /// The node the pending transfer goes to.
+        pending: NodeId,
+    },
+    /// Leadership of the group did not move to `to` before the deadline:
+    /// the target was down, cut off, rejoining (it lost its disk and has
+    /// not caught up) or too far behind, or another node won the
+    /// election. Nothing else changed (no command is involved): check the
+    /// target with `synod kv status`, then retry.
+    #[error("leadership of group {group} did not move to node {to} in time (leader now: {leader:?}); nothing else changed: check that node {to} is up, connected and caught up, then retry")]
+    TransferFailed {
+        /// The group.
+        group: GroupId,
+        /// The node that was to lead.
+        to: NodeId,
+        /// The leader last seen.
+        leader: Option<NodeId>,
+    },
 }
 
 impl RequestError {
     /// Whether retrying (elsewhere or later) cannot apply the command twice
     /// and may succeed: true only when nothing was proposed (`NotLeader`,
-    /// `Restarting`, `Busy`) or nothing was sent (`Unavailable`). The
+    /// `Restarting`, `Busy`, a leader transfer that is refused while
+    /// another one runs or that did not finish) or nothing was sent
+    /// (`Unavailable`). The
     /// runtime's `SynodError::is_safe_to_retry` agrees for every error
     /// converted from this one.
     pub fn is_safe_to_retry(&self) -> bool {
@@ -230,6 +282,8 @@ impl RequestError {
                 | RequestError::Busy(_)
                 | RequestError::Unavailable(_)
                 | RequestError::NodeFailed { .. }
+                | RequestError::TransferInProgress { .. }
+                | RequestError::TransferFailed { .. }
         )
     }
 }
@@ -264,6 +318,10 @@ pub struct GroupStatus {
     /// panicked on an entry (`role` is then `"Poisoned"`).
     #[serde(default)]
     pub poison: Option<Poison>,
+    /// Leader only: the node a leader transfer in progress goes to
+    /// (proposals are refused meanwhile, with that node as the hint).
+    #[serde(default)]
+    pub transfer_to: Option<NodeId>,
 }
 
 /// The entry on which a group's state machine panicked, and how.

@@ -129,6 +129,11 @@ fn every_message() -> Vec<Message> {
             },
             epoch: 1,
         }),
+        msg(MessageBody::TimeoutNow),
+        msg(MessageBody::TransferVote {
+            last_log_index: 12,
+            last_log_term: 5,
+        }),
     ]
 }
 
@@ -146,6 +151,7 @@ fn every_request() -> Vec<Request> {
         Request::LocalRead { group: 3, payload },
         Request::Status,
         Request::Stats,
+        Request::TransferLeader { group: 3, to: 2 },
     ]
 }
 
@@ -160,6 +166,20 @@ fn every_response() -> Vec<Response> {
             leader: None,
         },
         RequestError::NoSuchGroup(3),
+        RequestError::NotAVoter {
+            group: 3,
+            node: 9,
+            voters: vec![1, 2, 3],
+        },
+        RequestError::TransferInProgress {
+            group: 3,
+            pending: 2,
+        },
+        RequestError::TransferFailed {
+            group: 3,
+            to: 2,
+            leader: Some(1),
+        },
         RequestError::Restarting(3),
         RequestError::Busy(3),
         RequestError::Timeout(3),
@@ -202,6 +222,7 @@ fn every_response() -> Vec<Response> {
             message_type: "Boom".into(),
             panic_message: "boom".into(),
         }),
+        transfer_to: Some(2),
     };
     let stats = NodeStats {
         node: 1,

@@ -267,6 +267,9 @@ pub fn run_kv(args: &KvArgs) -> Result<(), String> {
                                 if s.rejoining {
                                     notes.push_str(" REJOINING (booted on an empty data directory; votes restricted until caught up)");
                                 }
+                                if let Some(to) = s.transfer_to {
+                                    notes.push_str(&format!(" TRANSFERRING leadership to node {to} (writes refused meanwhile)"));
+                                }
                                 if s.followers_lost_state > 0 {
                                     notes.push_str(&format!(" (repaired {} follower(s) that lost their state)", s.followers_lost_state));
                                 }
@@ -290,5 +293,90 @@ pub fn run_kv(args: &KvArgs) -> Result<(), String> {
         }
         client.close().await;
         Ok(())
+    })
+}
+
+/// How `synod group` reaches a cluster: its CA, a client certificate and
+/// the nodes' addresses.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Cluster CA certificate.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Client certificate.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Client key.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// A node, `ID=ADDR`; repeat for each.
+    #[arg(long = "node", value_parser = parse_peer, required = true)]
+    pub nodes: Vec<PeerConfig>,
+}
+
+/// `synod group`: operations on a group's Raft membership and leadership.
+#[derive(Args, Debug, Clone)]
+pub struct GroupArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub op: GroupOp,
+}
+
+/// Operations of `synod group`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum GroupOp {
+    /// Hand the group's leadership to another node (Raft thesis §3.10),
+    /// e.g. before restarting the leader's machine; returns once that node
+    /// leads.
+    TransferLeader(TransferLeaderArgs),
+}
+
+/// `synod group transfer-leader`.
+#[derive(Args, Debug, Clone)]
+pub struct TransferLeaderArgs {
+    /// The group.
+    #[arg(long)]
+    pub group: u64,
+    /// The node that should lead it.
+    #[arg(long)]
+    pub to: NodeId,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Runs one `synod group` operation.
+pub fn run_group(args: &GroupArgs) -> Result<(), String> {
+    match &args.op {
+        GroupOp::TransferLeader(a) => with_client(&a.cluster, |client| async move {
+            client
+                .transfer_leader(a.group, a.to)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("group {}: node {} leads", a.group, a.to);
+            Ok(())
+        }),
+    }
+}
+
+/// Runs `op` with a client of the cluster `c`, on a runtime of its own.
+fn with_client<F, Fut>(c: &ClusterArgs, op: F) -> Result<(), String>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let tls = TlsMaterial::from_pem_files(&c.ca, &c.cert, &c.key).map_err(|e| e.to_string())?;
+    let nodes: BTreeMap<NodeId, SocketAddr> = c.nodes.iter().map(|p| (p.id, p.addr)).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut cfg = ClientConfig::new(nodes, tls);
+        cfg.timeout = Duration::from_secs(15);
+        let client = Client::new(cfg).map_err(|e| e.to_string())?;
+        let result = op(client.clone()).await;
+        client.close().await;
+        result
     })
 }

@@ -176,6 +176,18 @@ impl Client {
         }
     }
 
+    /// Hands the leadership of `group` to node `to` (Raft thesis §3.10) and
+    /// returns once `to` leads it. Sent to the leader this client knows
+    /// (a follower forwards it); retried like a command, which is always
+    /// safe since a transfer changes no state. See
+    /// [`crate::ReplicatedAddr::transfer_leader`] for what happens and
+    /// what the errors mean.
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), SynodError> {
+        self.call(group, Request::TransferLeader { group, to })
+            .await
+            .map(|_| ())
+    }
+
     /// The leader of `group` as node `node` sees it (refreshing the cache).
     pub async fn find_leader(&self, group: GroupId) -> Option<NodeId> {
         for &node in self.inner.nodes.keys() {

@@ -25,6 +25,9 @@ use synod_storage::GroupId;
 /// | `OutcomeUnknown` | unknown                     | no            |
 /// | `ResultTooLarge` | applied (a read: nothing)   | no            |
 /// | `Poisoned`       | committed; its effect discarded, applied again on restart | no |
+/// | `NotAVoter`      | (a leader transfer) refused | no            |
+/// | `TransferInProgress` | (a leader transfer) refused | yes       |
+/// | `TransferFailed` | (a leader transfer) not done | yes          |
 ///
 /// [`SynodError::is_safe_to_retry`] says which; it agrees with
 /// `RequestError::is_safe_to_retry` for every error a node sends.
@@ -148,11 +151,48 @@ pub enum SynodError {
         /// The panic's message.
         panic_message: String,
     },
+    /// A leader transfer named a node that is not a voter of the group.
+    /// Nothing changed; choose one of `voters`.
+    #[error(
+        "node {node} is not a voter of group {group}; nothing changed, choose one of {voters:?}"
+    )]
+    NotAVoter {
+        /// The group.
+        group: GroupId,
+        /// The node asked for.
+        node: NodeId,
+        /// The group's voters.
+        voters: Vec<NodeId>,
+    },
+    /// The leader is already handing its leadership to `pending` (it
+    /// finishes or gives up within one election timeout). Nothing
+    /// changed; retry then.
+    #[error("group {group} is already transferring its leadership to node {pending}; nothing changed, retry after an election timeout")]
+    TransferInProgress {
+        /// The group.
+        group: GroupId,
+        /// The node the pending transfer goes to.
+        pending: NodeId,
+    },
+    /// Leadership did not move to `to` in time: the target was down, cut
+    /// off, rejoining or too far behind, or another node won. Nothing else
+    /// changed: check the target (`synod kv status`), then retry.
+    #[error("leadership of group {group} did not move to node {to} in time (leader now: {leader:?}); nothing else changed: check that node {to} is up, connected and caught up, then retry")]
+    TransferFailed {
+        /// The group.
+        group: GroupId,
+        /// The node that was to lead.
+        to: NodeId,
+        /// The leader last seen.
+        leader: Option<NodeId>,
+    },
 }
 
 impl SynodError {
     /// Whether retrying cannot apply the command twice and may succeed:
-    /// only when nothing was proposed or nothing was sent.
+    /// only when nothing was proposed or nothing was sent (a leader
+    /// transfer proposes nothing: refused while another runs, or not
+    /// finished in time, it may be retried).
     pub fn is_safe_to_retry(&self) -> bool {
         matches!(
             self,
@@ -160,6 +200,8 @@ impl SynodError {
                 | SynodError::Busy { .. }
                 | SynodError::Unavailable(_)
                 | SynodError::NodeFailed { .. }
+                | SynodError::TransferInProgress { .. }
+                | SynodError::TransferFailed { .. }
         )
     }
 }
@@ -197,6 +239,21 @@ impl From<RequestError> for SynodError {
                 message_type,
                 panic_message,
             },
+            RequestError::NotAVoter {
+                group,
+                node,
+                voters,
+            } => SynodError::NotAVoter {
+                group,
+                node,
+                voters,
+            },
+            RequestError::TransferInProgress { group, pending } => {
+                SynodError::TransferInProgress { group, pending }
+            }
+            RequestError::TransferFailed { group, to, leader } => {
+                SynodError::TransferFailed { group, to, leader }
+            }
         }
     }
 }
@@ -288,6 +345,20 @@ mod tests {
                 index: 7,
                 message_type: "Boom".into(),
                 panic_message: "boom".into(),
+            },
+            RequestError::NotAVoter {
+                group: 1,
+                node: 9,
+                voters: vec![1, 2, 3],
+            },
+            RequestError::TransferInProgress {
+                group: 1,
+                pending: 2,
+            },
+            RequestError::TransferFailed {
+                group: 1,
+                to: 2,
+                leader: None,
             },
         ]
     }

@@ -139,6 +139,14 @@ impl Node {
         self.engine.stats()
     }
 
+    /// Hands the leadership of `group` to node `to` (Raft thesis §3.10),
+    /// for instance before taking the current leader down for
+    /// maintenance, and returns once `to` leads. See
+    /// [`ReplicatedAddr::transfer_leader`].
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), SynodError> {
+        Ok(self.engine.transfer_leader(group, to).await?)
+    }
+
     /// Why this node stopped serving, once a write to its log failed (see
     /// [`Engine::failure`]).
     pub fn failure(&self) -> Option<String> {
@@ -228,5 +236,24 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
         let out = self.engine.read(self.group, Bytes::from(payload)).await?;
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
+    /// Hands the group's leadership to node `to` (Raft thesis §3.10) and
+    /// returns once `to` leads, as this node sees it; at once if it
+    /// already does. Any node may ask (a follower forwards to the leader).
+    ///
+    /// The leader first brings `to`'s log up to date, then tells it to
+    /// start an election, which it wins in the next term. Meanwhile the
+    /// leader refuses commands with `NotLeader` naming `to` (nothing was
+    /// proposed, safe to retry; [`ReplicatedAddr::send`] waits for the new
+    /// leader by itself). Errors: [`SynodError::NotAVoter`] (no such
+    /// member: nothing changed), [`SynodError::TransferInProgress`]
+    /// (another transfer runs: retry after an election timeout),
+    /// [`SynodError::TransferFailed`] (`to` did not get elected before the
+    /// propose timeout: it is down, cut off, rejoining or far behind; a
+    /// leader gives a transfer up after one election timeout and this call
+    /// starts it again until then), or the usual `Busy`/`NoSuchGroup`.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), SynodError> {
+        Ok(self.engine.transfer_leader(self.group, to).await?)
     }
 }

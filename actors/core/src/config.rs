@@ -108,10 +108,14 @@ pub struct Bugs {
     /// without confirming with a quorum round that it still leads
     /// (thesis §6.4 step 3 dropped): a deposed leader serves stale reads.
     pub read_index_without_quorum_check: bool,
-    /// A leader answers a rejoining replica without fencing the
-    /// acknowledgements of its previous incarnation and counts the
-    /// requester in the confirming round: an acknowledgement of the lost
-    /// state still in flight can commit an entry above the rejoin index.
+    /// A rejoining replica is trusted as if it had kept its state, except
+    /// for votes: the leader does not fence the acknowledgements of its
+    /// previous incarnation and counts the requester in the confirming
+    /// round, and the replica counts toward commits, confirms heartbeat
+    /// rounds and commits from heartbeats before any leader confirmed its
+    /// rejoin index. An acknowledgement of the lost state still in flight,
+    /// or one given to a stale leader of a term it forgot, commits entries
+    /// that a quorum does not hold.
     pub rejoin_without_fence: bool,
 }
 

@@ -126,3 +126,37 @@ pub enum CompactError {
         offset: Index,
     },
 }
+
+/// Why [`crate::Raft::transfer_leader`] refused. None of these changed any
+/// state.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TransferError {
+    /// Only the leader can hand its leadership over.
+    #[error("not the leader (leader hint: {leader_hint:?}); ask the leader to transfer")]
+    NotLeader {
+        /// The leader this replica believes in, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// The target is this replica, which already leads.
+    #[error("node {to} already leads; nothing to transfer")]
+    ToSelf {
+        /// The target (this replica).
+        to: NodeId,
+    },
+    /// The target is not a voting member of the group, so it cannot be
+    /// elected.
+    #[error("node {to} is not a voter of this group; choose one of {voters:?}")]
+    NotAVoter {
+        /// The target asked for.
+        to: NodeId,
+        /// The group's voters.
+        voters: Vec<NodeId>,
+    },
+    /// A transfer to another node is already under way; it ends when that
+    /// node is elected or after one election timeout.
+    #[error("a transfer to node {pending} is in progress; wait for it to finish or time out (one election timeout), then retry")]
+    InProgress {
+        /// The node the pending transfer goes to.
+        pending: NodeId,
+    },
+}

@@ -15,7 +15,8 @@
 //! the consistency check and conflict-term backtracking (§5.3), per-follower
 //! progress with probe/replicate states and a bounded pipeline window,
 //! batched proposals with back-pressure, commitment only of current-term
-//! entries by counting (§5.4.2).
+//! entries by counting (§5.4.2), leader transfer with `TimeoutNow`
+//! ([`Raft::transfer_leader`], thesis §3.10).
 //!
 //! ## Walkthrough: a one-replica group
 //!
@@ -66,7 +67,7 @@ mod types;
 #[cfg(feature = "fault-injection")]
 pub use config::Bugs;
 pub use config::Config;
-pub use error::{CompactError, ConfigError, ProposeError, ReadError, RestoreError};
+pub use error::{CompactError, ConfigError, ProposeError, ReadError, RestoreError, TransferError};
 pub use log::RaftLog;
 pub use message::{AppendResponse, Message, MessageBody};
 pub use progress::{Progress, ProgressState};

@@ -119,6 +119,25 @@ pub enum MessageBody {
         /// it rejoins); `None` when the leader could not serve it.
         index: Option<Index>,
     },
+    /// Leader transfer (thesis §3.10): the leader tells its chosen
+    /// successor, whose log it has brought up to date, to start an
+    /// election at once, without waiting for its election timeout and
+    /// without a pre-vote round.
+    TimeoutNow,
+    /// RequestVote (§5.2) sent by a candidate that campaigns because its
+    /// leader sent it [`MessageBody::TimeoutNow`]. Voters treat it like
+    /// [`MessageBody::Vote`] in every way but one: they grant it (and
+    /// adopt its term) even if they heard from the leader within the
+    /// election timeout, since that leader asked for this election
+    /// (etcd's `campaignTransfer` context does the same). The log check
+    /// (§5.4.1) and the one-vote-per-term rule still apply. Answered with
+    /// [`MessageBody::VoteResponse`].
+    TransferVote {
+        /// Index of the candidate's last entry.
+        last_log_index: Index,
+        /// Term of the candidate's last entry.
+        last_log_term: Term,
+    },
 }
 
 /// The outcome of an AppendEntries at the follower.
@@ -153,11 +172,14 @@ pub enum AppendResponse {
 }
 
 impl Message {
-    /// Whether this message is a vote or pre-vote request.
+    /// Whether this message is a vote or pre-vote request (a
+    /// [`MessageBody::TransferVote`] included).
     pub fn is_vote_request(&self) -> bool {
         matches!(
             self.body,
-            MessageBody::Vote { .. } | MessageBody::PreVote { .. }
+            MessageBody::Vote { .. }
+                | MessageBody::PreVote { .. }
+                | MessageBody::TransferVote { .. }
         )
     }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use crate::config::{Bugs, Config};
-use crate::error::{CompactError, ProposeError, ReadError, RestoreError};
+use crate::error::{CompactError, ProposeError, ReadError, RestoreError, TransferError};
 use crate::log::RaftLog;
 use crate::message::{AppendResponse, Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
@@ -46,6 +46,14 @@ pub struct Stats {
     /// Times a leader found a follower missing entries it had acknowledged
     /// (a follower that lost its disk) and started repairing it.
     pub followers_lost_state: u64,
+    /// Leader transfers this replica started as leader (thesis §3.10).
+    pub transfers_started: u64,
+    /// Leader transfers this replica gave up after an election timeout
+    /// without having stepped down.
+    pub transfers_aborted: u64,
+    /// Elections this replica started because its leader sent it
+    /// `TimeoutNow` (counted in `elections` too).
+    pub transfer_elections: u64,
 }
 
 /// One replica's Raft state (Figure 2) plus what pre-vote, check-quorum
@@ -100,6 +108,13 @@ pub struct Raft {
     reads_awaiting_commit: Vec<ReadRequest>,
     /// Answers to local reads, for the next Ready.
     read_states: Vec<ReadState>,
+    /// Leader only: the voter leadership is being handed to (thesis
+    /// §3.10). While set, proposals are refused with this node as the
+    /// hint; cleared when this replica steps down or gives up.
+    lead_transferee: Option<NodeId>,
+    /// Leader only: ticks since the pending transfer began; it is given up
+    /// after one election timeout.
+    transfer_elapsed: u32,
 }
 
 /// A read index request the leader is serving.
@@ -252,6 +267,8 @@ impl Raft {
             pending_reads: Vec::new(),
             reads_awaiting_commit: Vec::new(),
             read_states: Vec::new(),
+            lead_transferee: None,
+            transfer_elapsed: 0,
         };
         raft.rejoining = raft.config.rejoining;
         raft.last_hard_state = raft.hard_state();
@@ -336,7 +353,10 @@ impl Raft {
     /// heartbeats and check that a quorum is still in contact.
     pub fn tick(&mut self) {
         match self.role {
-            Role::Leader => self.tick_leader(),
+            Role::Leader => {
+                self.tick_transfer();
+                self.tick_leader();
+            }
             _ => self.tick_election(),
         }
         self.debug_validate();
@@ -349,6 +369,13 @@ impl Raft {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader_hint: self.leader_id,
+            });
+        }
+        if let Some(target) = self.lead_transferee {
+            // §3.10: new entries would only delay the transfer; the client
+            // retries at the target, the leader to be.
+            return Err(ProposeError::NotLeader {
+                leader_hint: Some(target),
             });
         }
         if commands.is_empty() {
@@ -484,6 +511,7 @@ impl Raft {
             MessageBody::AppendResponse(resp) => {
                 if self.role == Role::Leader {
                     self.handle_append_response(m.from, resp);
+                    self.maybe_send_timeout_now(m.from);
                 }
             }
             MessageBody::HeartbeatResponse { lacking, round } => {
@@ -491,6 +519,11 @@ impl Raft {
                     self.handle_heartbeat_response(m.from, lacking, round);
                 }
             }
+            MessageBody::TimeoutNow => self.handle_timeout_now(),
+            MessageBody::TransferVote {
+                last_log_index,
+                last_log_term,
+            } => self.handle_vote(&m, last_log_index, last_log_term),
         }
         self.maybe_end_rejoin();
         self.debug_validate();
@@ -622,7 +655,8 @@ impl Raft {
     /// message should be processed further.
     fn step_term(&mut self, m: &Message) -> bool {
         if m.term > self.term {
-            if m.is_vote_request() && self.in_lease() {
+            let transfer = matches!(m.body, MessageBody::TransferVote { .. });
+            if m.is_vote_request() && self.in_lease() && !transfer {
                 // Thesis §9.6 / §4.2.3: a replica that heard from a live
                 // leader within the minimum election timeout neither grants
                 // the vote nor adopts the term, so a partitioned node that
@@ -698,6 +732,7 @@ impl Raft {
         }
         self.role = Role::Follower;
         self.leader_id = leader;
+        self.lead_transferee = None;
         self.progress.clear();
         self.votes.clear();
         self.needs_broadcast = false;
@@ -992,9 +1027,14 @@ impl Raft {
     }
 
     fn handle_heartbeat(&mut self, leader: NodeId, commit: Index, round: u64) {
-        // The leader sends min(commit, our match), so this prefix matches.
+        // The leader sends min(commit, our match), so this prefix matches;
+        // unless we lost our state and the match is our previous
+        // incarnation's (a leader that has not fenced us yet): then only
+        // appends, which check the prefix, advance our commit.
         let last = self.log.last_index();
-        self.log.commit_to(commit.min(last));
+        if self.term_trusted() {
+            self.log.commit_to(commit.min(last));
+        }
         // A commit beyond our log is one we acknowledged and no longer
         // hold: say so, or an idle leader never repairs us.
         let lacking = (commit > last).then_some(last);
@@ -1018,7 +1058,7 @@ impl Raft {
     /// it answers may be a stale one that a newer leader, elected with
     /// the vote this replica forgot, has replaced.
     fn term_trusted(&self) -> bool {
-        !self.rejoining || self.rejoin_at.is_some()
+        !self.rejoining || self.rejoin_at.is_some() || self.bugs.rejoin_without_fence
     }
 
     /// Whether this replica may vote (for itself too): not while it is
@@ -1475,6 +1515,142 @@ impl Raft {
     }
 
     // ----------------------------------------------------------------
+    // Leader transfer (thesis §3.10)
+    // ----------------------------------------------------------------
+    //
+    //  leader: transfer_leader(to) ──► appends until match(to) == last index
+    //          (proposals refused: NotLeader { hint: to })
+    //            │ match(to) == last                  │ one election timeout
+    //            ▼                                    ▼
+    //          TimeoutNow ──► to: campaigns at once   give up, accept
+    //                         (no pre-vote; its        proposals again
+    //                         TransferVote passes
+    //                         the voters' lease check)
+
+    /// Hands leadership to voter `to` (thesis §3.10). The leader stops
+    /// accepting proposals (they fail with [`ProposeError::NotLeader`]
+    /// naming `to`), brings `to`'s log up to date, then sends it
+    /// [`MessageBody::TimeoutNow`], upon which `to` starts an election at
+    /// once that it normally wins, being as up to date as the leader. If
+    /// this replica is still leading one election timeout later it gives
+    /// up and accepts proposals again. Asking again for the same target
+    /// while its transfer is pending changes nothing.
+    ///
+    /// A target that is rejoining (it lost its disk, see
+    /// [`crate::Config::rejoining`]) ignores `TimeoutNow`, as it never
+    /// campaigns, so a transfer to it times out.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if to == self.config.id {
+            return Err(TransferError::ToSelf { to });
+        }
+        if !self.voters.contains(&to) {
+            return Err(TransferError::NotAVoter {
+                to,
+                voters: self.voters.iter().copied().collect(),
+            });
+        }
+        match self.lead_transferee {
+            Some(pending) if pending == to => return Ok(()),
+            Some(pending) => return Err(TransferError::InProgress { pending }),
+            None => {}
+        }
+        self.lead_transferee = Some(to);
+        self.transfer_elapsed = 0;
+        self.stats.transfers_started += 1;
+        if !self.maybe_send_timeout_now(to) {
+            self.send_append(to, true);
+        }
+        self.debug_validate();
+        Ok(())
+    }
+
+    /// Leader only: the voter a pending leader transfer goes to.
+    pub fn lead_transferee(&self) -> Option<NodeId> {
+        self.lead_transferee
+    }
+
+    /// Leader: sends `TimeoutNow` if `from` is the pending transfer's
+    /// target and holds the whole log. Returns whether it sent it.
+    fn maybe_send_timeout_now(&mut self, from: NodeId) -> bool {
+        if self.role != Role::Leader || self.lead_transferee != Some(from) {
+            return false;
+        }
+        let caught_up = self
+            .progress
+            .get(&from)
+            .is_some_and(|p| p.match_index == self.log.last_index());
+        if caught_up {
+            self.send(from, MessageBody::TimeoutNow);
+        }
+        caught_up
+    }
+
+    /// Leader: gives the pending transfer up after one election timeout.
+    fn tick_transfer(&mut self) {
+        if self.lead_transferee.is_none() {
+            return;
+        }
+        self.transfer_elapsed += 1;
+        if self.transfer_elapsed >= self.config.election_ticks {
+            self.lead_transferee = None;
+            self.transfer_elapsed = 0;
+            self.stats.transfers_aborted += 1;
+        }
+    }
+
+    /// The leader of this term asks this replica to campaign now. Only a
+    /// follower acts (a candidate's term is already past the sender's), and
+    /// not while rejoining (it may not vote, for itself either).
+    fn handle_timeout_now(&mut self) {
+        if self.role != Role::Follower || !self.may_vote() || !self.voters.contains(&self.config.id)
+        {
+            return;
+        }
+        self.stats.transfer_elections += 1;
+        // A real election (no pre-vote: the leader asked for it), whose
+        // requests are marked so that voters still in the old leader's
+        // lease grant them.
+        let before = self.persisted_messages.len();
+        self.campaign(false);
+        for m in &mut self.persisted_messages[before..] {
+            if let MessageBody::Vote {
+                last_log_index,
+                last_log_term,
+            } = m.body
+            {
+                m.body = MessageBody::TransferVote {
+                    last_log_index,
+                    last_log_term,
+                };
+            }
+        }
+    }
+
+    fn validate_transfer(&self) -> Result<(), String> {
+        let Some(to) = self.lead_transferee else {
+            return Ok(());
+        };
+        if self.role != Role::Leader {
+            return Err(format!("{:?} with a pending transfer to {to}", self.role));
+        }
+        if to == self.config.id || !self.voters.contains(&to) {
+            return Err(format!("transfer pending to {to}, not another voter"));
+        }
+        if self.transfer_elapsed >= self.config.election_ticks {
+            return Err(format!(
+                "transfer to {to} pending for {} ticks, past the election timeout",
+                self.transfer_elapsed
+            ));
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------
     // Invariants
     // ----------------------------------------------------------------
 
@@ -1527,7 +1703,7 @@ impl Raft {
         if self.role != Role::Leader && self.leader_id == Some(self.config.id) {
             return Err("non-leader names itself leader".into());
         }
-        Ok(())
+        self.validate_transfer()
     }
 
     #[inline]

@@ -67,6 +67,12 @@ pub struct Summary {
     pub wipes: u64,
     /// Wiped nodes that caught up and left the rejoining state.
     pub rejoined: u64,
+    /// Linearizable reads answered and checked.
+    pub reads_checked: u64,
+    /// Leader transfers a leader accepted.
+    pub transfers: u64,
+    /// Transfers whose target was elected in the next term.
+    pub transfers_completed: u64,
     /// The fewest entries committed by one seed that ran to the end
     /// without a violation (`u64::MAX` for none).
     pub min_committed: u64,
@@ -84,8 +90,9 @@ impl Summary {
     /// Why this batch proves less than it seems, if it does: a seed that
     /// committed fewer than `min_committed` entries or acknowledged fewer
     /// than `min_acked` writes, or (over 100 seeds or more) a fault kind
-    /// of `faults` that never fired, or crashes that never led to a
-    /// snapshot install. Empty when the batch did real work.
+    /// of `faults` that never fired, crashes that never led to a snapshot
+    /// install, or transfers none of which completed. Empty when the batch
+    /// did real work.
     pub fn unproven(&self, faults: Faults, min_committed: u64, min_acked: u64) -> Vec<String> {
         let mut why = Vec::new();
         if self.seeds == 0 {
@@ -115,11 +122,20 @@ impl Summary {
             (faults.crash, "crash", self.crashes),
             (faults.wipe, "wipe", self.wipes),
             (faults.crash, "snapshot install", self.snapshots_installed),
+            (faults.transfer, "transfer", self.transfers),
+            (
+                faults.transfer,
+                "completed transfer",
+                self.transfers_completed,
+            ),
         ];
         for (on, kind, count) in fired {
             if on && count == 0 {
                 why.push(format!("{kind} never happened in {} seeds", self.seeds));
             }
+        }
+        if self.reads_checked == 0 {
+            why.push(format!("no read was answered in {} seeds", self.seeds));
         }
         why
     }
@@ -163,6 +179,9 @@ pub fn run_many(
                 sum.partitions += o.partitions;
                 sum.wipes += o.wipes;
                 sum.rejoined += o.rejoined;
+                sum.transfers += o.transfers;
+                sum.reads_checked += o.reads_checked;
+                sum.transfers_completed += o.transfers_completed;
                 if o.violation.is_some() {
                     // A violation ends the run early: it says nothing
                     // about progress.

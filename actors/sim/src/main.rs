@@ -29,7 +29,7 @@ struct Cli {
     #[arg(long)]
     nodes: Option<usize>,
     /// Faults: `all`, `none`, or a list of
-    /// loss,duplicate,reorder,delay,partition,crash,wipe.
+    /// loss,duplicate,reorder,delay,partition,crash,wipe,transfer.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Switch on a deliberate bug (repeatable): vote-without-log-check,
@@ -152,7 +152,8 @@ fn main() -> ExitCode {
             "seeds: 1, violations: {v}, nodes: {}, elections: {}, leader_terms: {}, committed: {}, \
              acked: {}, messages: {}, dropped: {}, lost: {}, duplicated: {}, reordered: {}, \
              delayed: {}, partitions: {}, crashes: {}, wipes: {}, rejoined: {}, \
-             snapshots_installed: {}, heal_ticks: {}",
+             snapshots_installed: {}, transfers: {}, transfers_completed: {}, reads: {}, \
+             reads_checked: {}, heal_ticks: {}",
             o.nodes,
             o.elections,
             o.leader_terms,
@@ -169,6 +170,10 @@ fn main() -> ExitCode {
             o.wipes,
             o.rejoined,
             o.snapshots_installed,
+            o.transfers,
+            o.transfers_completed,
+            o.reads,
+            o.reads_checked,
             o.heal_ticks_used
         );
         return if v > 0 {
@@ -223,8 +228,9 @@ fn main() -> ExitCode {
     println!(
         "seeds: {}, violations: {}, elections: {}, leader_terms: {}, committed: {}, acked: {}, \
          messages: {}, lost: {}, duplicated: {}, reordered: {}, delayed: {}, partitions: {}, \
-         crashes: {}, wipes: {}, rejoined: {}, snapshots_installed: {}, max_heal_ticks: {}, \
-         min_committed: {}, min_acked: {}, seconds: {secs:.1}",
+         crashes: {}, wipes: {}, rejoined: {}, snapshots_installed: {}, transfers: {}, \
+         transfers_completed: {}, reads_checked: {}, max_heal_ticks: {}, min_committed: {}, \
+         min_acked: {}, seconds: {secs:.1}",
         s.seeds,
         s.failures.len(),
         s.elections,
@@ -241,6 +247,9 @@ fn main() -> ExitCode {
         s.wipes,
         s.rejoined,
         s.snapshots_installed,
+        s.transfers,
+        s.transfers_completed,
+        s.reads_checked,
         s.max_heal_ticks,
         s.min_committed,
         s.min_acked

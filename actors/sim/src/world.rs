@@ -29,7 +29,8 @@ use synod_core::{
 use synod_storage::{LogStore, MemLog, WriteBatch};
 
 use crate::invariants::{
-    ElectionSafety, LeaderCompleteness, Liveness, LogMatching, StateMachineSafety, Violation,
+    ElectionSafety, LeaderCompleteness, LinearizableReads, Liveness, LogMatching,
+    StateMachineSafety, Violation,
 };
 
 /// Time units per tick. Network and disk latencies are a few units, so
@@ -59,6 +60,9 @@ pub struct Faults {
     /// [`Config::rejoining`] set (a replaced disk). Rare, one node at a
     /// time, only while every other node is up and caught up.
     pub wipe: bool,
+    /// Ask the leader to hand its leadership to a random other voter
+    /// (thesis §3.10).
+    pub transfer: bool,
 }
 
 impl Faults {
@@ -72,6 +76,7 @@ impl Faults {
             partition: true,
             crash: true,
             wipe: true,
+            transfer: true,
         }
     }
 
@@ -85,11 +90,12 @@ impl Faults {
             partition: false,
             crash: false,
             wipe: false,
+            transfer: false,
         }
     }
 
     /// Parses `all`, `none` or a comma list of
-    /// `all,loss,duplicate,reorder,delay,partition,crash,wipe`.
+    /// `all,loss,duplicate,reorder,delay,partition,crash,wipe,transfer`.
     pub fn parse(s: &str) -> Result<Self, String> {
         if s == "none" {
             return Ok(Faults::none());
@@ -105,10 +111,11 @@ impl Faults {
                 "partition" => f.partition = true,
                 "crash" => f.crash = true,
                 "wipe" => f.wipe = true,
+                "transfer" => f.transfer = true,
                 other => {
                     return Err(format!(
                         "unknown fault '{other}': use all, none, or a comma list of \
-                         all,loss,duplicate,reorder,delay,partition,crash,wipe"
+                         all,loss,duplicate,reorder,delay,partition,crash,wipe,transfer"
                     ))
                 }
             }
@@ -209,8 +216,17 @@ pub struct Outcome {
     pub rejoined: u64,
     /// Snapshots adopted by followers in place of their log.
     pub snapshots_installed: u64,
+    /// Leader transfers the nemesis asked for and a leader accepted.
+    pub transfers: u64,
+    /// Transfers whose target was elected in the term right after the one
+    /// it was asked in.
+    pub transfers_completed: u64,
     /// Values acknowledged to clients.
     pub acked: usize,
+    /// Linearizable reads started.
+    pub reads: u64,
+    /// Reads answered and checked.
+    pub reads_checked: u64,
     /// Ticks the heal phase needed to converge.
     pub heal_ticks_used: u64,
     /// The readable trace, when asked for.
@@ -241,7 +257,12 @@ enum Event {
         incarnation: u64,
     },
     Client,
+    /// A client's linearizable read (ReadIndex) at some node.
+    Read,
     Nemesis,
+    /// Ask the leader to transfer its leadership (its own schedule, so the
+    /// nemesis's other faults keep their frequency).
+    Transfer,
     Restart(usize),
     /// Crash a node at once (used for crashes in the middle of a write).
     Crash(usize),
@@ -351,7 +372,29 @@ pub struct World {
     leader_completeness: LeaderCompleteness,
     state_machine_safety: StateMachineSafety,
     liveness: Liveness,
+    /// The leader transfer in progress, if any: (target, term in which
+    /// the leader accepted it). Completed when the target leads the next
+    /// term; dropped when anyone leads a later term.
+    pending_transfer: Option<PendingTransfer>,
+    /// The leader transfers' own random stream.
+    transfer_rng: SplitMix64,
+    /// Linearizable reads: the checker, the reads' own random stream and
+    /// the next read id.
+    reads: LinearizableReads,
+    read_rng: SplitMix64,
+    next_read: u64,
     outcome: Outcome,
+}
+
+/// A leader transfer the nemesis asked for.
+#[derive(Clone, Copy, Debug)]
+struct PendingTransfer {
+    to: NodeId,
+    /// The term in which the leader accepted it.
+    term: Term,
+    /// Past this time, an election of `to` is no longer the transfer's
+    /// (the leader gives up after one election timeout).
+    until: u64,
 }
 
 impl World {
@@ -394,6 +437,7 @@ impl World {
                 rejoining: false,
             })
             .collect();
+        let cfg_seed = cfg.seed;
         let outcome = Outcome {
             seed: cfg.seed,
             nodes: cfg.nodes,
@@ -423,6 +467,11 @@ impl World {
             leader_completeness: LeaderCompleteness::default(),
             state_machine_safety: StateMachineSafety::default(),
             liveness: Liveness::default(),
+            pending_transfer: None,
+            transfer_rng: SplitMix64::new(cfg_seed ^ 0x7EA2_5FE2),
+            reads: LinearizableReads::default(),
+            read_rng: SplitMix64::new(cfg_seed ^ 0x5EAD_1DE7),
+            next_read: 1,
             outcome,
         };
         let line = format!(
@@ -444,7 +493,11 @@ impl World {
             self.schedule(phase, Event::Tick(i));
         }
         self.schedule(TICK, Event::Client);
+        self.schedule(TICK * 3, Event::Read);
         self.schedule(TICK * 5, Event::Nemesis);
+        if self.cfg.faults.transfer && self.nodes.len() >= 2 {
+            self.schedule(TICK * 20, Event::Transfer);
+        }
         let chaos_end = self.cfg.chaos_ticks * TICK;
         self.run_until(chaos_end);
         if self.outcome.violation.is_none() {
@@ -482,6 +535,7 @@ impl World {
         self.outcome.leader_terms = self.election_safety.leader_terms();
         self.outcome.committed = self.state_machine_safety.max_applied();
         self.outcome.acked = self.liveness.acked();
+        self.outcome.reads_checked = self.reads.checked();
         self.outcome
     }
 
@@ -552,6 +606,8 @@ impl World {
             Event::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
             Event::Client => self.client(),
             Event::Nemesis => self.nemesis(),
+            Event::Transfer => self.transfer_random(),
+            Event::Read => self.read(),
             Event::Crash(i) => {
                 if self.nodes[i].raft.is_some() {
                     self.crash(i);
@@ -740,6 +796,30 @@ impl World {
         self.process(i);
     }
 
+    /// Starts a linearizable read at a node (mostly a leader, sometimes a
+    /// follower: a follower read), every one to three ticks, from a random
+    /// stream of its own. The checker binds it to every write acknowledged
+    /// so far.
+    fn read(&mut self) {
+        if self.healing {
+            return;
+        }
+        let next = self.read_rng.range(TICK, 3 * TICK);
+        self.schedule(next, Event::Read);
+        let target = self.read_rng.range(0, self.nodes.len() as u64) as usize;
+        let id = self.next_read;
+        let incarnation = self.nodes[target].incarnation;
+        let Some(raft) = self.nodes[target].raft.as_mut() else {
+            return;
+        };
+        if raft.read_index(id).is_ok() {
+            self.next_read += 1;
+            self.outcome.reads += 1;
+            self.reads.start((target, incarnation, id));
+            self.process(target);
+        }
+    }
+
     fn client(&mut self) {
         if self.healing {
             return;
@@ -824,6 +904,19 @@ impl World {
         if let Some(ss) = rd.soft_state {
             let id = self.nodes[i].id;
             self.trace(|| format!("node {id} is now {:?} (leader {:?})", ss.role, ss.leader_id));
+        }
+        let (id, incarnation) = (self.nodes[i].id, self.nodes[i].incarnation);
+        for st in &rd.read_states {
+            let key = (i, incarnation, st.id);
+            match st.result {
+                Ok(index) => {
+                    self.trace(|| format!("node {id} answers read {} at index {index}", st.id));
+                    if let Err(v) = self.reads.answer(key, id, index) {
+                        self.violate(v);
+                    }
+                }
+                Err(_) => self.reads.forget(key),
+            }
         }
         let must_persist = rd.must_persist();
         for m in rd.messages {
@@ -910,6 +1003,7 @@ impl World {
                 if let Some((term, v)) = self.proposals.remove(&(i, incarnation, e.index)) {
                     if term == e.term && v == value {
                         self.liveness.observe_ack(v);
+                        self.reads.observe_ack(e.index);
                     }
                 }
             }
@@ -1070,6 +1164,8 @@ impl World {
             }
             let (id, term, role) = (raft.id(), raft.term(), raft.role());
             if role == Role::Leader {
+                let now = self.now;
+                note_transfer(&mut self.pending_transfer, &mut self.outcome, id, term, now);
                 if let Err(v) = self.election_safety.observe_leader(term, id) {
                     found.push(v);
                 }
@@ -1312,6 +1408,51 @@ impl World {
         self.trace(|| format!("node {id} is WIPED: empty disk, rejoining"));
     }
 
+    /// Asks the leader (if one is up) to hand its leadership to another
+    /// voter chosen at random (thesis §3.10), every 20-200 ticks. The core
+    /// may refuse (a transfer already pending to another node). Its
+    /// choices come from a generator of their own: the other faults'
+    /// schedule starts out as it was without transfers.
+    fn transfer_random(&mut self) {
+        if self.healing {
+            return;
+        }
+        let next = self.transfer_rng.range(20 * TICK, 200 * TICK);
+        self.schedule(next, Event::Transfer);
+        let Some(l) = (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.role() == Role::Leader)
+        }) else {
+            return;
+        };
+        let others: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&id| id != self.nodes[l].id)
+            .collect();
+        let to = others[self.transfer_rng.range(0, others.len() as u64) as usize];
+        let Some(raft) = self.nodes[l].raft.as_mut() else {
+            return;
+        };
+        let (from, term) = (raft.id(), raft.term());
+        match raft.transfer_leader(to) {
+            Ok(()) => {
+                self.outcome.transfers += 1;
+                self.pending_transfer = Some(PendingTransfer {
+                    to,
+                    term,
+                    until: self.now + 2 * u64::from(ELECTION_TICKS) * TICK,
+                });
+                self.trace(|| format!("nemesis: leader {from} transfers to {to} in term {term}"));
+                self.process(l);
+            }
+            Err(e) => self.trace(|| format!("nemesis: leader {from} refuses a transfer: {e}")),
+        }
+    }
+
     /// A wiped node whose core says it caught up is an ordinary node again.
     fn note_rejoined(&mut self, i: usize) {
         let node = &mut self.nodes[i];
@@ -1400,6 +1541,27 @@ impl World {
             })
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+/// Node `id` leads `term` at time `now`: the pending transfer completed
+/// if `id` is its target, `term` the next one, and the leader had not
+/// given up yet (an election that late is an ordinary one); any leader of
+/// a later term ends it.
+fn note_transfer(
+    pending: &mut Option<PendingTransfer>,
+    outcome: &mut Outcome,
+    id: NodeId,
+    term: Term,
+    now: u64,
+) {
+    if let Some(t) = *pending {
+        if term > t.term {
+            if id == t.to && term == t.term + 1 && now <= t.until {
+                outcome.transfers_completed += 1;
+            }
+            *pending = None;
+        }
     }
 }
 

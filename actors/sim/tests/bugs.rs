@@ -330,3 +330,53 @@ fn a_wiped_replica_that_votes_freely_is_caught_with_wipes_alone() {
         );
     }
 }
+
+#[test]
+fn a_read_index_without_the_quorum_round_serves_stale_reads() {
+    let bugs = Bugs {
+        read_index_without_quorum_check: true,
+        ..Bugs::default()
+    };
+    assert_caught(
+        "read index without quorum check",
+        bugs,
+        false,
+        "linearizable reads",
+    );
+    let hits = detection_rate(
+        "read index without quorum check",
+        1..201,
+        "linearizable reads",
+        &|s| config(s, bugs),
+    );
+    assert!(
+        hits >= 5,
+        "linearizable reads caught only {hits} of 200 seeds"
+    );
+}
+
+#[test]
+fn trusting_a_wiped_replica_before_a_leader_confirmed_it_is_caught() {
+    // The fence, the confirmation without the requester, and counting
+    // nothing of a rejoining replica all off (its votes stay restricted):
+    // an acknowledgement or heartbeat answer given to a stale leader of a
+    // term the replica forgot lets that leader commit or serve a read.
+    let bugs = Bugs {
+        rejoin_without_fence: true,
+        ..Bugs::default()
+    };
+    let seeds = 200..500;
+    let clean = run_many(seeds.clone(), 2, &|s| wiping(s, Bugs::default()));
+    let first = clean
+        .failures
+        .first()
+        .map(|o| (o.seed, o.violation.clone()));
+    assert_eq!(first, None, "the correct core fails these wipe seeds");
+    let buggy = run_many(seeds, 2, &|s| wiping(s, bugs));
+    eprintln!(
+        "rejoin without fence: {} of {} wipe seeds violate, 0 without the bug",
+        buggy.failures.len(),
+        buggy.seeds
+    );
+    assert!(!buggy.failures.is_empty(), "{buggy:?}");
+}

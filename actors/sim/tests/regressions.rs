@@ -24,6 +24,38 @@ const REGRESSIONS: &[(u64, &str)] = &[
     (138, "convergence deadline must scale with the backlog"),
 ];
 
+/// Seeds the `wipe` fault found (with `all,wipe` at the time; `all` now),
+/// each a hole in the rejoin rule of a replica that lost its state.
+const WIPE_REGRESSIONS: &[(u64, &str)] = &[
+    (
+        123,
+        "rejoin index taken from a heartbeat's capped commit: rejoined at 51 with 737 \
+         committed",
+    ),
+    (
+        3999,
+        "a wiped replica acknowledged a stale leader of a term it forgot, which committed \
+         over a newer leader's entries",
+    ),
+    (
+        3468,
+        "a wiped replica committed its divergent log from a heartbeat carrying its previous \
+         incarnation's match",
+    ),
+];
+
+#[test]
+fn wipe_regression_seeds_pass() {
+    for &(seed, what) in WIPE_REGRESSIONS {
+        let o = run(SimConfig::new(seed, nodes_for_seed(seed)));
+        assert!(
+            o.violation.is_none(),
+            "seed {seed} ({what}): {:?}",
+            o.violation
+        );
+    }
+}
+
 #[test]
 fn regression_seeds_pass() {
     for &(seed, what) in REGRESSIONS {

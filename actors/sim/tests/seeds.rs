@@ -67,6 +67,11 @@ fn ci_batch_all_faults_300_seeds() {
         s.wipes > 0 && s.rejoined > 0,
         "no wipe, or none rejoined: {s:?}"
     );
+    assert!(
+        s.reads_checked >= 100 * s.seeds,
+        "too few reads checked: {s:?}"
+    );
+    assert!(s.transfers > 0 && s.transfers_completed > 0, "{s:?}");
 }
 
 #[test]
@@ -92,8 +97,9 @@ fn ci_batch_no_faults_keeps_one_leader() {
         s.delayed,
         s.partitions,
         s.wipes,
+        s.transfers,
     ];
-    assert_eq!(fired, [0; 6], "{summary:?}");
+    assert_eq!(fired, [0; 7], "{summary:?}");
     assert!(s.min_committed >= MIN_COMMITTED_PER_SEED, "{summary:?}");
 }
 
@@ -106,6 +112,7 @@ fn ci_batch_each_fault_kind_alone() {
         "delay",
         "partition",
         "crash",
+        "transfer",
     ] {
         let faults = Faults::parse(name).unwrap();
         let s = run_many(2001..2031, 2, &|seed| {
@@ -126,6 +133,7 @@ fn ci_batch_each_fault_kind_alone() {
             ("delay", s.delayed),
             ("partition", s.partitions),
             ("crash", s.crashes),
+            ("transfer", s.transfers),
         ];
         for (kind, count) in fired {
             // A long delay also lets later messages overtake: that is a

@@ -1,6 +1,8 @@
 //! `synod`: run a node, generate dev certificates, or talk to a cluster.
 use clap::{Parser, Subcommand};
-use synod::cli::{run_certs, run_init, run_kv, run_node, CertsArgs, KvArgs, NodeArgs};
+use synod::cli::{
+    run_certs, run_group, run_init, run_kv, run_node, CertsArgs, GroupArgs, KvArgs, NodeArgs,
+};
 
 /// Synod: replicated actors on multi-raft over QUIC.
 #[derive(Parser, Debug)]
@@ -22,6 +24,8 @@ enum Command {
     Certs(CertsArgs),
     /// Talk to a cluster's key-value groups.
     Kv(KvArgs),
+    /// Manage a group's leadership (transfer-leader).
+    Group(GroupArgs),
 }
 
 fn main() {
@@ -30,6 +34,7 @@ fn main() {
         Command::Init(a) => run_init(&a),
         Command::Certs(a) => run_certs(&a),
         Command::Kv(a) => run_kv(&a),
+        Command::Group(a) => run_group(&a),
     };
     if let Err(e) = result {
         eprintln!("synod: {e}");

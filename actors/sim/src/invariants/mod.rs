@@ -8,12 +8,14 @@ use std::fmt;
 
 pub mod election_safety;
 pub mod leader_completeness;
+pub mod linearizable_reads;
 pub mod liveness;
 pub mod log_matching;
 pub mod state_machine_safety;
 
 pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
+pub use linearizable_reads::LinearizableReads;
 pub use liveness::Liveness;
 pub use log_matching::LogMatching;
 pub use state_machine_safety::StateMachineSafety;
