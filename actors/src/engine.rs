@@ -466,19 +466,32 @@ impl Engine {
     /// once this replica applied that far (a follower read). Retries while
     /// no leader is known, until the propose timeout.
     pub async fn read(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
-        self.linearizable_read(group, query, Origin::Local).await
+        self.linearizable_read(group, query, false, Origin::Local)
+            .await
+    }
+
+    /// Like [`Engine::read`], but a leader within its lease answers
+    /// without a heartbeat round (Raft thesis §6.4.1). Needs
+    /// `GroupConfig::lease_reads` on every node (else it is
+    /// [`Engine::read`]); linearizable only while no node's clock runs
+    /// faster than the leader's by more than the lease margin (a fifth of
+    /// the election timeout) over an election timeout.
+    pub async fn read_lease(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
+        self.linearizable_read(group, query, true, Origin::Local)
+            .await
     }
 
     async fn linearizable_read(
         &self,
         group: GroupId,
         query: Bytes,
+        lease: bool,
         origin: Origin,
     ) -> Result<Bytes, RequestError> {
         let deadline = tokio::time::Instant::now() + self.inner.shared.cfg.propose_timeout;
         let mut backoff = Duration::from_millis(5);
         loop {
-            let result = self.read_once(group, query.clone(), deadline).await;
+            let result = self.read_once(group, query.clone(), lease, deadline).await;
             let retry = match &result {
                 // No leader known here: a client tries another node at
                 // once (this one may be cut off); a local caller waits.
@@ -502,6 +515,7 @@ impl Engine {
         &self,
         group: GroupId,
         query: Bytes,
+        lease: bool,
         deadline: tokio::time::Instant,
     ) -> Result<Bytes, RequestError> {
         if let Some(e) = self.node_failed() {
@@ -516,7 +530,11 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         let sent = tokio::time::timeout_at(
             deadline,
-            route.raft.send(crate::group::Read { query, reply: tx }),
+            route.raft.send(crate::group::Read {
+                query,
+                lease,
+                reply: tx,
+            }),
         )
         .await;
         match sent {
@@ -532,14 +550,18 @@ impl Engine {
     }
 
     async fn serve(&self, req: Request, origin: Origin) -> Response {
+        let lease_read = matches!(req, Request::ReadLease { .. });
         let result = match req {
             Request::Command { group, payload } => {
                 self.propose(group, ENTRY_COMMAND, payload, origin).await
             }
-            Request::Read { group, payload } => {
+            Request::Read { group, payload } | Request::ReadLease { group, payload } => {
                 // Served here, leader or follower: no hint about the
                 // leader (this node may be a follower).
-                return match self.linearizable_read(group, payload, origin).await {
+                return match self
+                    .linearizable_read(group, payload, lease_read, origin)
+                    .await
+                {
                     Ok(result) => Response::Ok {
                         result,
                         leader: None,

@@ -76,6 +76,8 @@ pub struct Propose {
 pub struct Read {
     /// The encoded query.
     pub query: Bytes,
+    /// Under the leader's lease when it runs (`Raft::read_lease`).
+    pub lease: bool,
     /// Where the result goes.
     pub reply: Reply,
 }
@@ -592,7 +594,12 @@ impl Handler<Read> for RaftGroup {
         }
         let id = self.next_read;
         self.next_read += 1;
-        match self.raft.read_index(id) {
+        let asked = if m.lease {
+            self.raft.read_lease(id)
+        } else {
+            self.raft.read_index(id)
+        };
+        match asked {
             Ok(()) => {
                 self.reads.insert(id, (m.query, m.reply));
                 self.schedule(ctx);

@@ -285,6 +285,7 @@ async fn start_group(
     config.election_ticks = cfg.election_ticks;
     config.heartbeat_ticks = cfg.heartbeat_ticks;
     config.max_uncommitted_entries = cfg.max_uncommitted;
+    config.lease_reads = cfg.lease_reads;
     // A node that booted on an empty data directory restricts its votes in
     // every group until that group caught up (see `crate::identity`).
     config.rejoining = shared.rejoining.load(Ordering::Relaxed);

@@ -52,6 +52,16 @@ pub enum Request {
     Status,
     /// The node's counters.
     Stats,
+    /// Run the read-only query `payload` on `group` under the leader's
+    /// lease (no heartbeat round while the lease runs; the node's
+    /// `lease_reads` setting must be on, else this is [`Request::Read`]).
+    /// Linearizable only while clocks drift less than the lease margin.
+    ReadLease {
+        /// The group.
+        group: GroupId,
+        /// The encoded query.
+        payload: Bytes,
+    },
     /// Hand the leadership of `group` to voter `to` (Raft thesis §3.10)
     /// and answer once `to` leads (`Response::Ok` naming it). Any node
     /// takes it: a follower forwards it to the leader.
@@ -70,6 +80,7 @@ impl Request {
             Request::Command { group, .. }
             | Request::Read { group, .. }
             | Request::LocalRead { group, .. }
+            | Request::ReadLease { group, .. }
             | Request::TransferLeader { group, .. } => Some(*group),
             Request::Status | Request::Stats => None,
         }

@@ -45,6 +45,10 @@ pub struct GroupConfig {
     pub restart_window: Duration,
     /// Mailbox capacity of each RaftGroup (back-pressure). Default 1024.
     pub mailbox: usize,
+    /// Allow lease reads (`synod_core::Config::lease_reads`; see
+    /// `Engine::read_lease`). Every node of the cluster must agree.
+    /// Default off.
+    pub lease_reads: bool,
 }
 
 impl Default for GroupConfig {
@@ -60,6 +64,7 @@ impl Default for GroupConfig {
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             mailbox: 1024,
+            lease_reads: false,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The `cluster` workload: a three-node cluster of separate processes on
 //! loopback (this binary re-executed as nodes), driven by closed-loop
-//! clients writing 100-byte values. CPU is summed over the node processes
+//! clients writing 100-byte values (`--op write`), reading them back
+//! linearizably (`--op read`: ReadIndex, no log entry), or both (`--op
+//! mixed`: 90% reads). CPU is summed over the node processes
 //! (from /proc), fsyncs are counted by each node's log writer and averaged
 //! over the nodes; both are taken over the measured window only.
 
@@ -9,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use synod::kv::Put;
+use synod::kv::{Get, Put};
 use synod::local::{ClusterOptions, LocalCluster};
 
 /// Options of the `cluster` workload.
@@ -39,12 +41,32 @@ pub struct ClusterArgs {
     /// Client endpoints to spread the clients over.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
+    /// What the clients do: `write` (a Put each), `read` (a linearizable
+    /// Get of a key the client wrote before the warm-up), `read-lease`
+    /// (the same under the leader's lease; turns `raft.lease_reads` on),
+    /// `mixed` (90% reads, 10% writes).
+    #[arg(long, value_enum, default_value_t = Op::Write)]
+    pub op: Op,
+}
+
+/// The operation mix of the `cluster` workload.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Every operation is a write.
+    Write,
+    /// Every operation is a linearizable read (ReadIndex).
+    Read,
+    /// Every operation is a lease read.
+    ReadLease,
+    /// Nine reads in ten, one write.
+    Mixed,
 }
 
 #[derive(Default)]
 struct Tally {
     measuring: bool,
     writes: u64,
+    reads: u64,
     errors: u64,
     hist: Option<Histogram<u64>>,
 }
@@ -72,6 +94,7 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
     opts.kv_groups = a.groups;
     opts.fsync = a.fsync.clone();
     opts.log_level = "warn".into();
+    opts.lease_reads = a.op == Op::ReadLease;
     let cluster = LocalCluster::start(opts)?;
     let clients: Vec<synod::Client> = (0..a.connections.max(1))
         .map(|_| cluster.client().map_err(|e| e.to_string()))
@@ -92,6 +115,21 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
     let stop = Rc::new(RefCell::new(false));
     let local = tokio::task::LocalSet::new();
     let value = vec![b'x'; a.value_size];
+    if a.op != Op::Write {
+        // Every client reads a key of its own that exists.
+        for c in 0..a.clients {
+            let client = &clients[c % clients.len()];
+            let put = Put {
+                key: format!("k{c}-read"),
+                value: value.clone(),
+            };
+            client
+                .send(1 + (c as u64) % a.groups, put)
+                .await
+                .map_err(|e| format!("preloading key k{c}-read: {e}"))?;
+        }
+    }
+    let op = a.op;
     for c in 0..a.clients {
         let client = clients[c % clients.len()].clone();
         let tally = Rc::clone(&tally);
@@ -101,20 +139,45 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
         local.spawn_local(async move {
             let mut n = 0u64;
             while !*stop.borrow() {
-                let put = Put {
-                    key: format!("k{c}-{n}"),
-                    value: value.clone(),
+                let read = match op {
+                    Op::Write => false,
+                    Op::Read | Op::ReadLease => true,
+                    Op::Mixed => !n.is_multiple_of(10),
+                };
+                let t = Instant::now();
+                let r = if read {
+                    let get = Get {
+                        key: format!("k{c}-read"),
+                    };
+                    let r = if op == Op::ReadLease {
+                        client.read_lease(group, get).await
+                    } else {
+                        client.read(group, get).await
+                    };
+                    match r {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err(()), // the key was written: a lost write
+                        Err(_) => Err(()),
+                    }
+                } else {
+                    let put = Put {
+                        key: format!("k{c}-{n}"),
+                        value: value.clone(),
+                    };
+                    client.send(group, put).await.map(|_| ()).map_err(|_| ())
                 };
                 n += 1;
-                let t = Instant::now();
-                let r = client.send(group, put).await;
                 let mut t2 = tally.borrow_mut();
                 if !t2.measuring {
                     continue;
                 }
                 match r {
-                    Ok(_) => {
-                        t2.writes += 1;
+                    Ok(()) => {
+                        if read {
+                            t2.reads += 1;
+                        } else {
+                            t2.writes += 1;
+                        }
                         if let Some(h) = t2.hist.as_mut() {
                             h.saturating_record(t.elapsed().as_micros() as u64);
                         }
@@ -155,7 +218,7 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
         .await?;
     let (elapsed, cpu0, cpu1, fs0, fs1) = measured;
     let t = std::mem::take(&mut *tally.borrow_mut());
-    let writes = t.writes.max(1) as f64;
+    let ops = (t.writes + t.reads).max(1) as f64;
     let cpu: f64 = cpu1
         .iter()
         .zip(&cpu0)
@@ -185,7 +248,8 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
         .sum();
     let h = t.hist.as_ref().ok_or("no histogram")?;
     println!(
-        "clients: {}, groups: {}, value_bytes: {}, fsync: {}, seconds: {:.1}, errors: {}, log_rounds/s: {:.0}, raft_items/frame: {:.1}",
+        "op: {:?}, clients: {}, groups: {}, value_bytes: {}, fsync: {}, seconds: {:.1}, errors: {}, log_rounds/s: {:.0}, raft_items/frame: {:.1}",
+        a.op,
         a.clients,
         a.groups,
         a.value_size,
@@ -195,15 +259,30 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
         rounds / elapsed.as_secs_f64(),
         items / frames.max(1.0),
     );
-    println!(
-        "writes/s: {:.0}, p50_us: {}, p99_us: {}, p999_us: {}, cpu_us/write: {:.0}, fsyncs/write: {:.4}",
-        t.writes as f64 / elapsed.as_secs_f64(),
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-        cpu * 1e6 / writes,
-        fsyncs / writes,
-    );
+    let secs = elapsed.as_secs_f64();
+    match a.op {
+        // The line etcd-bench prints too.
+        Op::Write => println!(
+            "writes/s: {:.0}, p50_us: {}, p99_us: {}, p999_us: {}, cpu_us/write: {:.0}, fsyncs/write: {:.4}",
+            t.writes as f64 / secs,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            cpu * 1e6 / ops,
+            fsyncs / ops,
+        ),
+        Op::Read | Op::ReadLease | Op::Mixed => println!(
+            "ops/s: {:.0}, reads/s: {:.0}, writes/s: {:.0}, p50_us: {}, p99_us: {}, p999_us: {}, cpu_us/op: {:.0}, fsyncs/op: {:.4}",
+            (t.writes + t.reads) as f64 / secs,
+            t.reads as f64 / secs,
+            t.writes as f64 / secs,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            cpu * 1e6 / ops,
+            fsyncs / ops,
+        ),
+    }
     for c in &clients {
         c.close().await;
     }

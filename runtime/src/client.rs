@@ -123,7 +123,30 @@ impl Client {
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
-    /// Runs a query on `group`, linearizably.
+    /// Runs a query on `group` under the leader's lease (see
+    /// [`crate::ReplicatedAddr::read_lease`] for the clock assumption).
+    pub async fn read_lease<Q: Query>(
+        &self,
+        group: GroupId,
+        query: Q,
+    ) -> Result<Q::Result, SynodError> {
+        let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
+        let out = self
+            .call(
+                group,
+                Request::ReadLease {
+                    group,
+                    payload: Bytes::from(payload),
+                },
+            )
+            .await?;
+        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
+    /// Runs a query on `group`, linearizably, without a log entry (see
+    /// [`crate::ReplicatedAddr::read`]). Sent to the node this client
+    /// believes leads the group; a follower that gets it serves it as a
+    /// follower read.
     pub async fn read<Q: Query>(&self, group: GroupId, query: Q) -> Result<Q::Result, SynodError> {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
         let out = self
@@ -420,12 +443,12 @@ fn try_elsewhere(e: &RequestError) -> bool {
 /// error of this side.
 fn read_answer(req: &Request, answer: &[u8]) -> Result<Response, SynodError> {
     frame::decode::<Response>(answer).map_err(|e| match req {
-        Request::Command { group, .. } | Request::Read { group, .. } => {
-            SynodError::OutcomeUnknown {
-                group: *group,
-                reason: format!("the node's answer did not decode: {e}"),
-            }
-        }
+        Request::Command { group, .. }
+        | Request::Read { group, .. }
+        | Request::ReadLease { group, .. } => SynodError::OutcomeUnknown {
+            group: *group,
+            reason: format!("the node's answer did not decode: {e}"),
+        },
         _ => SynodError::Codec(format!("the node's answer did not decode: {e}")),
     })
 }

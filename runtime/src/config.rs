@@ -25,6 +25,7 @@
 //! snapshot_every = 100000 # entries between snapshots
 //! max_uncommitted = 10000
 //! propose_timeout_ms = 10000
+//! lease_reads = false    # Client::read_lease without a round (bounded clock drift)
 //!
 //! [net]                  # optional
 //! own_thread = false     # run QUIC on a thread of its own (see Placement::Threads)
@@ -94,6 +95,10 @@ pub struct RaftConfig {
     pub max_uncommitted: usize,
     /// How long a command may wait for its result.
     pub propose_timeout_ms: u64,
+    /// Allow lease reads (`Client::read_lease`): a leader within its lease
+    /// answers without a heartbeat round. Assumes bounded clock drift (see
+    /// docs/USER_GUIDE.md); every node must agree. Off by default.
+    pub lease_reads: bool,
 }
 
 impl Default for RaftConfig {
@@ -106,6 +111,7 @@ impl Default for RaftConfig {
             snapshot_every: g.snapshot_every,
             max_uncommitted: g.max_uncommitted,
             propose_timeout_ms: g.propose_timeout.as_millis() as u64,
+            lease_reads: g.lease_reads,
         }
     }
 }
@@ -316,6 +322,7 @@ impl NodeConfig {
             snapshot_every: r.snapshot_every,
             max_uncommitted: r.max_uncommitted,
             propose_timeout: Duration::from_millis(r.propose_timeout_ms),
+            lease_reads: r.lease_reads,
             ..GroupConfig::default()
         }
     }

@@ -45,6 +45,8 @@ pub struct ClusterOptions {
     pub fsync: String,
     /// `log.level`.
     pub log_level: String,
+    /// `raft.lease_reads`.
+    pub lease_reads: bool,
 }
 
 impl ClusterOptions {
@@ -62,6 +64,7 @@ impl ClusterOptions {
             snapshot_every: 10_000,
             fsync: "always".into(),
             log_level: "info".into(),
+            lease_reads: false,
         }
     }
 }
@@ -117,8 +120,9 @@ fn node_config(
         files.key.display()
     );
     s += &format!(
-        "\n[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\nsnapshot_every = {}\n",
-        o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.snapshot_every
+        "\n[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\nsnapshot_every = {}\n\
+         lease_reads = {}\n",
+        o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.snapshot_every, o.lease_reads
     );
     s += &format!("\n[storage]\nfsync = \"{}\"\n", o.fsync);
     s += &format!("\n[log]\nlevel = \"{}\"\n", o.log_level);

@@ -226,15 +226,39 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
-    /// Runs a query linearizably: it is ordered in the log like a command
-    /// (and answered by the replica that proposed it), so it sees every
-    /// command acknowledged before it was sent.
+    /// Runs a query linearizably, without a log entry (ReadIndex, Raft
+    /// thesis §6.4): it sees every command acknowledged before it was
+    /// sent. On the leader, one heartbeat round (shared by the reads that
+    /// arrive together) confirms it still leads; on a follower, the leader
+    /// confirms its commit index and the query runs here once this replica
+    /// applied that far (a follower read). A read changes nothing: any
+    /// error is safe to retry.
     pub async fn read<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
     where
         A: QueryHandler<Q>,
     {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
         let out = self.engine.read(self.group, Bytes::from(payload)).await?;
+        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+    }
+
+    /// Like [`ReplicatedAddr::read`], but a leader whose leadership a
+    /// quorum confirmed less than a lease ago (the election timeout less a
+    /// fifth, from when it sent that round) answers without a round (Raft
+    /// thesis §6.4.1). Needs `raft.lease_reads = true` on every node, else
+    /// it is [`ReplicatedAddr::read`]. It assumes bounded clock drift: no
+    /// node's clock may run faster than the leader's by more than a fifth
+    /// over an election timeout, or a read can miss a newer leader's
+    /// writes.
+    pub async fn read_lease<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
+    where
+        A: QueryHandler<Q>,
+    {
+        let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
+        let out = self
+            .engine
+            .read_lease(self.group, Bytes::from(payload))
+            .await?;
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 

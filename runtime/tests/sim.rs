@@ -42,6 +42,9 @@ const WORKLOAD_SECS: u64 = 20;
 /// Writes by (group, key), with their values.
 type Writes = Rc<RefCell<BTreeMap<(u64, String), Vec<u8>>>>;
 
+/// The newest acknowledged write.
+type Latest = Rc<RefCell<Option<((u64, String), Vec<u8>)>>>;
+
 /// What a run saw, for the determinism check.
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
@@ -51,6 +54,10 @@ struct Outcome {
     /// Disk faults that fired, and node exits they caused.
     disk_faults: usize,
     exits: usize,
+    /// Reads during the workload that returned the acknowledged value.
+    reads: usize,
+    /// Reads that returned anything else (must stay empty).
+    stale: Vec<String>,
 }
 
 /// Leaders seen, by (group, term): election safety across the run.
@@ -96,6 +103,9 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
                     disk_faults: Some(disk_faults),
                     group: GroupConfig {
                         snapshot_every: 150,
+                        // Half the reads below are lease reads; the
+                        // simulated clocks do not drift.
+                        lease_reads: true,
                         ..GroupConfig::default()
                     },
                     seed,
@@ -125,18 +135,20 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
             .collect();
         let socket = turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9000)).await?;
         let client = Client::with_socket(
-            ClientConfig::new(nodes, client_tls),
+            ClientConfig::new(nodes, client_tls.clone()),
             Arc::new(TurmoilUdpSocket::new(socket)),
             Some(seed ^ 0xC11E),
         )?;
         let acked: Writes = Rc::default();
         let unknown: Writes = Rc::default();
+        let latest: Latest = Rc::default();
         // Writers.
         let mut writers = Vec::new();
         for w in 0..6u64 {
             let client = client.clone();
             let acked = Rc::clone(&acked);
             let unknown = Rc::clone(&unknown);
+            let latest = Rc::clone(&latest);
             writers.push(tokio::task::spawn_local(async move {
                 let start = tokio::time::Instant::now();
                 let mut n = 0u64;
@@ -148,6 +160,7 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
                     let put = Put { key: key.clone(), value: value.clone() };
                     match client.send(group, put).await {
                         Ok(_) => {
+                            *latest.borrow_mut() = Some(((group, key.clone()), value.clone()));
                             acked.borrow_mut().insert((group, key), value);
                         }
                         Err(SynodError::Timeout { .. })
@@ -157,6 +170,61 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
                             unknown.borrow_mut().insert((group, key), value);
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }));
+        }
+        // Readers, one pinned to each node (a follower serves a follower
+        // read; a deposed leader cut off from the others must not answer
+        // from its stale state): each reads a key acknowledged before the
+        // read began and must get its value, or an error.
+        let reads = Rc::new(RefCell::new(0usize));
+        let stale: Rc<RefCell<Vec<String>>> = Rc::default();
+        let mut readers = Vec::new();
+        for r in 1..=NODES {
+            let one: BTreeMap<u64, SocketAddr> =
+                [(r, SocketAddr::new(turmoil::lookup(host_name(r)), PORT))].into();
+            let socket =
+                turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9000 + r as u16))
+                    .await?;
+            let pinned = Client::with_socket(
+                ClientConfig::new(one, client_tls.clone()),
+                Arc::new(TurmoilUdpSocket::new(socket)),
+                Some(seed ^ 0x2EAD ^ r),
+            )?;
+            let acked = Rc::clone(&acked);
+            let latest = Rc::clone(&latest);
+            let (reads, stale) = (Rc::clone(&reads), Rc::clone(&stale));
+            readers.push(tokio::task::spawn_local(async move {
+                let mut rng = SplitMix64::new(seed ^ 0x2EAD_0000 ^ r);
+                let start = tokio::time::Instant::now();
+                while start.elapsed() < Duration::from_secs(WORKLOAD_SECS) {
+                    tokio::time::sleep(Duration::from_millis(rng.range(20, 100))).await;
+                    // The newest acknowledged write, most of the time: the
+                    // one a deposed leader is likeliest to miss.
+                    let pick = if rng.chance(3, 4) {
+                        latest.borrow().clone()
+                    } else {
+                        let a = acked.borrow();
+                        let n = rng.range(0, a.len().max(1) as u64) as usize;
+                        a.iter().nth(n).map(|(k, v)| (k.clone(), v.clone()))
+                    };
+                    let Some(((group, key), value)) = pick else {
+                        continue;
+                    };
+                    let get = Get { key: key.clone() };
+                    let lease = rng.chance(1, 2);
+                    let got = if lease {
+                        pinned.read_lease(group, get).await
+                    } else {
+                        pinned.read(group, get).await
+                    };
+                    match got {
+                        Ok(Some(v)) if v == value => *reads.borrow_mut() += 1,
+                        Ok(other) => stale.borrow_mut().push(format!(
+                            "node {r} (lease: {lease}) read {key} as {other:?}"
+                        )),
+                        Err(_) => {}
                     }
                 }
             }));
@@ -185,6 +253,9 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
         }
         for w in writers {
             w.await.expect("a writer task panicked");
+        }
+        for r in readers {
+            r.await.expect("a reader task panicked");
         }
         // Heal: every replica must catch up and agree.
         let acked = acked.borrow().clone();
@@ -233,6 +304,8 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
             revisions,
             disk_faults: 0,
             exits: 0,
+            reads: *reads.borrow(),
+            stale: stale.borrow().clone(),
         });
         Ok(())
     });
@@ -395,6 +468,12 @@ fn acknowledged_writes_survive_partitions_and_crashes() {
     for seed in seeds() {
         let o = run_seed(seed, &certs);
         assert!(o.acked > 100, "seed {seed}: too little was written: {o:?}");
+        assert!(
+            o.stale.is_empty(),
+            "seed {seed}: stale reads: {:?}",
+            o.stale
+        );
+        assert!(o.reads > 100, "seed {seed}: too few reads answered: {o:?}");
         eprintln!("seed {seed}: {o:?}");
         fired += o.disk_faults;
         exits += o.exits;

@@ -46,6 +46,19 @@ pub struct Config {
     /// Seed of the replica's random generator (election timeouts). Give
     /// every replica a different seed.
     pub seed: u64,
+    /// Allow lease reads ([`crate::Raft::read_lease`]). Every replica of
+    /// the group must agree: with it on, a replica also refuses votes for
+    /// an election timeout after it (re)starts, because before it went
+    /// down it may have confirmed a leader's lease that is still running.
+    /// Default off.
+    pub lease_reads: bool,
+    /// Ticks a lease read's lease is shorter than the election timeout,
+    /// for clock drift between replicas (see [`crate::Raft::read_lease`]):
+    /// the lease lasts `election_ticks - lease_margin_ticks` from when the
+    /// heartbeat round a quorum confirmed was sent. Default 2 (a fifth of
+    /// the default election timeout). At `election_ticks` or more, lease
+    /// reads always take the round.
+    pub lease_margin_ticks: u32,
     /// This replica starts without the durable state it may once have had
     /// (its node booted on an empty data directory that was not initialized
     /// as a new node: a wiped or replaced disk). Raft assumes a replica's
@@ -136,6 +149,8 @@ impl Config {
             max_inflight_msgs: 64,
             max_uncommitted_entries: 100_000,
             seed: id,
+            lease_reads: false,
+            lease_margin_ticks: 2,
             rejoining: false,
             #[cfg(feature = "fault-injection")]
             bugs: Bugs::default(),

@@ -5,7 +5,7 @@
 //! No input performs I/O or reads a clock; the same inputs in the same
 //! order always produce the same Readies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -54,6 +54,8 @@ pub struct Stats {
     /// Elections this replica started because its leader sent it
     /// `TimeoutNow` (counted in `elections` too).
     pub transfer_elections: u64,
+    /// Reads a leader answered under its lease, without a round.
+    pub lease_reads: u64,
 }
 
 /// One replica's Raft state (Figure 2) plus what pre-vote, check-quorum
@@ -108,6 +110,17 @@ pub struct Raft {
     reads_awaiting_commit: Vec<ReadRequest>,
     /// Answers to local reads, for the next Ready.
     read_states: Vec<ReadState>,
+    /// Ticks since this replica started (a logical clock for the lease).
+    ticks: u64,
+    /// Leader: the tick each heartbeat round of this term was sent at, for
+    /// the rounds not yet known confirmed (oldest first).
+    round_sent: VecDeque<(u64, u64)>,
+    /// Leader: the tick the newest quorum-confirmed round was sent at.
+    lease_from: Option<u64>,
+    /// Leader: a leader transfer was started in this term: its target
+    /// may be elected despite the followers' lease, so no lease read is
+    /// served for the rest of the term.
+    lease_void: bool,
     /// Leader only: the voter leadership is being handed to (thesis
     /// §3.10). While set, proposals are refused with this node as the
     /// hint; cleared when this replica steps down or gives up.
@@ -116,6 +129,10 @@ pub struct Raft {
     /// after one election timeout.
     transfer_elapsed: u32,
 }
+
+/// Heartbeat rounds whose send tick a leader remembers (older ones only
+/// matter for the lease, and a newer confirmed round supersedes them).
+const MAX_ROUNDS_TRACKED: usize = 64;
 
 /// A read index request the leader is serving.
 #[derive(Clone, Copy, Debug)]
@@ -267,6 +284,10 @@ impl Raft {
             pending_reads: Vec::new(),
             reads_awaiting_commit: Vec::new(),
             read_states: Vec::new(),
+            ticks: 0,
+            round_sent: VecDeque::new(),
+            lease_from: None,
+            lease_void: false,
             lead_transferee: None,
             transfer_elapsed: 0,
         };
@@ -352,6 +373,7 @@ impl Raft {
     /// Advances logical time by one tick: elections time out, leaders send
     /// heartbeats and check that a quorum is still in contact.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         match self.role {
             Role::Leader => {
                 self.tick_transfer();
@@ -438,6 +460,49 @@ impl Raft {
                 leader_hint: self.leader_id,
             }),
         }
+    }
+
+    /// Asks for a read index under the leader's lease (thesis §6.4.1): a
+    /// leader whose leadership a quorum confirmed less than a lease ago
+    /// answers at once with its commit index, without a heartbeat round;
+    /// otherwise (and at a follower) this is [`Raft::read_index`].
+    ///
+    /// The lease is `election_ticks - lease_margin_ticks` from the tick the
+    /// confirmed heartbeat round was *sent*: each follower that answered it
+    /// refuses votes for an election timeout after it received it (check
+    /// quorum). Sound only if no replica's clock runs faster than the
+    /// leader's by more than the margin over an election timeout, and only
+    /// with [`Config::lease_reads`] and [`Config::check_quorum`] on (else
+    /// there is no lease and every read takes the round). A leader that started a leader transfer in its term
+    /// serves no lease read for the rest of it (the target's election
+    /// passes the followers' lease).
+    pub fn read_lease(&mut self, id: u64) -> Result<(), ReadError> {
+        if self.role == Role::Leader && self.lease_valid() {
+            self.read_states.push(ReadState {
+                id,
+                result: Ok(self.log.committed()),
+            });
+            self.stats.lease_reads += 1;
+            return Ok(());
+        }
+        self.read_index(id)
+    }
+
+    /// Whether this leader's lease covers the present tick.
+    fn lease_valid(&self) -> bool {
+        let lease = u64::from(
+            self.config
+                .election_ticks
+                .saturating_sub(self.config.lease_margin_ticks),
+        );
+        self.config.lease_reads
+            && self.config.check_quorum
+            && !self.lease_void
+            && lease > 0
+            && self.committed_in_term()
+            && self
+                .lease_from
+                .is_some_and(|from| self.ticks < from + lease)
     }
 
     /// Feeds one message from another replica of this group. Messages
@@ -712,8 +777,12 @@ impl Raft {
     /// Whether this replica heard from a live leader within the minimum
     /// election timeout (for the leader: whether its lease round is live).
     fn in_lease(&self) -> bool {
+        // With lease reads on, a replica that just (re)started may have
+        // answered a leader's heartbeat round before it went down: it
+        // honours that lease too, for an election timeout after it starts.
+        let booting = self.config.lease_reads && self.ticks < u64::from(self.config.election_ticks);
         self.config.check_quorum
-            && self.leader_id.is_some()
+            && (self.leader_id.is_some() || booting)
             && self.election_elapsed < self.config.election_ticks
     }
 
@@ -934,6 +1003,9 @@ impl Raft {
         self.reset_election_timer();
         self.stats.became_leader += 1;
         self.round = 0;
+        self.round_sent.clear();
+        self.lease_from = None;
+        self.lease_void = false;
         let next = self.log.last_index() + 1;
         let capacity = self.config.max_inflight_msgs;
         self.progress = self
@@ -1234,6 +1306,7 @@ impl Raft {
             self.send_append(from, true);
         }
         if confirmed {
+            self.advance_lease();
             self.advance_reads();
         }
     }
@@ -1285,6 +1358,10 @@ impl Raft {
     fn broadcast_heartbeat(&mut self) {
         self.round += 1;
         let round = self.round;
+        if self.round_sent.len() >= MAX_ROUNDS_TRACKED {
+            self.round_sent.pop_front();
+        }
+        self.round_sent.push_back((round, self.ticks));
         let commit = self.log.committed();
         let unverified = self.bugs.commit_past_verified_entries;
         let peers: Vec<(NodeId, Index)> = self
@@ -1439,6 +1516,24 @@ impl Raft {
         }
     }
 
+    /// Leader: the newest round a quorum (the leader included) answered
+    /// starts the lease at the tick it was sent.
+    fn advance_lease(&mut self) {
+        let mut acked: Vec<u64> = self.progress.values().map(|p| p.acked_round).collect();
+        acked.push(self.round);
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = acked[self.quorum() - 1];
+        while let Some(&(round, sent)) = self.round_sent.front() {
+            if round > confirmed {
+                break;
+            }
+            self.round_sent.pop_front();
+            if round == confirmed {
+                self.lease_from = Some(self.lease_from.map_or(sent, |f| f.max(sent)));
+            }
+        }
+    }
+
     /// Leader: answers every pending read whose round a quorum confirmed.
     /// A rejoining replica's own answer does not count toward its request
     /// (its term is not to be trusted).
@@ -1561,6 +1656,7 @@ impl Raft {
         }
         self.lead_transferee = Some(to);
         self.transfer_elapsed = 0;
+        self.lease_void = true;
         self.stats.transfers_started += 1;
         if !self.maybe_send_timeout_now(to) {
             self.send_append(to, true);

@@ -166,3 +166,106 @@ fn a_single_voter_answers_at_once() {
         }]
     );
 }
+
+/// Node 1 leads a three-node group with lease reads on, and a quorum
+/// answered the heartbeat round it sent at its latest tick.
+fn leader_with_a_lease() -> Raft {
+    let mut c = config(1, 3);
+    c.lease_reads = true;
+    let mut r = Raft::new(c).unwrap();
+    tick_until(&mut r, Role::Candidate);
+    flush(&mut r);
+    r.step(msg(2, 1, 1, MessageBody::VoteResponse { granted: true }));
+    flush(&mut r);
+    r.step(accepted(2, 1, 1));
+    flush(&mut r);
+    r.read_index(100).unwrap();
+    let rd = persist(&mut r);
+    let round = heartbeat_round(&rd, 2).unwrap();
+    r.step(heartbeat_answer(2, 1, round));
+    assert_eq!(persist(&mut r).read_states.len(), 1);
+    r
+}
+
+#[test]
+fn a_leader_within_its_lease_answers_at_once_and_after_it_takes_the_round() {
+    let mut r = leader_with_a_lease();
+    r.read_lease(1).unwrap();
+    let rd = persist(&mut r);
+    assert_eq!(
+        rd.read_states,
+        vec![ReadState {
+            id: 1,
+            result: Ok(1)
+        }]
+    );
+    assert_eq!(heartbeat_round(&rd, 2), None, "no round under the lease");
+    assert_eq!(r.stats().lease_reads, 1);
+    // The lease is election_ticks - lease_margin_ticks (10 - 2) from the
+    // round's send tick; the heartbeats of those ticks go unanswered.
+    for _ in 0..8 {
+        r.tick();
+    }
+    flush(&mut r);
+    r.read_lease(2).unwrap();
+    let rd = persist(&mut r);
+    assert!(rd.read_states.is_empty(), "the lease ran out: a round");
+    assert!(heartbeat_round(&rd, 3).is_some());
+    assert_eq!(r.stats().lease_reads, 1);
+}
+
+#[test]
+fn no_lease_without_the_setting_or_after_a_leader_transfer_began() {
+    // Lease reads off: every read takes the round.
+    let mut r = leader_with_commands(1);
+    let rd = persist(&mut r);
+    assert!(rd.read_states.is_empty());
+    r.read_index(7).unwrap();
+    let rd = persist(&mut r);
+    let round = heartbeat_round(&rd, 2).unwrap();
+    r.step(heartbeat_answer(2, 1, round));
+    flush(&mut r);
+    r.read_lease(8).unwrap();
+    assert!(persist(&mut r).read_states.is_empty());
+    // A transfer's target is elected despite the followers' lease: a
+    // leader that started one serves no lease read for the rest of its
+    // term.
+    let mut r = leader_with_a_lease();
+    r.transfer_leader(3).unwrap();
+    flush(&mut r);
+    r.read_lease(9).unwrap();
+    assert!(persist(&mut r).read_states.is_empty());
+    assert_eq!(r.stats().lease_reads, 0);
+}
+
+#[test]
+fn with_lease_reads_a_restarted_replica_refuses_votes_for_an_election_timeout() {
+    // Before it went down it may have confirmed a leader's lease.
+    let mut c = config(2, 3);
+    c.lease_reads = true;
+    let mut r = Raft::new(c).unwrap();
+    let vote = msg(
+        3,
+        2,
+        1,
+        MessageBody::Vote {
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+    );
+    r.step(vote.clone());
+    assert_eq!(
+        r.vote(),
+        None,
+        "voted within an election timeout of its start"
+    );
+    for _ in 0..10 {
+        r.tick();
+    }
+    // An election timeout later (it may have campaigned itself meanwhile:
+    // a later term).
+    let mut later = vote;
+    later.term = 5;
+    r.step(later);
+    assert_eq!((r.term(), r.vote()), (5, Some(3)));
+}

@@ -69,6 +69,8 @@ pub struct Summary {
     pub rejoined: u64,
     /// Linearizable reads answered and checked.
     pub reads_checked: u64,
+    /// Of them, reads a leader answered under its lease.
+    pub lease_reads: u64,
     /// Leader transfers a leader accepted.
     pub transfers: u64,
     /// Transfers whose target was elected in the next term.
@@ -137,6 +139,9 @@ impl Summary {
         if self.reads_checked == 0 {
             why.push(format!("no read was answered in {} seeds", self.seeds));
         }
+        if self.lease_reads == 0 {
+            why.push(format!("no lease read was served in {} seeds", self.seeds));
+        }
         why
     }
 }
@@ -181,6 +186,7 @@ pub fn run_many(
                 sum.rejoined += o.rejoined;
                 sum.transfers += o.transfers;
                 sum.reads_checked += o.reads_checked;
+                sum.lease_reads += o.lease_reads;
                 sum.transfers_completed += o.transfers_completed;
                 if o.violation.is_some() {
                     // A violation ends the run early: it says nothing

@@ -153,7 +153,7 @@ fn main() -> ExitCode {
              acked: {}, messages: {}, dropped: {}, lost: {}, duplicated: {}, reordered: {}, \
              delayed: {}, partitions: {}, crashes: {}, wipes: {}, rejoined: {}, \
              snapshots_installed: {}, transfers: {}, transfers_completed: {}, reads: {}, \
-             reads_checked: {}, heal_ticks: {}",
+             reads_checked: {}, lease_reads: {}, heal_ticks: {}",
             o.nodes,
             o.elections,
             o.leader_terms,
@@ -174,6 +174,7 @@ fn main() -> ExitCode {
             o.transfers_completed,
             o.reads,
             o.reads_checked,
+            o.lease_reads,
             o.heal_ticks_used
         );
         return if v > 0 {
@@ -229,7 +230,8 @@ fn main() -> ExitCode {
         "seeds: {}, violations: {}, elections: {}, leader_terms: {}, committed: {}, acked: {}, \
          messages: {}, lost: {}, duplicated: {}, reordered: {}, delayed: {}, partitions: {}, \
          crashes: {}, wipes: {}, rejoined: {}, snapshots_installed: {}, transfers: {}, \
-         transfers_completed: {}, reads_checked: {}, max_heal_ticks: {}, min_committed: {}, \
+         transfers_completed: {}, reads_checked: {}, lease_reads: {}, max_heal_ticks: {}, \
+         min_committed: {}, \
          min_acked: {}, seconds: {secs:.1}",
         s.seeds,
         s.failures.len(),
@@ -250,6 +252,7 @@ fn main() -> ExitCode {
         s.transfers,
         s.transfers_completed,
         s.reads_checked,
+        s.lease_reads,
         s.max_heal_ticks,
         s.min_committed,
         s.min_acked

@@ -227,6 +227,8 @@ pub struct Outcome {
     pub reads: u64,
     /// Reads answered and checked.
     pub reads_checked: u64,
+    /// Of the reads, those a leader answered under its lease.
+    pub lease_reads: u64,
     /// Ticks the heal phase needed to converge.
     pub heal_ticks_used: u64,
     /// The readable trace, when asked for.
@@ -361,6 +363,8 @@ pub struct World {
     check_quorum: bool,
     max_entries_per_msg: usize,
     max_inflight_msgs: usize,
+    /// Whether the replicas allow lease reads (`Config::lease_reads`).
+    lease_reads: bool,
     /// Take a snapshot every this many applied entries (0: never).
     snapshot_every: u64,
     next_value: u64,
@@ -405,6 +409,9 @@ impl World {
         let check_quorum = !rng.chance(1, 5);
         let max_entries_per_msg = [1, 2, 3, 8, 64][rng.range(0, 5) as usize];
         let max_inflight_msgs = [1, 2, 4, 16][rng.range(0, 4) as usize];
+        // Lease reads on in half the seeds (their own stream, so the other
+        // draws stay as they were).
+        let lease_reads = SplitMix64::new(cfg.seed ^ 0x1EA5_E000).chance(1, 2);
         let (loss_percent, dup_percent) = (
             if cfg.faults.loss { rng.range(1, 15) } else { 0 },
             if cfg.faults.duplicate {
@@ -459,6 +466,7 @@ impl World {
             check_quorum,
             max_entries_per_msg,
             max_inflight_msgs,
+            lease_reads,
             snapshot_every,
             next_value: 1,
             proposals: BTreeMap::new(),
@@ -477,6 +485,7 @@ impl World {
         let line = format!(
             "config: nodes {} pre_vote {pre_vote} check_quorum {check_quorum} \
                  max_entries_per_msg {max_entries_per_msg} max_inflight {max_inflight_msgs} \
+                 lease_reads {lease_reads} \
                  snapshot_every {snapshot_every} \
                  loss {loss_percent}% dup {dup_percent}% faults {:?} bugs {:?}",
             world.cfg.nodes, world.cfg.faults, world.cfg.bugs
@@ -642,6 +651,7 @@ impl World {
         c.max_entries_per_msg = self.max_entries_per_msg;
         c.max_inflight_msgs = self.max_inflight_msgs;
         c.seed = self.cfg.seed.wrapping_mul(1_000_003) ^ (n.id << 32) ^ n.incarnation;
+        c.lease_reads = self.lease_reads;
         c.bugs = self.cfg.bugs;
         c.rejoining = n.rejoining;
         c
@@ -812,7 +822,16 @@ impl World {
         let Some(raft) = self.nodes[target].raft.as_mut() else {
             return;
         };
-        if raft.read_index(id).is_ok() {
+        // A third of the reads under the leader's lease (a follower, or
+        // a leader without a live lease, takes the round anyway).
+        let before = raft.stats().lease_reads;
+        let started = if self.read_rng.chance(1, 3) {
+            raft.read_lease(id)
+        } else {
+            raft.read_index(id)
+        };
+        self.outcome.lease_reads += raft.stats().lease_reads - before;
+        if started.is_ok() {
             self.next_read += 1;
             self.outcome.reads += 1;
             self.reads.start((target, incarnation, id));
