@@ -518,6 +518,26 @@ impl Engine {
         lease: bool,
         deadline: tokio::time::Instant,
     ) -> Result<Bytes, RequestError> {
+        self.ask_group(group, deadline, |reply| crate::group::Read {
+            query,
+            lease,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends `group`'s RaftGroup the message `make` builds around a reply
+    /// channel and waits for the answer, until `deadline`.
+    async fn ask_group<M>(
+        &self,
+        group: GroupId,
+        deadline: tokio::time::Instant,
+        make: impl FnOnce(crate::fsm::Reply) -> M,
+    ) -> Result<Bytes, RequestError>
+    where
+        M: actix::Message<Result = ()> + Send + 'static,
+        crate::group::RaftGroup: actix::Handler<M>,
+    {
         if let Some(e) = self.node_failed() {
             return Err(e);
         }
@@ -528,15 +548,7 @@ impl Engine {
             Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
         };
         let (tx, rx) = oneshot::channel();
-        let sent = tokio::time::timeout_at(
-            deadline,
-            route.raft.send(crate::group::Read {
-                query,
-                lease,
-                reply: tx,
-            }),
-        )
-        .await;
+        let sent = tokio::time::timeout_at(deadline, route.raft.send(make(tx))).await;
         match sent {
             Err(_) => return Err(RequestError::Timeout(group)),
             Ok(Err(_)) => return Err(RequestError::Stopped(group)),
@@ -667,35 +679,12 @@ impl Engine {
         payload: Bytes,
         deadline: tokio::time::Instant,
     ) -> Result<Bytes, RequestError> {
-        if let Some(e) = self.node_failed() {
-            return Err(e);
-        }
-        let route = match self.inner.routes.lookup(group) {
-            Lookup::Running(r) => r,
-            Lookup::Restarting => return Err(RequestError::Restarting(group)),
-            Lookup::Poisoned(p) => return Err(p.error(group)),
-            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
-        };
-        let (tx, rx) = oneshot::channel();
-        let sent = tokio::time::timeout_at(
-            deadline,
-            route.raft.send(Propose {
-                kind,
-                payload,
-                reply: tx,
-            }),
-        )
-        .await;
-        match sent {
-            Err(_) => return Err(RequestError::Timeout(group)),
-            Ok(Err(_)) => return Err(RequestError::Stopped(group)),
-            Ok(Ok(())) => {}
-        }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Err(_) => Err(RequestError::Timeout(group)),
-            Ok(Err(_)) => Err(RequestError::Stopped(group)),
-            Ok(Ok(r)) => r,
-        }
+        self.ask_group(group, deadline, |reply| Propose {
+            kind,
+            payload,
+            reply,
+        })
+        .await
     }
 
     async fn forward(

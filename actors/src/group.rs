@@ -462,6 +462,16 @@ impl RaftGroup {
         }
     }
 
+    /// The error for a request this halted node cannot serve: safe to
+    /// retry on another node.
+    fn node_failed(&self) -> RequestError {
+        let reason = self.shared.log_writer.failure().unwrap_or_default();
+        RequestError::NodeFailed {
+            node: self.shared.node_id,
+            reason,
+        }
+    }
+
     fn not_leader(&self) -> RequestError {
         RequestError::NotLeader {
             group: self.group,
@@ -546,11 +556,7 @@ impl Handler<Propose> for RaftGroup {
     fn handle(&mut self, m: Propose, ctx: &mut Context<Self>) {
         if self.halted(ctx) {
             // Not proposed: safe to retry elsewhere.
-            let reason = self.shared.log_writer.failure().unwrap_or_default();
-            let _ = m.reply.send(Err(RequestError::NodeFailed {
-                node: self.shared.node_id,
-                reason,
-            }));
+            let _ = m.reply.send(Err(self.node_failed()));
             return;
         }
         match self.raft.propose(vec![entry_payload(m.kind, &m.payload)]) {
@@ -585,11 +591,7 @@ impl Handler<Read> for RaftGroup {
 
     fn handle(&mut self, m: Read, ctx: &mut Context<Self>) {
         if self.halted(ctx) {
-            let reason = self.shared.log_writer.failure().unwrap_or_default();
-            let _ = m.reply.send(Err(RequestError::NodeFailed {
-                node: self.shared.node_id,
-                reason,
-            }));
+            let _ = m.reply.send(Err(self.node_failed()));
             return;
         }
         let id = self.next_read;
@@ -743,11 +745,7 @@ impl Handler<TransferLeader> for RaftGroup {
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         if self.halted(ctx) {
-            let reason = self.shared.log_writer.failure().unwrap_or_default();
-            return Err(RequestError::NodeFailed {
-                node: self.shared.node_id,
-                reason,
-            });
+            return Err(self.node_failed());
         }
         let group = self.group;
         let result = match self.raft.transfer_leader(to) {

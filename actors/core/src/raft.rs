@@ -1041,14 +1041,7 @@ impl Raft {
             // A stale or duplicated message: everything up to our commit
             // already matches the leader.
             let match_index = self.log.committed();
-            self.send_after_persist(
-                leader,
-                AppendResponse::Accepted {
-                    match_index,
-                    epoch,
-                    rejoining: !self.term_trusted(),
-                },
-            );
+            self.acknowledge(leader, match_index, epoch);
             return;
         }
         let prev_log_term = match self.log.term(prev_log_index) {
@@ -1074,14 +1067,7 @@ impl Raft {
                     last_new
                 };
                 self.log.commit_to(leader_commit.min(verified));
-                self.send_after_persist(
-                    leader,
-                    AppendResponse::Accepted {
-                        match_index: last_new,
-                        epoch,
-                        rejoining: !self.term_trusted(),
-                    },
-                );
+                self.acknowledge(leader, last_new, epoch);
             }
             None => {
                 let (conflict_term, conflict_index) = match self.log.term(prev_log_index) {
@@ -1182,14 +1168,7 @@ impl Raft {
         if snap.index <= committed {
             // Stale: we already hold (and may have applied) more.
             let match_index = committed;
-            self.send_after_persist(
-                leader,
-                AppendResponse::Accepted {
-                    match_index,
-                    epoch,
-                    rejoining: !self.term_trusted(),
-                },
-            );
+            self.acknowledge(leader, match_index, epoch);
             return;
         }
         if self.log.match_term(snap.index, snap.term) {
@@ -1204,14 +1183,7 @@ impl Raft {
             self.installed_snapshot = Some(snap);
         }
         let match_index = snap.index;
-        self.send_after_persist(
-            leader,
-            AppendResponse::Accepted {
-                match_index,
-                epoch,
-                rejoining: !self.term_trusted(),
-            },
-        );
+        self.acknowledge(leader, match_index, epoch);
     }
 
     fn handle_append_response(&mut self, from: NodeId, resp: AppendResponse) {
@@ -1450,6 +1422,22 @@ impl Raft {
             term: self.term,
             body,
         });
+    }
+
+    /// Follower: acknowledges that its log matches the leader's up to
+    /// `match_index`, echoing the `epoch` of the message answered, once
+    /// durable. A replica whose term is not trusted yet says so: its
+    /// acknowledgement counts toward no commit.
+    fn acknowledge(&mut self, leader: NodeId, match_index: Index, epoch: u32) {
+        let rejoining = !self.term_trusted();
+        self.send_after_persist(
+            leader,
+            AppendResponse::Accepted {
+                match_index,
+                epoch,
+                rejoining,
+            },
+        );
     }
 
     fn send_after_persist(&mut self, to: NodeId, resp: AppendResponse) {
