@@ -22,6 +22,7 @@ use synod_actors::proto::{Poison, RaftItem, SnapshotHeader};
 use synod_actors::{GroupStatus, NodeStats, Request, RequestError, Response};
 use synod_core::{AppendResponse, Entry, EntryKind, Message, MessageBody, SnapshotInfo};
 use synod_net::frame::{self, FrameError};
+use synod_net::transport::{SnapshotAck, StreamHeader};
 use synod_storage::testkit::{self, Mutator, PeakAlloc, Tally};
 use tokio_util::codec::Decoder;
 
@@ -275,6 +276,18 @@ fn snapshot_header() -> SnapshotHeader {
     }
 }
 
+/// Every kind of the transport's first frame of a stream.
+fn stream_headers() -> Vec<StreamHeader> {
+    vec![
+        StreamHeader::Raft { from: 3 },
+        StreamHeader::Request,
+        StreamHeader::Snapshot {
+            from: 2,
+            header: Bytes::from(encode(&snapshot_header())),
+        },
+    ]
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     frame::encode(value, frame::DEFAULT_MAX_FRAME)
         .expect("valid values encode")
@@ -297,6 +310,11 @@ fn samples() -> Vec<Vec<u8>> {
     out.extend(every_request().iter().map(encode));
     out.extend(every_response().iter().map(encode));
     out.push(encode(&snapshot_header()));
+    out.extend(stream_headers().iter().map(encode));
+    out.push(encode(&SnapshotAck { error: None }));
+    out.push(encode(&SnapshotAck {
+        error: Some("the snapshot's checksum does not match".into()),
+    }));
     out
 }
 
@@ -329,6 +347,12 @@ fn decode_every_way(seed: u64, input: &[u8], tally: &mut Tally) {
     });
     testkit::check("snapshot header frame", seed, input, limit, tally, || {
         decode_as::<SnapshotHeader>(input)
+    });
+    testkit::check("stream header frame", seed, input, limit, tally, || {
+        decode_as::<StreamHeader>(input)
+    });
+    testkit::check("snapshot ack frame", seed, input, limit, tally, || {
+        decode_as::<SnapshotAck>(input)
     });
 }
 

@@ -224,18 +224,32 @@ struct Counters {
     connections: AtomicU64,
 }
 
-/// The first frame of every stream.
+/// The first frame of every stream (public for the decoders' mutation
+/// tests; applications never build one).
 #[derive(Serialize, Deserialize, Debug)]
-enum StreamHeader {
-    Raft { from: u64 },
+pub enum StreamHeader {
+    /// A stream of Raft batches from node `from`.
+    Raft {
+        /// The sending node.
+        from: u64,
+    },
+    /// A request and its answer.
     Request,
-    Snapshot { from: u64, header: Bytes },
+    /// A snapshot from node `from`; `header` is the application's.
+    Snapshot {
+        /// The sending node.
+        from: u64,
+        /// The application's snapshot header.
+        header: Bytes,
+    },
 }
 
-/// The receiver's answer at the end of a snapshot stream.
+/// The receiver's answer at the end of a snapshot stream (public for the
+/// decoders' mutation tests).
 #[derive(Serialize, Deserialize, Debug)]
-struct SnapshotAck {
-    error: Option<String>,
+pub struct SnapshotAck {
+    /// Why the receiver refused the snapshot, if it did.
+    pub error: Option<String>,
 }
 
 /// Error codes for closing streams.
