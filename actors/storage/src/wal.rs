@@ -55,7 +55,8 @@ use synod_core::{Entry, HardState, Index};
 
 use crate::batch::{validate_op, Op, WriteBatch, MAX_INDEX};
 use crate::codec::{
-    self, CheckpointGroup, DecodedOp, EntryRef, Record, ALIGN, BATCH_PREFIX, RECORD_HEADER,
+    self, CheckpointGroup, DecodedOp, EntryRef, Record, ALIGN, BATCH_PREFIX, ENTRY_HEADER,
+    RECORD_HEADER,
 };
 use crate::error::{Result, StorageError};
 use crate::{GroupId, GroupState, LogStore};
@@ -293,6 +294,13 @@ pub struct Wal {
     failed: Option<String>,
     /// Some entries died since the last look for dead segments.
     maybe_dead: bool,
+    /// During recovery: how many more entries checkpoints may count
+    /// without recovery having seen them (placeholders). Each must be
+    /// found in a segment of this directory later, and an entry takes at
+    /// least `ENTRY_HEADER` bytes there, so the segments' total size
+    /// bounds it; a claim beyond that is damage, refused before anything
+    /// is reserved for it.
+    unseen_budget: u64,
     /// Written records not yet covered by an fdatasync.
     unsynced: bool,
     last_fsync: Instant,
@@ -381,6 +389,7 @@ impl Wal {
             spare: None,
             failed: None,
             maybe_dead: false,
+            unseen_budget: 0,
             unsynced: false,
             last_fsync: Instant::now(),
             stats: WalStats::default(),
@@ -449,6 +458,14 @@ impl Wal {
             }
         }
         seqs.sort_unstable();
+        let mut total = 0u64;
+        for &seq in &seqs {
+            let path = segment_path(&self.dir, seq);
+            total += fs::metadata(&path)
+                .map_err(|e| StorageError::io(&path, e))?
+                .len();
+        }
+        self.unseen_budget = total / ENTRY_HEADER as u64;
         let last = seqs.last().copied();
         let mut prev_lsn = 0;
         for &seq in &seqs {
@@ -839,10 +856,32 @@ impl Wal {
                     old.last_index()
                 ));
             }
-            // The range is a claim of the checkpoint: reserve fallibly, so
-            // one that counts more entries than this machine can index is
-            // reported as damage instead of aborting the process.
+            // The range is a claim of the checkpoint: the entries it counts
+            // that recovery has not seen must fit in this directory's
+            // segments, and the reservation is fallible, so a claim of
+            // more entries than that (or than this machine can index) is
+            // reported as damage instead of reserving memory in proportion
+            // to it or aborting the process.
             let count = cp.last_index + 1 - cp.first_index;
+            let seen = if old.locs.is_empty() {
+                0
+            } else {
+                let lo = cp.first_index.max(old.first_index);
+                let hi = cp.last_index.min(old.last_index());
+                if hi >= lo {
+                    hi - lo + 1
+                } else {
+                    0
+                }
+            };
+            let unseen = count - seen;
+            if unseen > self.unseen_budget {
+                return Err(format!(
+                    "checkpoint counts {unseen} entries of group {} that no segment replayed so                      far holds, more than the segments of this directory can hold ({} more)",
+                    cp.group, self.unseen_budget
+                ));
+            }
+            self.unseen_budget -= unseen;
             let mut locs = VecDeque::new();
             locs.try_reserve_exact(count as usize).map_err(|_| {
                 format!(
