@@ -43,8 +43,10 @@ pub struct Stats {
     pub became_leader: u64,
     /// Times a leader stepped down because it lost contact with a quorum.
     pub check_quorum_stepdowns: u64,
-    /// Times a leader found a follower missing entries it had acknowledged
-    /// (a follower that lost its disk) and started repairing it.
+    /// Times a leader found a follower that lost its state (a lost disk)
+    /// and started repairing it: a heartbeat answer said it lacks entries
+    /// it had acknowledged, or its new incarnation asked for a rejoin
+    /// index (it was fenced). One loss may count twice, once each way.
     pub followers_lost_state: u64,
     /// Leader transfers this replica started as leader (thesis §3.10).
     pub transfers_started: u64,
@@ -1499,6 +1501,7 @@ impl Raft {
             }
             pr.fenced_for = nonce;
             pr.epoch = pr.epoch.wrapping_add(1);
+            self.stats.followers_lost_state += 1;
             pr.match_index = 0;
             pr.become_probe(next);
         }

@@ -325,6 +325,7 @@ fn an_acknowledgement_of_the_lost_state_still_in_flight_never_counts() {
     flush(&mut r);
     let pr = r.progress(2).unwrap();
     assert_eq!((pr.match_index, pr.epoch), (0, 1));
+    assert_eq!(r.stats().followers_lost_state, 1, "the repair is reported");
     r.step(stale);
     assert_eq!(r.progress(2).unwrap().match_index, 0);
     assert_eq!(
