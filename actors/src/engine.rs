@@ -489,7 +489,7 @@ impl Engine {
         origin: Origin,
     ) -> Result<Bytes, RequestError> {
         let deadline = tokio::time::Instant::now() + self.inner.shared.cfg.propose_timeout;
-        let mut backoff = Duration::from_millis(5);
+        let mut backoff = Backoff::new();
         loop {
             let result = self.read_once(group, query.clone(), lease, deadline).await;
             let retry = match &result {
@@ -503,11 +503,9 @@ impl Engine {
                 | Err(RequestError::Restarting(_)) => true,
                 _ => false,
             };
-            if !retry || tokio::time::Instant::now() + backoff > deadline {
+            if !retry || !backoff.wait(deadline).await {
                 return result;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -620,7 +618,7 @@ impl Engine {
     ) -> Result<Committed, RequestError> {
         let timeout = self.inner.shared.cfg.propose_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut backoff = Duration::from_millis(5);
+        let mut backoff = Backoff::new();
         loop {
             let result = self
                 .propose_once(group, kind, payload.clone(), deadline)
@@ -664,11 +662,9 @@ impl Engine {
                 Err(RequestError::Busy(_)) | Err(RequestError::Restarting(_)) => true,
                 _ => false,
             };
-            if !retry || tokio::time::Instant::now() + backoff > deadline {
+            if !retry || !backoff.wait(deadline).await {
                 return result;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -960,6 +956,26 @@ impl Engine {
         if let Some(stop) = stop {
             let _ = stop.send(());
         }
+    }
+}
+
+/// The pause between retries of a request: 5 ms, doubling up to 100 ms.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(5))
+    }
+
+    /// Sleeps before the next try; `false` (without sleeping) when the
+    /// pause would end past `deadline`.
+    async fn wait(&mut self, deadline: tokio::time::Instant) -> bool {
+        if tokio::time::Instant::now() + self.0 > deadline {
+            return false;
+        }
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(100));
+        true
     }
 }
 

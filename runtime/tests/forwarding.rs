@@ -12,16 +12,11 @@ mod support;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use support::turmoil_udp::TurmoilUdpSocket;
-use support::SimNode;
-use synod::kv::{KvStore, Put};
-use synod::{Client, ClientConfig};
-use synod_actors::{GroupConfig, SharedMemLog};
+use synod::kv::Put;
+use synod::Client;
 use synod_net::tls::dev;
 
 const PORT: u16 = 7000;
@@ -35,16 +30,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one write may take when a healthy leader is reachable.
 const QUICK: Duration = Duration::from_millis(1000);
 
-fn host_name(id: u64) -> String {
-    format!("n{id}")
-}
-
-fn nodes() -> BTreeMap<u64, SocketAddr> {
-    (1..=NODES)
-        .map(|p| (p, SocketAddr::new(turmoil::lookup(host_name(p)), PORT)))
-        .collect()
-}
-
 /// The node a fresh client sends `group`'s first request to (its rule:
 /// the `group % n`-th configured node).
 fn first_target(group: u64) -> u64 {
@@ -52,17 +37,7 @@ fn first_target(group: u64) -> u64 {
 }
 
 async fn client(tls: &synod_net::TlsMaterial, port: u16) -> Client {
-    let socket = turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
-        .await
-        .unwrap();
-    let mut cfg = ClientConfig::new(nodes(), tls.clone());
-    cfg.timeout = CLIENT_TIMEOUT;
-    Client::with_socket(
-        cfg,
-        Arc::new(TurmoilUdpSocket::new(socket)),
-        Some(SEED ^ u64::from(port)),
-    )
-    .unwrap()
+    support::sim_client(tls, NODES, PORT, port, SEED, CLIENT_TIMEOUT).await
 }
 
 /// Writes `count` keys, each timed; returns what went wrong.
@@ -89,36 +64,7 @@ fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dev::generate(dir.path(), "sim-ca", &[1, 2, 3], &["sim"]).unwrap();
     let mut sim = support::simulation(SEED, Duration::from_secs(120));
-    let dirs = support::new_node_dirs(NODES);
-    for id in 1..=NODES {
-        let store = SharedMemLog::default();
-        let dir = dirs[id as usize - 1].path().to_path_buf();
-        let tls = certs.node(id).unwrap();
-        sim.host(host_name(id), move || {
-            let (store, dir, tls) = (store.clone(), dir.clone(), tls.clone());
-            async move {
-                let peers: BTreeMap<u64, SocketAddr> =
-                    nodes().into_iter().filter(|&(p, _)| p != id).collect();
-                let node = SimNode {
-                    id,
-                    peers,
-                    tls,
-                    dir,
-                    store,
-                    disk_faults: None,
-                    group: GroupConfig::default(),
-                    seed: SEED,
-                }
-                .start(PORT)
-                .await?;
-                for g in 1..=GROUPS {
-                    node.spawn_replicated(g, KvStore::default()).await?;
-                }
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        });
-    }
+    let _dirs = support::host_kv_cluster(&mut sim, &certs, NODES, GROUPS, SEED, PORT);
 
     let problems: Rc<RefCell<Option<Vec<String>>>> = Rc::default();
     let out = Rc::clone(&problems);
@@ -159,7 +105,7 @@ fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
         // The follower is cut off from the other two nodes; the client
         // still reaches everyone.
         for other in (1..=NODES).filter(|&n| n != follower) {
-            turmoil::partition(host_name(follower), host_name(other));
+            turmoil::partition(support::host_name(follower), support::host_name(other));
         }
         problems.extend(timed_writes(&c, group, "cut-off", 4).await);
 

@@ -10,17 +10,11 @@
 mod support;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use support::turmoil_udp::TurmoilUdpSocket;
-use support::SimNode;
-use synod::kv::{Get, KvStore, Put};
-use synod::{Client, ClientConfig, SynodError};
-use synod_actors::{GroupConfig, SharedMemLog};
+use synod::kv::{Get, Put};
+use synod::{Client, SynodError};
 use synod_net::tls::dev;
 
 const PORT: u16 = 7000;
@@ -28,28 +22,8 @@ const NODES: u64 = 3;
 const GROUP: u64 = 1;
 const SEED: u64 = 5;
 
-fn host_name(id: u64) -> String {
-    format!("n{id}")
-}
-
-fn nodes() -> BTreeMap<u64, SocketAddr> {
-    (1..=NODES)
-        .map(|p| (p, SocketAddr::new(turmoil::lookup(host_name(p)), PORT)))
-        .collect()
-}
-
 async fn client(tls: &synod_net::TlsMaterial, port: u16) -> Client {
-    let socket = turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
-        .await
-        .unwrap();
-    let mut cfg = ClientConfig::new(nodes(), tls.clone());
-    cfg.timeout = Duration::from_secs(10);
-    Client::with_socket(
-        cfg,
-        Arc::new(TurmoilUdpSocket::new(socket)),
-        Some(SEED ^ u64::from(port)),
-    )
-    .unwrap()
+    support::sim_client(tls, NODES, PORT, port, SEED, Duration::from_secs(10)).await
 }
 
 /// The leader every node agrees on, awaited until `deadline`.
@@ -123,34 +97,7 @@ fn leadership_moves_to_a_chosen_node_and_back_while_writes_run() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dev::generate(dir.path(), "sim-ca", &[1, 2, 3], &["sim"]).unwrap();
     let mut sim = support::simulation(SEED, Duration::from_secs(120));
-    let dirs = support::new_node_dirs(NODES);
-    for id in 1..=NODES {
-        let store = SharedMemLog::default();
-        let dir = dirs[id as usize - 1].path().to_path_buf();
-        let tls = certs.node(id).unwrap();
-        sim.host(host_name(id), move || {
-            let (store, dir, tls) = (store.clone(), dir.clone(), tls.clone());
-            async move {
-                let peers: BTreeMap<u64, SocketAddr> =
-                    nodes().into_iter().filter(|&(p, _)| p != id).collect();
-                let node = SimNode {
-                    id,
-                    peers,
-                    tls,
-                    dir,
-                    store,
-                    disk_faults: None,
-                    group: GroupConfig::default(),
-                    seed: SEED,
-                }
-                .start(PORT)
-                .await?;
-                node.spawn_replicated(GROUP, KvStore::default()).await?;
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        });
-    }
+    let _dirs = support::host_kv_cluster(&mut sim, &certs, NODES, GROUP, SEED, PORT);
 
     let problems: Rc<RefCell<Option<Vec<String>>>> = Rc::default();
     let out = Rc::clone(&problems);

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::turmoil_udp::TurmoilUdpSocket;
-use support::SimNode;
+use support::{host_name, SimNode};
 use synod::kv::{Get, KvStore, Len, Put};
 use synod::{Client, ClientConfig, Node, SynodError};
 use synod_actors::{DiskFault, DiskFaults, GroupConfig, SharedMemLog};
@@ -62,10 +62,6 @@ struct Outcome {
 
 /// Leaders seen, by (group, term): election safety across the run.
 type Leaders = Rc<RefCell<BTreeMap<(u64, u64), u64>>>;
-
-fn host_name(id: u64) -> String {
-    format!("n{id}")
-}
 
 fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
     let mut sim = support::simulation(seed, Duration::from_secs(600));
