@@ -42,7 +42,7 @@ use crate::proto::{
 };
 use crate::shared::{Counters, GroupConfig, NetFailure, NodeShared};
 use crate::snapshot_exec::Receive;
-use crate::state_machine::{StateMachineFactory, ENTRY_COMMAND, ENTRY_READ};
+use crate::state_machine::StateMachineFactory;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -453,7 +453,7 @@ impl Engine {
     /// Works on any node: a follower forwards to the leader. Retries while
     /// no leader is known or the group is busy, until the propose timeout.
     pub async fn command(&self, group: GroupId, command: Bytes) -> Result<Bytes, RequestError> {
-        self.propose(group, ENTRY_COMMAND, command, Origin::Local)
+        self.propose(group, command, Origin::Local)
             .await
             .map(|c| c.result)
     }
@@ -562,9 +562,7 @@ impl Engine {
     async fn serve(&self, req: Request, origin: Origin) -> Response {
         let lease_read = matches!(req, Request::ReadLease { .. });
         let result = match req {
-            Request::Command { group, payload } => {
-                self.propose(group, ENTRY_COMMAND, payload, origin).await
-            }
+            Request::Command { group, payload } => self.propose(group, payload, origin).await,
             Request::Read { group, payload } | Request::ReadLease { group, payload } => {
                 // Served here, leader or follower: no hint about the
                 // leader (this node may be a follower).
@@ -612,7 +610,6 @@ impl Engine {
     async fn propose(
         &self,
         group: GroupId,
-        kind: u8,
         payload: Bytes,
         origin: Origin,
     ) -> Result<Committed, RequestError> {
@@ -621,7 +618,7 @@ impl Engine {
         let mut backoff = Backoff::new();
         loop {
             let result = self
-                .propose_once(group, kind, payload.clone(), deadline)
+                .propose_once(group, payload.clone(), deadline)
                 .await
                 .map(|result| Committed {
                     result,
@@ -631,10 +628,7 @@ impl Engine {
                 Err(RequestError::NotLeader {
                     leader: Some(l), ..
                 }) if origin != Origin::Node && *l != self.node_id() => {
-                    match self
-                        .forward(*l, group, kind, payload.clone(), deadline)
-                        .await
-                    {
+                    match self.forward(*l, group, payload.clone(), deadline).await {
                         // The leader could not be reached and nothing was
                         // sent: a client goes there itself (or elsewhere)
                         // at once; a local caller waits for a new leader.
@@ -671,31 +665,21 @@ impl Engine {
     async fn propose_once(
         &self,
         group: GroupId,
-        kind: u8,
         payload: Bytes,
         deadline: tokio::time::Instant,
     ) -> Result<Bytes, RequestError> {
-        self.ask_group(group, deadline, |reply| Propose {
-            kind,
-            payload,
-            reply,
-        })
-        .await
+        self.ask_group(group, deadline, |reply| Propose { payload, reply })
+            .await
     }
 
     async fn forward(
         &self,
         leader: NodeId,
         group: GroupId,
-        kind: u8,
         payload: Bytes,
         deadline: tokio::time::Instant,
     ) -> Result<Committed, RequestError> {
-        let req = if kind == ENTRY_READ {
-            Request::Read { group, payload }
-        } else {
-            Request::Command { group, payload }
-        };
+        let req = Request::Command { group, payload };
         let bytes = frame::encode(&req, frame::DEFAULT_MAX_FRAME)
             .map_err(|e| RequestError::Application(e.to_string()))?;
         let call = self.inner.shared.net.request(leader, bytes);

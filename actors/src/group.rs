@@ -37,6 +37,7 @@ use crate::node::CaughtUp;
 use crate::proto::{GroupStatus, RaftItem, RequestError};
 use crate::replicator::{Outbound, Replicator, StopReplicator};
 use crate::shared::{DeathGuard, NodeShared};
+use crate::state_machine::ENTRY_COMMAND;
 
 /// Logical time passes (driven by the group's own interval timer).
 #[derive(Message)]
@@ -53,14 +54,12 @@ struct ProcessReady;
 #[rtype(result = "()")]
 pub struct Inbound(pub Vec<Message>);
 
-/// Propose a command (`ENTRY_COMMAND`) or a read through the log
-/// (`ENTRY_READ`); the answer goes to `reply` once applied.
+/// Propose a command; the answer goes to `reply` once applied. (Reads
+/// no longer go through the log: see [`Read`].)
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Propose {
-    /// Entry payload kind.
-    pub kind: u8,
-    /// The encoded command or query.
+    /// The encoded command.
     pub payload: Bytes,
     /// Where the result goes.
     pub reply: Reply,
@@ -480,10 +479,10 @@ impl RaftGroup {
     }
 }
 
-/// Entry payload: kind byte then the encoded command.
-fn entry_payload(kind: u8, payload: &[u8]) -> Bytes {
+/// Entry payload: the command kind byte, then the encoded command.
+fn entry_payload(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(1 + payload.len());
-    b.put_u8(kind);
+    b.put_u8(ENTRY_COMMAND);
     b.extend_from_slice(payload);
     b.freeze()
 }
@@ -559,7 +558,7 @@ impl Handler<Propose> for RaftGroup {
             let _ = m.reply.send(Err(self.node_failed()));
             return;
         }
-        match self.raft.propose(vec![entry_payload(m.kind, &m.payload)]) {
+        match self.raft.propose(vec![entry_payload(&m.payload)]) {
             Ok(p) => {
                 if let Some(fsm) = &self.fsm {
                     // Queued before the entry's Apply can be: FIFO.

@@ -55,4 +55,6 @@ pub type StateMachineFactory = std::sync::Arc<dyn Fn() -> Box<dyn StateMachine> 
 
 /// Entry payloads start with one of these bytes.
 pub(crate) const ENTRY_COMMAND: u8 = 1;
+/// A read through the log, as earlier versions proposed it (reads use
+/// ReadIndex now); logs written by them may still hold such entries.
 pub(crate) const ENTRY_READ: u8 = 2;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::turmoil_udp::TurmoilUdpSocket;
-use support::{host_name, SimNode};
+use support::{host_name, node_addrs, SimNode};
 use synod::kv::{Get, KvStore, Len, Put};
 use synod::{Client, ClientConfig, Node, SynodError};
 use synod_actors::{DiskFault, DiskFaults, GroupConfig, SharedMemLog};
@@ -86,9 +86,9 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
                 if let Ok(mut m) = store.0.lock() {
                     m.crash();
                 }
-                let peers: BTreeMap<u64, SocketAddr> = (1..=NODES)
-                    .filter(|&p| p != id)
-                    .map(|p| (p, SocketAddr::new(turmoil::lookup(host_name(p)), PORT)))
+                let peers: BTreeMap<u64, SocketAddr> = node_addrs(NODES, PORT)
+                    .into_iter()
+                    .filter(|&(p, _)| p != id)
                     .collect();
                 let node = SimNode {
                     id,
@@ -126,9 +126,7 @@ fn run_seed(seed: u64, certs: &dev::DevCerts) -> Outcome {
     let out = Rc::clone(&outcome);
     let client_tls = certs.client("sim").unwrap();
     sim.client("client", async move {
-        let nodes: BTreeMap<u64, SocketAddr> = (1..=NODES)
-            .map(|p| (p, SocketAddr::new(turmoil::lookup(host_name(p)), PORT)))
-            .collect();
+        let nodes = node_addrs(NODES, PORT);
         let socket = turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9000)).await?;
         let client = Client::with_socket(
             ClientConfig::new(nodes, client_tls.clone()),
