@@ -1440,7 +1440,16 @@ impl World {
     /// replica that forgets its vote is where a rejoin bug shows.
     fn wipe_random(&mut self) {
         let all_up = self.nodes.iter().all(|n| n.raft.is_some() && !n.rejoining);
-        if !all_up || self.nodes.len() < 3 {
+        // Nor while a configuration change is in flight: a wiped voter
+        // counts toward nothing, and with a removed leader holding the
+        // newest entries the group could be left without any quorum
+        // (operators replace disks between changes, not during them).
+        let changing = self.nodes.iter().any(|n| {
+            n.raft
+                .as_ref()
+                .is_some_and(|r| r.conf_index().is_some_and(|c| c > r.log().committed()))
+        });
+        if !all_up || changing || self.nodes.len() < 3 {
             return;
         }
         let voted: Vec<usize> = (0..self.nodes.len())
@@ -1519,11 +1528,14 @@ impl World {
     }
 
     /// Every 20-100 ticks (every 3 while healing), asks the leader for
-    /// the next step of the membership cycle: a node that is not a member
-    /// is added as a learner, a learner is promoted (the core refuses
-    /// until it caught up), otherwise (not while healing, nor while a
-    /// wiped node rejoins) a random voter, the leader included, is
-    /// removed, down to three voters (so 3-node groups only re-add). Its choices
+    /// a membership change chosen at random among: add a node that is not
+    /// a member as a learner, promote a learner (the core refuses until
+    /// it caught up), and (not while healing, nor while a wiped node
+    /// rejoins) remove a voter, the leader included, down to three voters
+    /// (so 3-node groups never change). A third of the time a second
+    /// change follows at once; a new leader is sometimes asked at once
+    /// too (changes racing with elections). While healing, every node is
+    /// added back and promoted. Its choices
     /// come from a generator of their own.
     fn members_random(&mut self) {
         let next = if self.healing {
@@ -1541,6 +1553,11 @@ impl World {
             return;
         };
         self.change_membership(l);
+        if !self.healing && self.members_rng.chance(1, 3) {
+            // An impatient operator: a second change at once, which the
+            // core refuses while the first is uncommitted.
+            self.change_membership(l);
+        }
     }
 
     /// Node `l` (if it leads) is asked for the next membership change.
@@ -1560,16 +1577,22 @@ impl World {
         let missing: Vec<NodeId> = all.iter().copied().filter(|&id| !m.contains(id)).collect();
         let learners: Vec<NodeId> = m.learners.iter().copied().collect();
         let voters: Vec<NodeId> = m.voters.iter().copied().collect();
-        let rng = &mut self.members_rng;
-        let change = if !missing.is_empty() {
-            ConfChange::AddLearner(missing[rng.range(0, missing.len() as u64) as usize])
-        } else if !learners.is_empty() {
-            ConfChange::PromoteLearner(learners[rng.range(0, learners.len() as u64) as usize])
-        } else if !healing && voters.len() > 3 && !rejoining {
-            ConfChange::RemoveMember(voters[rng.range(0, voters.len() as u64) as usize])
-        } else {
+        let mut options: Vec<ConfChange> = missing
+            .iter()
+            .map(|&id| ConfChange::AddLearner(id))
+            .collect();
+        options.extend(learners.iter().map(|&id| ConfChange::PromoteLearner(id)));
+        if !healing && voters.len() > 3 && !rejoining {
+            options.extend(voters.iter().map(|&id| ConfChange::RemoveMember(id)));
+        }
+        if healing && !missing.is_empty() {
+            // Healing: add everyone back before promoting anyone.
+            options.retain(|c| matches!(c, ConfChange::AddLearner(_)));
+        }
+        if options.is_empty() {
             return;
-        };
+        }
+        let change = options[self.members_rng.range(0, options.len() as u64) as usize];
         let Some(raft) = self.nodes[l].raft.as_mut() else {
             return;
         };
