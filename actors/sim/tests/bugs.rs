@@ -19,12 +19,16 @@ const SEARCH: std::ops::Range<u64> = 1..1500;
 /// The defaults for `seed` with `bugs` switched on, without wipes: a
 /// wiped replica neither votes nor counts toward commits for a while,
 /// which hides the classic bugs below in fewer seeds; the wipe bugs have
-/// their own configurations.
+/// their own configurations. Membership changes only for the membership
+/// bugs: the others' searches and rates were set without them (the
+/// correct core passes every batch with them in `seeds.rs`, and each
+/// catch here is rerun without the bug in the same configuration).
 fn config(seed: u64, bugs: Bugs) -> SimConfig {
     let mut c = SimConfig::new(seed, nodes_for_seed(seed));
     c.bugs = bugs;
     c.faults = Faults {
         wipe: false,
+        members: bugs.change_before_term_commit || bugs.two_changes_at_once,
         ..Faults::all()
     };
     c
@@ -212,7 +216,10 @@ fn acknowledging_before_commit_loses_acknowledged_writes() {
 /// a crash), with the other faults.
 fn wiping(seed: u64, bugs: Bugs) -> SimConfig {
     let mut c = config(seed, bugs);
-    c.faults = Faults::parse("all,wipe").unwrap();
+    c.faults = Faults {
+        members: false,
+        ..Faults::all()
+    };
     c.wipe_weight = 8;
     c
 }
