@@ -14,8 +14,10 @@ pub struct Config {
     pub id: NodeId,
     /// Group id, only used to give panics and logs context.
     pub group: u64,
-    /// The voting members, including `id`. Membership change arrives in a
-    /// later issue: the set lives in the core's state, not in a constant.
+    /// The group's initial voters (its configuration until a
+    /// configuration entry or a snapshot in this replica's state says
+    /// otherwise). A replica outside them starts as a non-member: it
+    /// never campaigns until a configuration makes it a voter.
     pub voters: BTreeSet<NodeId>,
     /// Minimum election timeout in ticks. A follower that hears nothing
     /// from a leader for a random time in `[election_ticks,
@@ -130,6 +132,15 @@ pub struct Bugs {
     /// or one given to a stale leader of a term it forgot, commits entries
     /// that a quorum does not hold.
     pub rejoin_without_fence: bool,
+    /// A leader proposes a configuration change before it has committed
+    /// an entry of its own term (the 2015 single-server bug): its change
+    /// and an uncommitted one of an earlier leader can have disjoint
+    /// majorities.
+    pub change_before_term_commit: bool,
+    /// A leader proposes a configuration change while its previous one
+    /// is still uncommitted: two single-server steps at once can leave
+    /// two majorities that do not overlap.
+    pub two_changes_at_once: bool,
 }
 
 impl Config {
@@ -164,9 +175,6 @@ impl Config {
         }
         if self.voters.contains(&0) {
             return Err(ConfigError::ZeroVoter);
-        }
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter { id: self.id });
         }
         if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
             return Err(ConfigError::Timing {
@@ -208,4 +216,6 @@ pub(crate) struct Bugs {
     pub rejoin_votes_freely: bool,
     pub read_index_without_quorum_check: bool,
     pub rejoin_without_fence: bool,
+    pub change_before_term_commit: bool,
+    pub two_changes_at_once: bool,
 }

@@ -14,12 +14,6 @@ pub enum ConfigError {
     /// A voter has id 0.
     #[error("voter id 0 is reserved; give every replica an id >= 1")]
     ZeroVoter,
-    /// The replica is not in its own voter set.
-    #[error("node {id} is not in the voter set; add it to `voters`")]
-    NotAVoter {
-        /// The replica's id.
-        id: NodeId,
-    },
     /// Heartbeats would not arrive before elections start.
     #[error(
         "heartbeat_ticks ({heartbeat_ticks}) must be >= 1 and smaller than election_ticks \
@@ -158,5 +152,71 @@ pub enum TransferError {
     InProgress {
         /// The node the pending transfer goes to.
         pending: NodeId,
+    },
+}
+
+/// Why a configuration change was not proposed. Nothing changed.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ConfChangeError {
+    /// Only the leader proposes changes; retry at `leader_hint` if known.
+    #[error("not the leader (leader hint: {leader_hint:?}); send the change to the leader")]
+    NotLeader {
+        /// The leader this replica believes in, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// A leader transfer is pending; retry once it completed or gave up.
+    #[error("a leader transfer to {to} is pending; retry the change after it")]
+    TransferPending {
+        /// The transfer's target.
+        to: NodeId,
+    },
+    /// The leader has not committed an entry of its own term yet (the
+    /// 2015 single-server rule); retry shortly.
+    #[error("the leader has not committed an entry of its term yet; retry shortly")]
+    TermNotCommitted,
+    /// An earlier change is not committed yet: one change at a time.
+    #[error("the change at index {index} is not committed yet; retry once it is")]
+    ChangePending {
+        /// Index of the uncommitted configuration entry.
+        index: Index,
+    },
+    /// Node 0 is reserved.
+    #[error("node id 0 is reserved; use an id >= 1")]
+    ZeroId,
+    /// Adding a node that already is a voter or a learner.
+    #[error("node {id} is already a member; remove it first or promote it")]
+    AlreadyMember {
+        /// The node.
+        id: NodeId,
+    },
+    /// Promoting a node that is not a learner.
+    #[error("node {id} is not a learner; add it as a learner first")]
+    NotALearner {
+        /// The node.
+        id: NodeId,
+    },
+    /// Removing a node that is not a member.
+    #[error("node {id} is not a member of the group")]
+    NotAMember {
+        /// The node.
+        id: NodeId,
+    },
+    /// The learner's log is too far behind the leader's to vote yet.
+    #[error(
+        "learner {id} holds up to {matched}, the leader up to {last}; retry once it caught up"
+    )]
+    LearnerBehind {
+        /// The learner.
+        id: NodeId,
+        /// What it is known to hold.
+        matched: Index,
+        /// The leader's last index.
+        last: Index,
+    },
+    /// Removing the last voter would leave a group that can elect no one.
+    #[error("node {id} is the last voter; add and promote another one first")]
+    LastVoter {
+        /// The node.
+        id: NodeId,
     },
 }

@@ -67,10 +67,15 @@ mod types;
 #[cfg(feature = "fault-injection")]
 pub use config::Bugs;
 pub use config::Config;
-pub use error::{CompactError, ConfigError, ProposeError, ReadError, RestoreError, TransferError};
+pub use error::{
+    CompactError, ConfChangeError, ConfigError, ProposeError, ReadError, RestoreError,
+    TransferError,
+};
 pub use log::RaftLog;
 pub use message::{AppendResponse, Message, MessageBody};
 pub use progress::{Progress, ProgressState};
-pub use raft::{Proposed, Raft, Stats};
+pub use raft::{Proposed, Raft, Stats, PROMOTE_MAX_LAG};
 pub use ready::{ReadState, Ready, SoftState};
-pub use types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotInfo, Term};
+pub use types::{
+    ConfChange, Entry, EntryKind, HardState, Index, Membership, NodeId, Role, SnapshotInfo, Term,
+};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, Index, NodeId, SnapshotInfo, Term};
+use crate::types::{Entry, Index, Membership, NodeId, SnapshotInfo, Term};
 
 /// One Raft message between two replicas of a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +97,8 @@ pub enum MessageBody {
     Snapshot {
         /// The snapshot's last index and term.
         snapshot: SnapshotInfo,
+        /// The group's configuration as of the snapshot's index.
+        membership: Membership,
         /// As in [`MessageBody::Append`].
         epoch: u32,
     },

@@ -10,17 +10,25 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate::config::{Bugs, Config};
-use crate::error::{CompactError, ProposeError, ReadError, RestoreError, TransferError};
+use crate::error::{
+    CompactError, ConfChangeError, ProposeError, ReadError, RestoreError, TransferError,
+};
 use crate::log::RaftLog;
 use crate::message::{AppendResponse, Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
 use crate::ready::{ReadState, Ready, SoftState};
 use crate::rng::SplitMix64;
-use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotInfo, Term};
+use crate::types::{
+    ConfChange, Entry, EntryKind, HardState, Index, Membership, NodeId, Role, SnapshotInfo, Term,
+};
 
 /// Most committed entries handed out in one Ready, so one Ready stays
 /// bounded however far the commit index jumps.
 const MAX_APPLY_PER_READY: usize = 4096;
+
+/// How far (in entries) a learner's acknowledged log may lag the leader's
+/// last index for [`ConfChange::PromoteLearner`] to be accepted.
+pub const PROMOTE_MAX_LAG: Index = 16;
 
 /// Where a proposal landed in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +66,11 @@ pub struct Stats {
     pub transfer_elections: u64,
     /// Reads a leader answered under its lease, without a round.
     pub lease_reads: u64,
+    /// Configuration changes this replica proposed as leader.
+    pub conf_changes: u64,
+    /// Times a leader stepped down because the configuration that
+    /// removed it committed.
+    pub removed_stepdowns: u64,
 }
 
 /// One replica's Raft state (Figure 2) plus what pre-vote, check-quorum
@@ -71,8 +84,14 @@ pub struct Raft {
     role: Role,
     leader_id: Option<NodeId>,
     log: RaftLog,
-    voters: BTreeSet<NodeId>,
-    /// Leader only: one entry per other voter.
+    /// The configuration in effect: that of the last configuration entry
+    /// in the log, else `snapshot_membership` (thesis §4.1).
+    membership: Membership,
+    /// The configuration as of the log's snapshot index.
+    snapshot_membership: Membership,
+    /// The configuration entries in the log after the snapshot, ascending.
+    confs: Vec<(Index, Membership)>,
+    /// Leader only: one entry per other member (voters and learners).
     progress: BTreeMap<NodeId, Progress>,
     /// Candidate and pre-candidate only: answers received.
     votes: BTreeMap<NodeId, bool>,
@@ -130,6 +149,14 @@ pub struct Raft {
     /// Leader only: ticks since the pending transfer began; it is given up
     /// after one election timeout.
     transfer_elapsed: u32,
+}
+
+/// The configuration entries among `entries`, in log order.
+fn conf_entries(entries: &[Entry]) -> Vec<(Index, Membership)> {
+    entries
+        .iter()
+        .filter_map(|e| e.kind.conf().map(|m| (e.index, m.clone())))
+        .collect()
 }
 
 /// Heartbeat rounds whose send tick a leader remembers (older ones only
@@ -190,8 +217,24 @@ impl Raft {
     /// snapshot's index once it restored the snapshot).
     pub fn restore_from_snapshot(
         config: Config,
+        hard_state: HardState,
+        snapshot: SnapshotInfo,
+        stored: Vec<Entry>,
+        applied: Index,
+    ) -> Result<Raft, RestoreError> {
+        Raft::restore_with_membership(config, hard_state, snapshot, None, stored, applied)
+    }
+
+    /// [`Raft::restore_from_snapshot`] with the group's configuration as
+    /// of the snapshot's index (what [`Raft::snapshot_membership`] said
+    /// when the snapshot was taken or installed). `None` means the
+    /// initial configuration, [`Config::voters`]. Configuration entries in
+    /// the restored log after the snapshot take effect over it.
+    pub fn restore_with_membership(
+        config: Config,
         mut hard_state: HardState,
         snapshot: SnapshotInfo,
+        snapshot_membership: Option<Membership>,
         stored: Vec<Entry>,
         applied: Index,
     ) -> Result<Raft, RestoreError> {
@@ -243,7 +286,12 @@ impl Raft {
             prev_term = e.term;
         }
         let rng = SplitMix64::new(config.seed);
-        let voters = config.voters.clone();
+        let snapshot_membership =
+            snapshot_membership.unwrap_or_else(|| Membership::with_voters(config.voters.clone()));
+        let confs = conf_entries(&entries);
+        let membership = confs
+            .last()
+            .map_or_else(|| snapshot_membership.clone(), |(_, m)| m.clone());
         let log = RaftLog::restored(
             snapshot.index,
             snapshot.term,
@@ -263,7 +311,9 @@ impl Raft {
             role: Role::Follower,
             leader_id: None,
             log,
-            voters,
+            membership,
+            snapshot_membership,
+            confs,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -343,9 +393,39 @@ impl Raft {
         }
     }
 
-    /// The voting members.
+    /// The voting members of the configuration in effect.
     pub fn voters(&self) -> &BTreeSet<NodeId> {
-        &self.voters
+        &self.membership.voters
+    }
+
+    /// The configuration in effect: the latest in this replica's log,
+    /// committed or not (thesis §4.1).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The configuration as of the log's snapshot index: store it with
+    /// the snapshot (after [`Raft::compact`] or an installed snapshot) and
+    /// pass it to [`Raft::restore_with_membership`].
+    pub fn snapshot_membership(&self) -> &Membership {
+        &self.snapshot_membership
+    }
+
+    /// The configuration as of `index`, for a snapshot taken there: that
+    /// of the last configuration entry at or before it, else the
+    /// snapshot's. Meaningful for indexes from the snapshot's on.
+    pub fn membership_at(&self, index: Index) -> Membership {
+        self.confs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map_or_else(|| self.snapshot_membership.clone(), |(_, m)| m.clone())
+    }
+
+    /// The index of the latest configuration entry in the log, if the log
+    /// (after its snapshot) holds one.
+    pub fn conf_index(&self) -> Option<Index> {
+        self.confs.last().map(|(i, _)| *i)
     }
 
     /// Leader only: replication progress of follower `id`.
@@ -365,7 +445,11 @@ impl Raft {
     }
 
     fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+        self.membership.voters.len() / 2 + 1
+    }
+
+    fn is_voter(&self, id: NodeId) -> bool {
+        self.membership.voters.contains(&id)
     }
 
     // ----------------------------------------------------------------
@@ -426,6 +510,115 @@ impl Raft {
         };
         self.debug_validate();
         Ok(proposed)
+    }
+
+    /// Proposes a configuration change (single-server, thesis §4.2 with
+    /// the 2015 fix): the leader appends the group's new configuration as
+    /// an entry, and every replica uses it from the moment the entry is in
+    /// its log. Refused unless this replica leads, has committed an entry
+    /// of its own term, has no other change uncommitted and no leader
+    /// transfer pending. A learner is promoted only once its log is within
+    /// [`PROMOTE_MAX_LAG`] entries of the leader's. A leader that removes
+    /// itself keeps leading (without counting itself) until the change
+    /// commits, then steps down.
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Proposed, ConfChangeError> {
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if let Some(to) = self.lead_transferee {
+            return Err(ConfChangeError::TransferPending { to });
+        }
+        if !self.committed_in_term() && !self.bugs.change_before_term_commit {
+            return Err(ConfChangeError::TermNotCommitted);
+        }
+        if let Some(index) = self.conf_index() {
+            if index > self.log.committed() && !self.bugs.two_changes_at_once {
+                return Err(ConfChangeError::ChangePending { index });
+            }
+        }
+        let mut next = self.membership.clone();
+        match change {
+            ConfChange::AddLearner(0)
+            | ConfChange::PromoteLearner(0)
+            | ConfChange::RemoveMember(0) => return Err(ConfChangeError::ZeroId),
+            ConfChange::AddLearner(id) => {
+                if next.contains(id) {
+                    return Err(ConfChangeError::AlreadyMember { id });
+                }
+                next.learners.insert(id);
+            }
+            ConfChange::PromoteLearner(id) => {
+                if !next.learners.contains(&id) {
+                    return Err(ConfChangeError::NotALearner { id });
+                }
+                let last = self.log.last_index();
+                // A learner still rejoining (it lost its disk) may be
+                // promoted: like any voter in that state it votes and
+                // counts toward commits only once it rejoined.
+                let matched = self.progress.get(&id).map_or(0, |p| p.match_index);
+                if matched + PROMOTE_MAX_LAG < last {
+                    return Err(ConfChangeError::LearnerBehind { id, matched, last });
+                }
+                next.learners.remove(&id);
+                next.voters.insert(id);
+            }
+            ConfChange::RemoveMember(id) => {
+                if next.voters.contains(&id) {
+                    if next.voters.len() == 1 {
+                        return Err(ConfChangeError::LastVoter { id });
+                    }
+                    next.voters.remove(&id);
+                } else if !next.learners.remove(&id) {
+                    return Err(ConfChangeError::NotAMember { id });
+                }
+            }
+        }
+        let index = self.log.last_index() + 1;
+        let term = self.term;
+        self.log.append([Entry {
+            term,
+            index,
+            kind: EntryKind::ConfChange(next.clone()),
+        }]);
+        self.confs.push((index, next));
+        self.refresh_membership();
+        self.stats.conf_changes += 1;
+        self.needs_broadcast = true;
+        // A single voter that removed a learner commits at once.
+        self.maybe_commit();
+        self.debug_validate();
+        Ok(Proposed {
+            term,
+            first_index: index,
+            last_index: index,
+        })
+    }
+
+    /// Recomputes the configuration in effect from the log; a leader
+    /// starts or stops replicating to the members added or removed.
+    fn refresh_membership(&mut self) {
+        self.membership = self
+            .confs
+            .last()
+            .map_or_else(|| self.snapshot_membership.clone(), |(_, m)| m.clone());
+        if self.role != Role::Leader {
+            return;
+        }
+        let me = self.config.id;
+        let members: BTreeSet<NodeId> = self.membership.members().filter(|&v| v != me).collect();
+        self.progress.retain(|id, _| members.contains(id));
+        let next = self.log.last_index() + 1;
+        let capacity = self.config.max_inflight_msgs;
+        for id in members {
+            self.progress
+                .entry(id)
+                .or_insert_with(|| Progress::new(next, capacity));
+        }
+        if self.lead_transferee.is_some_and(|t| !self.is_voter(t)) {
+            self.lead_transferee = None;
+        }
     }
 
     /// Asks for a linearizable read index (ReadIndex, thesis §6.4). The
@@ -557,9 +750,13 @@ impl Raft {
                 self.follow(m.from);
                 self.handle_heartbeat(m.from, commit, round);
             }
-            MessageBody::Snapshot { snapshot, epoch } => {
+            MessageBody::Snapshot {
+                snapshot,
+                membership,
+                epoch,
+            } => {
                 self.follow(m.from);
-                self.handle_snapshot(m.from, snapshot, epoch);
+                self.handle_snapshot(m.from, snapshot, membership, epoch);
             }
             MessageBody::ReadIndex { id, rejoin } => {
                 if self.role == Role::Leader && self.progress.contains_key(&m.from) {
@@ -631,6 +828,10 @@ impl Raft {
             });
         }
         self.log.compact(index);
+        if let Some((_, m)) = self.confs.iter().rev().find(|(i, _)| *i <= index) {
+            self.snapshot_membership = m.clone();
+        }
+        self.confs.retain(|(i, _)| *i > index);
         self.debug_validate();
         Ok(())
     }
@@ -835,7 +1036,12 @@ impl Raft {
         if self.election_elapsed >= self.config.election_ticks {
             self.election_elapsed = 0;
             if self.config.check_quorum {
-                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+                let active = usize::from(self.is_voter(self.config.id))
+                    + self
+                        .progress
+                        .iter()
+                        .filter(|&(id, p)| p.recent_active && self.is_voter(*id))
+                        .count();
                 if active < self.quorum() {
                     // Thesis §6.2: a leader that cannot reach a majority
                     // steps down so clients can find the real leader.
@@ -856,7 +1062,7 @@ impl Raft {
 
     /// Starts a pre-vote round (`pre == true`) or a real election.
     fn campaign(&mut self, pre: bool) {
-        if !self.voters.contains(&self.config.id) {
+        if !self.membership.voters.contains(&self.config.id) {
             return;
         }
         if !self.may_vote() {
@@ -886,6 +1092,7 @@ impl Raft {
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let peers: Vec<NodeId> = self
+            .membership
             .voters
             .iter()
             .copied()
@@ -961,7 +1168,7 @@ impl Raft {
 
     /// Counts an answer; wins or loses when a quorum agrees.
     fn poll(&mut self, from: NodeId, granted: bool) {
-        if !self.voters.contains(&from) {
+        if !self.membership.voters.contains(&from) {
             return;
         }
         self.votes.entry(from).or_insert(granted);
@@ -975,8 +1182,17 @@ impl Raft {
     /// `Some(true)` when a quorum granted, `Some(false)` when a quorum
     /// refused, `None` while undecided.
     fn tally(&self) -> Option<bool> {
-        let granted = self.votes.values().filter(|&&g| g).count();
-        let refused = self.votes.len() - granted;
+        let counted = self.votes.iter().filter(|(id, _)| self.is_voter(**id));
+        let (granted, refused) = counted.fold(
+            (0, 0),
+            |(g, r), (_, &v)| {
+                if v {
+                    (g + 1, r)
+                } else {
+                    (g, r + 1)
+                }
+            },
+        );
         if granted >= self.quorum() {
             Some(true)
         } else if refused >= self.quorum() {
@@ -1010,11 +1226,12 @@ impl Raft {
         self.lease_void = false;
         let next = self.log.last_index() + 1;
         let capacity = self.config.max_inflight_msgs;
+        let me = self.config.id;
         self.progress = self
-            .voters
-            .iter()
-            .filter(|&&v| v != self.config.id)
-            .map(|&v| (v, Progress::new(next, capacity)))
+            .membership
+            .members()
+            .filter(|&v| v != me)
+            .map(|v| (v, Progress::new(next, capacity)))
             .collect();
         // §5.4.2 / §8: a no-op of the new term lets the leader commit
         // everything before it and learn the commit index.
@@ -1058,10 +1275,21 @@ impl Raft {
             }
             _ => prev_log_term,
         };
-        match self
+        let appended = self
             .log
-            .maybe_append(prev_log_index, prev_log_term, entries)
-        {
+            .maybe_append(prev_log_index, prev_log_term, entries);
+        if appended.is_some() {
+            // A configuration entry appended, or one truncated away, changes
+            // the configuration in effect (thesis §4.1).
+            // Only entries after prev_log_index can have changed.
+            let has_conf = entries.iter().any(|e| e.kind.conf().is_some());
+            let maybe_truncated = self.confs.last().is_some_and(|(i, _)| *i > prev_log_index);
+            if has_conf || maybe_truncated {
+                self.confs = conf_entries(self.log.entries());
+                self.refresh_membership();
+            }
+        }
+        match appended {
             Some(last_new) => {
                 let verified = if self.bugs.commit_past_verified_entries {
                     self.log.last_index()
@@ -1165,7 +1393,13 @@ impl Raft {
 
     /// InstallSnapshot at the follower (§7). The runtime stepped this
     /// message only after the snapshot's data was stored here.
-    fn handle_snapshot(&mut self, leader: NodeId, snap: SnapshotInfo, epoch: u32) {
+    fn handle_snapshot(
+        &mut self,
+        leader: NodeId,
+        snap: SnapshotInfo,
+        membership: Membership,
+        epoch: u32,
+    ) {
         let committed = self.log.committed();
         if snap.index <= committed {
             // Stale: we already hold (and may have applied) more.
@@ -1183,6 +1417,9 @@ impl Raft {
             // "Discard the entire log" and adopt the snapshot.
             self.log.install_snapshot(snap);
             self.installed_snapshot = Some(snap);
+            self.snapshot_membership = membership;
+            self.confs.clear();
+            self.refresh_membership();
         }
         let match_index = snap.index;
         self.acknowledge(leader, match_index, epoch);
@@ -1290,6 +1527,7 @@ impl Raft {
     /// broadcast so followers learn it. Returns whether it advanced.
     fn maybe_commit(&mut self) -> bool {
         let mut matches: Vec<Index> = self
+            .membership
             .voters
             .iter()
             .map(|v| {
@@ -1319,7 +1557,24 @@ impl Raft {
                 self.leader_read(req);
             }
         }
+        self.maybe_step_down_removed();
         true
+    }
+
+    /// Leader: once the configuration that removed it (or made it a
+    /// learner) is committed, tell the followers the commit index and
+    /// step down; until then it led without counting itself.
+    fn maybe_step_down_removed(&mut self) {
+        if self.role != Role::Leader || self.is_voter(self.config.id) {
+            return;
+        }
+        let committed = self.conf_index().is_none_or(|i| i <= self.log.committed());
+        if committed {
+            self.broadcast_append();
+            self.needs_broadcast = false;
+            self.stats.removed_stepdowns += 1;
+            self.become_follower(self.term, None);
+        }
     }
 
     fn broadcast_append(&mut self) {
@@ -1414,7 +1669,15 @@ impl Raft {
         };
         pr.become_snapshot(snapshot.index);
         let epoch = pr.epoch;
-        self.send(to, MessageBody::Snapshot { snapshot, epoch });
+        let membership = self.snapshot_membership.clone();
+        self.send(
+            to,
+            MessageBody::Snapshot {
+                snapshot,
+                membership,
+                epoch,
+            },
+        );
     }
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
@@ -1510,8 +1773,18 @@ impl Raft {
     /// Leader: the newest round a quorum (the leader included) answered
     /// starts the lease at the tick it was sent.
     fn advance_lease(&mut self) {
-        let mut acked: Vec<u64> = self.progress.values().map(|p| p.acked_round).collect();
-        acked.push(self.round);
+        let mut acked: Vec<u64> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| self.is_voter(**id))
+            .map(|(_, p)| p.acked_round)
+            .collect();
+        if self.is_voter(self.config.id) {
+            acked.push(self.round);
+        }
+        if acked.len() < self.quorum() {
+            return;
+        }
         acked.sort_unstable_by(|a, b| b.cmp(a));
         let confirmed = acked[self.quorum() - 1];
         while let Some(&(round, sent)) = self.round_sent.front() {
@@ -1543,11 +1816,14 @@ impl Raft {
                 } if !self.bugs.rejoin_without_fence => Some(from),
                 _ => None,
             };
-            let acks = 1 + self
-                .progress
-                .iter()
-                .filter(|&(&id, p)| Some(id) != exclude && p.acked_round >= read.round)
-                .count();
+            let acks = usize::from(self.is_voter(self.config.id))
+                + self
+                    .progress
+                    .iter()
+                    .filter(|&(&id, p)| {
+                        Some(id) != exclude && p.acked_round >= read.round && self.is_voter(id)
+                    })
+                    .count();
             if acks >= quorum {
                 self.answer_read(read.req, Ok(read.index));
             } else {
@@ -1634,10 +1910,10 @@ impl Raft {
         if to == self.config.id {
             return Err(TransferError::ToSelf { to });
         }
-        if !self.voters.contains(&to) {
+        if !self.membership.voters.contains(&to) {
             return Err(TransferError::NotAVoter {
                 to,
-                voters: self.voters.iter().copied().collect(),
+                voters: self.membership.voters.iter().copied().collect(),
             });
         }
         match self.lead_transferee {
@@ -1694,7 +1970,9 @@ impl Raft {
     /// follower acts (a candidate's term is already past the sender's), and
     /// not while rejoining (it may not vote, for itself either).
     fn handle_timeout_now(&mut self) {
-        if self.role != Role::Follower || !self.may_vote() || !self.voters.contains(&self.config.id)
+        if self.role != Role::Follower
+            || !self.may_vote()
+            || !self.membership.voters.contains(&self.config.id)
         {
             return;
         }
@@ -1725,7 +2003,7 @@ impl Raft {
         if self.role != Role::Leader {
             return Err(format!("{:?} with a pending transfer to {to}", self.role));
         }
-        if to == self.config.id || !self.voters.contains(&to) {
+        if to == self.config.id || !self.membership.voters.contains(&to) {
             return Err(format!("transfer pending to {to}, not another voter"));
         }
         if self.transfer_elapsed >= self.config.election_ticks {
@@ -1762,8 +2040,16 @@ impl Raft {
                         self.vote, self.leader_id
                     ));
                 }
-                if self.progress.len() + 1 != self.voters.len() {
-                    return Err("leader lacks progress for some voter".into());
+                let me = self.config.id;
+                let members: Vec<NodeId> = self.membership.members().filter(|&v| v != me).collect();
+                let mut members = members;
+                members.sort_unstable();
+                if !self.progress.keys().copied().eq(members.iter().copied()) {
+                    return Err(format!(
+                        "leader progress for {:?}, members {:?}",
+                        self.progress.keys().collect::<Vec<_>>(),
+                        members
+                    ));
                 }
                 for (id, p) in &self.progress {
                     if p.match_index > self.log.last_index() || p.next_index <= p.match_index {

@@ -1,5 +1,7 @@
 //! Plain data shared by every part of the core: ids, entries, hard state.
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,100 @@ pub enum EntryKind {
     /// `Bytes` serializes as a byte string (not an integer array), which
     /// is what rmp-serde needs to stay compact (STACK.md, gotcha 10).
     Normal(Bytes),
+    /// A configuration change: the group's whole new configuration. It
+    /// takes effect on a replica as soon as the entry is in its log
+    /// (thesis §4.1), committed or not, and is undone if the entry is
+    /// truncated.
+    ConfChange(Membership),
+}
+
+impl EntryKind {
+    /// The configuration, if this is a configuration entry.
+    pub fn conf(&self) -> Option<&Membership> {
+        match self {
+            EntryKind::ConfChange(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// A group's configuration: who votes and who only replicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Members that vote and count toward quorums.
+    pub voters: BTreeSet<NodeId>,
+    /// Members that receive the log and snapshots but never vote, never
+    /// campaign and count toward no quorum.
+    pub learners: BTreeSet<NodeId>,
+}
+
+impl Membership {
+    /// A configuration of `voters` and no learners.
+    pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Membership {
+            voters: voters.into_iter().collect(),
+            learners: BTreeSet::new(),
+        }
+    }
+
+    /// Whether `id` is a voter or a learner.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+
+    /// Voters then learners, ascending within each.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().chain(self.learners.iter()).copied()
+    }
+
+    /// A compact byte encoding (for log stores): the voter count, the
+    /// voters, the learner count, the learners, all little-endian u64.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 8 * (self.voters.len() + self.learners.len()));
+        for set in [&self.voters, &self.learners] {
+            out.extend_from_slice(&(set.len() as u64).to_le_bytes());
+            for id in set {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes what [`Membership::encode`] produced; `None` if the bytes
+    /// are not such an encoding (treat the entry as corrupt).
+    pub fn decode(mut data: &[u8]) -> Option<Membership> {
+        fn u64_at(data: &mut &[u8]) -> Option<u64> {
+            let (head, rest) = data.split_first_chunk::<8>()?;
+            *data = rest;
+            Some(u64::from_le_bytes(*head))
+        }
+        let mut sets = [BTreeSet::new(), BTreeSet::new()];
+        for set in &mut sets {
+            let n = u64_at(&mut data)?;
+            if n > data.len() as u64 / 8 {
+                return None;
+            }
+            for _ in 0..n {
+                set.insert(u64_at(&mut data)?);
+            }
+        }
+        if !data.is_empty() {
+            return None;
+        }
+        let [voters, learners] = sets;
+        Some(Membership { voters, learners })
+    }
+}
+
+/// A configuration change a leader can propose (one server at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfChange {
+    /// Adds a learner that is not yet a member.
+    AddLearner(NodeId),
+    /// Makes a learner, caught up with the leader's log, a voter.
+    PromoteLearner(NodeId),
+    /// Removes a voter or a learner (the leader included).
+    RemoveMember(NodeId),
 }
 
 /// One log entry (§5.3).
@@ -41,14 +137,15 @@ impl Entry {
         match &self.kind {
             EntryKind::Noop => 0,
             EntryKind::Normal(data) => data.len(),
+            EntryKind::ConfChange(m) => 8 * (m.voters.len() + m.learners.len()),
         }
     }
 
     /// The command bytes, if this is a normal entry.
     pub fn data(&self) -> Option<&Bytes> {
         match &self.kind {
-            EntryKind::Noop => None,
             EntryKind::Normal(data) => Some(data),
+            _ => None,
         }
     }
 }

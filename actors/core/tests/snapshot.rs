@@ -8,8 +8,8 @@ mod common;
 
 use common::{config, msg, persist};
 use synod_core::{
-    AppendResponse, CompactError, Entry, EntryKind, HardState, Message, MessageBody, ProgressState,
-    Raft, Ready, RestoreError, Role, SnapshotInfo,
+    AppendResponse, CompactError, Entry, EntryKind, HardState, Membership, Message, MessageBody,
+    ProgressState, Raft, Ready, RestoreError, Role, SnapshotInfo,
 };
 
 fn cmd(index: u64, term: u64) -> Entry {
@@ -85,7 +85,16 @@ fn s7_leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
     let snapshot = SnapshotInfo { index: 8, term: 1 };
     assert_eq!(
         rd.messages,
-        vec![msg(1, 3, 1, MessageBody::Snapshot { snapshot, epoch: 0 })]
+        vec![msg(
+            1,
+            3,
+            1,
+            MessageBody::Snapshot {
+                snapshot,
+                membership: Membership::with_voters([1, 2, 3]),
+                epoch: 0,
+            }
+        )]
     );
     let pr = r.progress(3).unwrap();
     assert_eq!(pr.state, ProgressState::Snapshot { pending: 8 });
@@ -181,6 +190,7 @@ fn s7_reported_transfer_returns_the_follower_to_probing() {
             1,
             MessageBody::Snapshot {
                 snapshot: SnapshotInfo { index: 8, term: 1 },
+                membership: Membership::with_voters([1, 2, 3]),
                 epoch: 0,
             }
         )]
@@ -211,7 +221,16 @@ fn follower() -> Raft {
 fn s7_follower_with_a_conflicting_log_discards_it_for_the_snapshot() {
     let mut r = follower();
     let snapshot = SnapshotInfo { index: 6, term: 3 };
-    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot, epoch: 0 }));
+    r.step(msg(
+        1,
+        2,
+        3,
+        MessageBody::Snapshot {
+            snapshot,
+            membership: Membership::with_voters([1, 2, 3]),
+            epoch: 0,
+        },
+    ));
     let rd = r.ready();
     assert_eq!(rd.snapshot, Some(snapshot));
     assert!(rd.entries.is_empty());
@@ -240,7 +259,16 @@ fn s7_follower_with_a_conflicting_log_discards_it_for_the_snapshot() {
 fn s7_follower_holding_the_last_entry_keeps_the_suffix() {
     let mut r = follower();
     let snapshot = SnapshotInfo { index: 5, term: 1 };
-    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot, epoch: 0 }));
+    r.step(msg(
+        1,
+        2,
+        3,
+        MessageBody::Snapshot {
+            snapshot,
+            membership: Membership::with_voters([1, 2, 3]),
+            epoch: 0,
+        },
+    ));
     let rd = persist(&mut r);
     assert_eq!(rd.snapshot, None);
     assert_eq!(r.log().last_index(), 7, "entries after it are retained");
@@ -264,7 +292,16 @@ fn s7_stale_snapshot_is_acknowledged_with_the_commit_index() {
     let _ = persist(&mut r);
     assert_eq!(r.log().committed(), 7);
     let snapshot = SnapshotInfo { index: 4, term: 1 };
-    r.step(msg(1, 2, 3, MessageBody::Snapshot { snapshot, epoch: 0 }));
+    r.step(msg(
+        1,
+        2,
+        3,
+        MessageBody::Snapshot {
+            snapshot,
+            membership: Membership::with_voters([1, 2, 3]),
+            epoch: 0,
+        },
+    ));
     let rd = persist(&mut r);
     assert_eq!(rd.snapshot, None);
     assert_eq!(rd.persisted_messages, vec![accepted(2, 1, 3, 7)]);

@@ -75,6 +75,10 @@ pub struct Summary {
     pub transfers: u64,
     /// Transfers whose target was elected in the next term.
     pub transfers_completed: u64,
+    /// Configuration changes a leader accepted.
+    pub conf_changes: u64,
+    /// Configuration entries committed.
+    pub conf_changes_committed: u64,
     /// The fewest entries committed by one seed that ran to the end
     /// without a violation (`u64::MAX` for none).
     pub min_committed: u64,
@@ -129,6 +133,12 @@ impl Summary {
                 faults.transfer,
                 "completed transfer",
                 self.transfers_completed,
+            ),
+            (faults.members, "conf change", self.conf_changes),
+            (
+                faults.members,
+                "committed conf change",
+                self.conf_changes_committed,
             ),
         ];
         for (on, kind, count) in fired {
@@ -188,6 +198,8 @@ pub fn run_many(
                 sum.reads_checked += o.reads_checked;
                 sum.lease_reads += o.lease_reads;
                 sum.transfers_completed += o.transfers_completed;
+                sum.conf_changes += o.conf_changes;
+                sum.conf_changes_committed += o.conf_changes_committed;
                 if o.violation.is_some() {
                     // A violation ends the run early: it says nothing
                     // about progress.

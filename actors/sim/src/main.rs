@@ -29,14 +29,14 @@ struct Cli {
     #[arg(long)]
     nodes: Option<usize>,
     /// Faults: `all`, `none`, or a list of
-    /// loss,duplicate,reorder,delay,partition,crash,wipe,transfer.
+    /// loss,duplicate,reorder,delay,partition,crash,wipe,transfer,members.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Switch on a deliberate bug (repeatable): vote-without-log-check,
     /// commit-previous-term, reply-before-persisting-vote, leader-ignores-higher-term,
     /// append-without-prev-check, commit-past-verified-entries, rejoin-votes-freely,
-    /// rejoin-without-fence, read-index-without-quorum-check, ack-before-commit (the
-    /// simulated client's).
+    /// rejoin-without-fence, read-index-without-quorum-check, change-before-term-commit,
+    /// two-changes-at-once, ack-before-commit (the simulated client's).
     #[arg(long = "bug")]
     bugs: Vec<String>,
     /// Length of the chaos phase in ticks.
@@ -100,6 +100,8 @@ fn parse_bugs(names: &[String]) -> Result<(Bugs, bool), String> {
             "commit-previous-term" => b.commit_previous_term_by_counting = true,
             "reply-before-persisting-vote" => b.reply_before_persisting_vote = true,
             "leader-ignores-higher-term" => b.leader_ignores_higher_term = true,
+            "change-before-term-commit" => b.change_before_term_commit = true,
+            "two-changes-at-once" => b.two_changes_at_once = true,
             other => return Err(format!("unknown bug '{other}'; see --help")),
         }
     }
@@ -152,8 +154,9 @@ fn main() -> ExitCode {
             "seeds: 1, violations: {v}, nodes: {}, elections: {}, leader_terms: {}, committed: {}, \
              acked: {}, messages: {}, dropped: {}, lost: {}, duplicated: {}, reordered: {}, \
              delayed: {}, partitions: {}, crashes: {}, wipes: {}, rejoined: {}, \
-             snapshots_installed: {}, transfers: {}, transfers_completed: {}, reads: {}, \
-             reads_checked: {}, lease_reads: {}, heal_ticks: {}",
+             snapshots_installed: {}, transfers: {}, transfers_completed: {}, conf_changes: {}, \
+             conf_changes_committed: {}, reads: {}, reads_checked: {}, lease_reads: {}, \
+             heal_ticks: {}",
             o.nodes,
             o.elections,
             o.leader_terms,
@@ -172,6 +175,8 @@ fn main() -> ExitCode {
             o.snapshots_installed,
             o.transfers,
             o.transfers_completed,
+            o.conf_changes,
+            o.conf_changes_committed,
             o.reads,
             o.reads_checked,
             o.lease_reads,
@@ -230,7 +235,8 @@ fn main() -> ExitCode {
         "seeds: {}, violations: {}, elections: {}, leader_terms: {}, committed: {}, acked: {}, \
          messages: {}, lost: {}, duplicated: {}, reordered: {}, delayed: {}, partitions: {}, \
          crashes: {}, wipes: {}, rejoined: {}, snapshots_installed: {}, transfers: {}, \
-         transfers_completed: {}, reads_checked: {}, lease_reads: {}, max_heal_ticks: {}, \
+         transfers_completed: {}, conf_changes: {}, conf_changes_committed: {}, \
+         reads_checked: {}, lease_reads: {}, max_heal_ticks: {}, \
          min_committed: {}, \
          min_acked: {}, seconds: {secs:.1}",
         s.seeds,
@@ -251,6 +257,8 @@ fn main() -> ExitCode {
         s.snapshots_installed,
         s.transfers,
         s.transfers_completed,
+        s.conf_changes,
+        s.conf_changes_committed,
         s.reads_checked,
         s.lease_reads,
         s.max_heal_ticks,

@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use bytes::Bytes;
 use synod_core::rng::SplitMix64;
 use synod_core::{
-    Bugs, Config, Entry, EntryKind, Index, Message, MessageBody, NodeId, Raft, Ready, Role,
-    SnapshotInfo, Term,
+    Bugs, ConfChange, Config, Entry, EntryKind, Index, Membership, Message, MessageBody, NodeId,
+    Raft, Ready, Role, SnapshotInfo, Term,
 };
 use synod_storage::{LogStore, MemLog, WriteBatch};
 
@@ -63,6 +63,9 @@ pub struct Faults {
     /// Ask the leader to hand its leadership to a random other voter
     /// (thesis §3.10).
     pub transfer: bool,
+    /// Membership changes: remove a random voter (the leader included),
+    /// add it back as a learner, promote it once caught up.
+    pub members: bool,
 }
 
 impl Faults {
@@ -77,6 +80,7 @@ impl Faults {
             crash: true,
             wipe: true,
             transfer: true,
+            members: true,
         }
     }
 
@@ -91,11 +95,12 @@ impl Faults {
             crash: false,
             wipe: false,
             transfer: false,
+            members: false,
         }
     }
 
     /// Parses `all`, `none` or a comma list of
-    /// `all,loss,duplicate,reorder,delay,partition,crash,wipe,transfer`.
+    /// `all,loss,duplicate,reorder,delay,partition,crash,wipe,transfer,members`.
     pub fn parse(s: &str) -> Result<Self, String> {
         if s == "none" {
             return Ok(Faults::none());
@@ -112,10 +117,11 @@ impl Faults {
                 "crash" => f.crash = true,
                 "wipe" => f.wipe = true,
                 "transfer" => f.transfer = true,
+                "members" => f.members = true,
                 other => {
                     return Err(format!(
                         "unknown fault '{other}': use all, none, or a comma list of \
-                         all,loss,duplicate,reorder,delay,partition,crash,wipe,transfer"
+                         all,loss,duplicate,reorder,delay,partition,crash,wipe,transfer,members"
                     ))
                 }
             }
@@ -221,6 +227,10 @@ pub struct Outcome {
     /// Transfers whose target was elected in the term right after the one
     /// it was asked in.
     pub transfers_completed: u64,
+    /// Configuration changes a leader accepted.
+    pub conf_changes: u64,
+    /// Configuration entries committed (distinct indexes applied).
+    pub conf_changes_committed: u64,
     /// Values acknowledged to clients.
     pub acked: usize,
     /// Linearizable reads started.
@@ -265,6 +275,8 @@ enum Event {
     /// Ask the leader to transfer its leadership (its own schedule, so the
     /// nemesis's other faults keep their frequency).
     Transfer,
+    /// Ask the leader for the next membership change (its own schedule).
+    Members,
     Restart(usize),
     /// Crash a node at once (used for crashes in the middle of a write).
     Crash(usize),
@@ -307,6 +319,8 @@ struct PendingWrite {
 #[derive(Clone, Debug)]
 struct SimSnapshot {
     term: Term,
+    /// The group's configuration as of the snapshot's index.
+    membership: Membership,
     state: Vec<(Index, Bytes)>,
 }
 
@@ -382,6 +396,10 @@ pub struct World {
     pending_transfer: Option<PendingTransfer>,
     /// The leader transfers' own random stream.
     transfer_rng: SplitMix64,
+    /// The membership changes' own random stream.
+    members_rng: SplitMix64,
+    /// Indexes of configuration entries seen applied.
+    conf_applied: BTreeSet<Index>,
     /// Linearizable reads: the checker, the reads' own random stream and
     /// the next read id.
     reads: LinearizableReads,
@@ -477,6 +495,8 @@ impl World {
             liveness: Liveness::default(),
             pending_transfer: None,
             transfer_rng: SplitMix64::new(cfg_seed ^ 0x7EA2_5FE2),
+            members_rng: SplitMix64::new(cfg_seed ^ 0x3E3B_E125),
+            conf_applied: BTreeSet::new(),
             reads: LinearizableReads::default(),
             read_rng: SplitMix64::new(cfg_seed ^ 0x5EAD_1DE7),
             next_read: 1,
@@ -506,6 +526,9 @@ impl World {
         self.schedule(TICK * 5, Event::Nemesis);
         if self.cfg.faults.transfer && self.nodes.len() >= 2 {
             self.schedule(TICK * 20, Event::Transfer);
+        }
+        if self.cfg.faults.members && self.nodes.len() >= 3 {
+            self.schedule(TICK * 30, Event::Members);
         }
         let chaos_end = self.cfg.chaos_ticks * TICK;
         self.run_until(chaos_end);
@@ -616,6 +639,7 @@ impl World {
             Event::Client => self.client(),
             Event::Nemesis => self.nemesis(),
             Event::Transfer => self.transfer_random(),
+            Event::Members => self.members_random(),
             Event::Read => self.read(),
             Event::Crash(i) => {
                 if self.nodes[i].raft.is_some() {
@@ -668,17 +692,18 @@ impl World {
             .unwrap_or_default();
         let log = n.disk.all_entries(GROUP);
         let last = log.len();
-        let (snapshot, state) = match n.snapshots.iter().next_back() {
+        let (snapshot, state, membership) = match n.snapshots.iter().next_back() {
             Some((&index, s)) => (
                 SnapshotInfo {
                     index,
                     term: s.term,
                 },
                 s.state.clone(),
+                Some(s.membership.clone()),
             ),
-            None => (SnapshotInfo::default(), Vec::new()),
+            None => (SnapshotInfo::default(), Vec::new(), None),
         };
-        match Raft::restore_from_snapshot(config, hs, snapshot, log, snapshot.index) {
+        match Raft::restore_with_membership(config, hs, snapshot, membership, log, snapshot.index) {
             Ok(raft) => {
                 let commit = raft.log().committed();
                 let id = n.id;
@@ -736,11 +761,19 @@ impl World {
 
     /// The receiver stores the snapshot's data durably, then steps the
     /// message; the sender learns the transfer went through.
-    fn deliver_snapshot(&mut self, m: Message, data: SimSnapshot, sender_incarnation: u64) {
+    fn deliver_snapshot(&mut self, m: Message, mut data: SimSnapshot, sender_incarnation: u64) {
         let i = (m.to - 1) as usize;
-        let MessageBody::Snapshot { snapshot, .. } = m.body else {
+        let MessageBody::Snapshot {
+            snapshot,
+            ref membership,
+            ..
+        } = m.body
+        else {
             unreachable!("only snapshots travel this way")
         };
+        // The runtime stores the configuration the message names with
+        // the snapshot's data.
+        data.membership = membership.clone();
         if self.blocked.contains(&(m.from, m.to)) || self.nodes[i].raft.is_none() {
             self.outcome.dropped += 1;
             let report = Event::SnapshotReport {
@@ -1016,6 +1049,9 @@ impl World {
             if let Err(v) = self.state_machine_safety.observe_apply(id, e) {
                 self.violate(v);
             }
+            if matches!(e.kind, EntryKind::ConfChange(_)) && self.conf_applied.insert(e.index) {
+                self.outcome.conf_changes_committed += 1;
+            }
             if let EntryKind::Normal(data) = &e.kind {
                 let value = decode_value(data);
                 self.nodes[i].applied.push((e.index, data.clone()));
@@ -1071,6 +1107,7 @@ impl World {
             applied,
             SimSnapshot {
                 term,
+                membership: raft.membership_at(applied),
                 state: node.applied.clone(),
             },
         );
@@ -1165,6 +1202,7 @@ impl World {
     /// Feeds the checkers with node `i`'s current state.
     fn observe(&mut self, i: usize) {
         let mut found = Vec::new();
+        let mut new_leader = false;
         let mut recheck = Vec::new();
         {
             let node = &mut self.nodes[i];
@@ -1190,6 +1228,11 @@ impl World {
                 }
                 if node.led_term != Some(term) {
                     node.led_term = Some(term);
+                    if self.cfg.faults.members && !self.healing && self.members_rng.chance(1, 4) {
+                        // Changes racing with elections: ask the new
+                        // leader at once, before it committed anything.
+                        new_leader = true;
+                    }
                     let log = raft.log().entries();
                     let first = raft.log().first_index();
                     if let Err(v) = self
@@ -1217,6 +1260,9 @@ impl World {
         }
         if !recheck.is_empty() {
             self.check_leaders(&recheck);
+        }
+        if new_leader {
+            self.change_membership(i);
         }
     }
 
@@ -1394,7 +1440,16 @@ impl World {
     /// replica that forgets its vote is where a rejoin bug shows.
     fn wipe_random(&mut self) {
         let all_up = self.nodes.iter().all(|n| n.raft.is_some() && !n.rejoining);
-        if !all_up || self.nodes.len() < 3 {
+        // Nor while a configuration change is in flight: a wiped voter
+        // counts toward nothing, and with a removed leader holding the
+        // newest entries the group could be left without any quorum
+        // (operators replace disks between changes, not during them).
+        let changing = self.nodes.iter().any(|n| {
+            n.raft
+                .as_ref()
+                .is_some_and(|r| r.conf_index().is_some_and(|c| c > r.log().committed()))
+        });
+        if !all_up || changing || self.nodes.len() < 3 {
             return;
         }
         let voted: Vec<usize> = (0..self.nodes.len())
@@ -1472,6 +1527,94 @@ impl World {
         }
     }
 
+    /// Every 20-100 ticks (every 3 while healing), asks the leader for
+    /// a membership change chosen at random among: add a node that is not
+    /// a member as a learner, promote a learner (the core refuses until
+    /// it caught up), and (not while healing, nor while a wiped node
+    /// rejoins) remove a voter, the leader included, down to three voters
+    /// (so 3-node groups never change). A third of the time a second
+    /// change follows at once; a new leader is sometimes asked at once
+    /// too (changes racing with elections). While healing, every node is
+    /// added back and promoted. Its choices
+    /// come from a generator of their own.
+    fn members_random(&mut self) {
+        let next = if self.healing {
+            3 * TICK
+        } else {
+            self.members_rng.range(20 * TICK, 100 * TICK)
+        };
+        self.schedule(next, Event::Members);
+        let Some(l) = (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.role() == Role::Leader)
+        }) else {
+            return;
+        };
+        self.change_membership(l);
+        if !self.healing && self.members_rng.chance(1, 3) {
+            // An impatient operator: a second change at once, which the
+            // core refuses while the first is uncommitted.
+            self.change_membership(l);
+        }
+    }
+
+    /// Node `l` (if it leads) is asked for the next membership change.
+    fn change_membership(&mut self, l: usize) {
+        let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let healing = self.healing;
+        // A wiped replica counts toward nothing until it rejoined: a
+        // removal then could leave no quorum that can act.
+        let rejoining = self.nodes.iter().any(|n| n.rejoining);
+        // A removed replica that never hears of its removal times out and
+        // campaigns; only pre-vote or check-quorum (both on in the runtime,
+        // which also deletes removed replicas) keep it from deposing
+        // leaders over and over (thesis §4.2.3). Without either, removals
+        // would only measure that disruption.
+        let may_remove = self.pre_vote || self.check_quorum;
+        let Some(raft) = self.nodes[l].raft.as_ref() else {
+            return;
+        };
+        if raft.role() != Role::Leader {
+            return;
+        }
+        let m = raft.membership().clone();
+        let missing: Vec<NodeId> = all.iter().copied().filter(|&id| !m.contains(id)).collect();
+        let learners: Vec<NodeId> = m.learners.iter().copied().collect();
+        let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+        let mut options: Vec<ConfChange> = missing
+            .iter()
+            .map(|&id| ConfChange::AddLearner(id))
+            .collect();
+        options.extend(learners.iter().map(|&id| ConfChange::PromoteLearner(id)));
+        if !healing && voters.len() > 3 && !rejoining && may_remove {
+            options.extend(voters.iter().map(|&id| ConfChange::RemoveMember(id)));
+        }
+        if healing && !missing.is_empty() {
+            // Healing: add everyone back before promoting anyone.
+            options.retain(|c| matches!(c, ConfChange::AddLearner(_)));
+        }
+        if options.is_empty() {
+            return;
+        }
+        let change = options[self.members_rng.range(0, options.len() as u64) as usize];
+        let Some(raft) = self.nodes[l].raft.as_mut() else {
+            return;
+        };
+        let (from, term) = (raft.id(), raft.term());
+        match raft.propose_conf_change(change) {
+            Ok(p) => {
+                self.outcome.conf_changes += 1;
+                self.trace(|| {
+                    format!("nemesis: leader {from} term {term} proposes {change:?} at {p:?}")
+                });
+                self.process(l);
+            }
+            Err(e) => self.trace(|| format!("nemesis: leader {from} refuses {change:?}: {e}")),
+        }
+    }
+
     /// A wiped node whose core says it caught up is an ordinary node again.
     fn note_rejoined(&mut self, i: usize) {
         let node = &mut self.nodes[i];
@@ -1513,7 +1656,10 @@ impl World {
             return false;
         };
         let last = leader.log().last_index();
-        leader.log().committed() == last
+        let everyone =
+            leader.membership().learners.is_empty() && leader.voters().len() == self.nodes.len();
+        everyone
+            && leader.log().committed() == last
             && rafts.iter().all(|r| {
                 r.log().last_index() == last
                     && r.log().applied() == last

@@ -19,12 +19,16 @@ const SEARCH: std::ops::Range<u64> = 1..1500;
 /// The defaults for `seed` with `bugs` switched on, without wipes: a
 /// wiped replica neither votes nor counts toward commits for a while,
 /// which hides the classic bugs below in fewer seeds; the wipe bugs have
-/// their own configurations.
+/// their own configurations. Membership changes only for the membership
+/// bugs: the others' searches and rates were set without them (the
+/// correct core passes every batch with them in `seeds.rs`, and each
+/// catch here is rerun without the bug in the same configuration).
 fn config(seed: u64, bugs: Bugs) -> SimConfig {
     let mut c = SimConfig::new(seed, nodes_for_seed(seed));
     c.bugs = bugs;
     c.faults = Faults {
         wipe: false,
+        members: bugs.change_before_term_commit || bugs.two_changes_at_once,
         ..Faults::all()
     };
     c
@@ -212,7 +216,10 @@ fn acknowledging_before_commit_loses_acknowledged_writes() {
 /// a crash), with the other faults.
 fn wiping(seed: u64, bugs: Bugs) -> SimConfig {
     let mut c = config(seed, bugs);
-    c.faults = Faults::parse("all,wipe").unwrap();
+    c.faults = Faults {
+        members: false,
+        ..Faults::all()
+    };
     c.wipe_weight = 8;
     c
 }
@@ -401,4 +408,31 @@ fn trusting_a_wiped_replica_before_a_leader_confirmed_it_is_caught() {
         buggy.seeds
     );
     assert!(!buggy.failures.is_empty(), "{buggy:?}");
+}
+
+#[test]
+fn a_change_before_the_leaders_term_commit_is_caught() {
+    // Rare (about 1 seed in 1,500 without wipes, 5 in 2,000 with them):
+    // it takes a change left uncommitted by a leader that lost office and
+    // a new leader that changes the configuration at once, from the same
+    // base, before its no-op commits.
+    let bugs = Bugs {
+        change_before_term_commit: true,
+        ..Bugs::default()
+    };
+    assert_caught(
+        "change before term commit",
+        bugs,
+        false,
+        "leader completeness",
+    );
+}
+
+#[test]
+fn two_changes_at_once_are_caught() {
+    let bugs = Bugs {
+        two_changes_at_once: true,
+        ..Bugs::default()
+    };
+    assert_caught("two changes at once", bugs, false, "leader completeness");
 }

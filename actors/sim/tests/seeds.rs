@@ -72,6 +72,10 @@ fn ci_batch_all_faults_300_seeds() {
         "too few reads checked: {s:?}"
     );
     assert!(s.transfers > 0 && s.transfers_completed > 0, "{s:?}");
+    assert!(
+        s.conf_changes > 0 && s.conf_changes_committed > 0,
+        "no membership change committed: {s:?}"
+    );
 }
 
 #[test]
@@ -98,8 +102,9 @@ fn ci_batch_no_faults_keeps_one_leader() {
         s.partitions,
         s.wipes,
         s.transfers,
+        s.conf_changes,
     ];
-    assert_eq!(fired, [0; 7], "{summary:?}");
+    assert_eq!(fired, [0; 8], "{summary:?}");
     assert!(s.min_committed >= MIN_COMMITTED_PER_SEED, "{summary:?}");
 }
 
@@ -113,6 +118,7 @@ fn ci_batch_each_fault_kind_alone() {
         "partition",
         "crash",
         "transfer",
+        "members",
     ] {
         let faults = Faults::parse(name).unwrap();
         let s = run_many(2001..2031, 2, &|seed| {
@@ -134,6 +140,7 @@ fn ci_batch_each_fault_kind_alone() {
             ("partition", s.partitions),
             ("crash", s.crashes),
             ("transfer", s.transfers),
+            ("members", s.conf_changes_committed),
         ];
         for (kind, count) in fired {
             // A long delay also lets later messages overtake: that is a

@@ -51,6 +51,7 @@ const OP_REMOVE: u8 = 5;
 
 const KIND_NOOP: u8 = 0;
 const KIND_NORMAL: u8 = 1;
+const KIND_CONF: u8 = 2;
 
 /// A little-endian u32 from the first 4 bytes of `b` (callers slice after
 /// checking the length: a shorter slice is a bug, and panics).
@@ -97,10 +98,11 @@ pub(crate) fn entry_crc(index: Index, term: u64, kind: u8, data: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&head), data)
 }
 
-fn kind_parts(kind: &EntryKind) -> (u8, &[u8]) {
+fn kind_parts(kind: &EntryKind) -> (u8, std::borrow::Cow<'_, [u8]>) {
     match kind {
-        EntryKind::Noop => (KIND_NOOP, &[]),
-        EntryKind::Normal(d) => (KIND_NORMAL, d),
+        EntryKind::Noop => (KIND_NOOP, std::borrow::Cow::Borrowed(&[])),
+        EntryKind::Normal(d) => (KIND_NORMAL, std::borrow::Cow::Borrowed(d)),
+        EntryKind::ConfChange(m) => (KIND_CONF, std::borrow::Cow::Owned(m.encode())),
     }
 }
 
@@ -137,6 +139,7 @@ pub(crate) fn encode_ops(ops: &[Op], out: &mut Vec<u8>) -> Vec<EncodedEntry> {
                 out.put_u32_le(entries.len() as u32);
                 for e in entries {
                     let (kind, data) = kind_parts(&e.kind);
+                    let data: &[u8] = &data;
                     let body_offset = out.len();
                     out.put_u64_le(e.term);
                     out.put_u8(kind);
@@ -312,6 +315,10 @@ fn decode_entry(r: &mut Reader<'_>, index: Index, body: &Bytes) -> Result<Entry,
     let kind = match kind {
         KIND_NOOP => EntryKind::Noop,
         KIND_NORMAL => EntryKind::Normal(body.slice(start..start + len)),
+        KIND_CONF => match synod_core::Membership::decode(data) {
+            Some(m) => EntryKind::ConfChange(m),
+            None => return Err(format!("entry {index}: undecodable configuration")),
+        },
         k => return Err(format!("entry {index}: unknown kind {k}")),
     };
     Ok(Entry { term, index, kind })
@@ -399,7 +406,7 @@ fn decode_op(r: &mut Reader<'_>) -> Result<DecodedOp, String> {
                 let len = r.u32("entry length")? as usize;
                 r.u32("entry crc")?;
                 r.take(len, "entry data")?;
-                if kind != KIND_NOOP && kind != KIND_NORMAL {
+                if kind != KIND_NOOP && kind != KIND_NORMAL && kind != KIND_CONF {
                     return Err(format!(
                         "entry {}: unknown kind {kind}",
                         first.saturating_add(k as Index)
