@@ -36,9 +36,10 @@ use crate::faults::{DiskFaults, FaultyStore};
 use crate::group::{GetStatus, Inbound, InjectPanic, Propose, TransferLeader};
 use crate::identity::{has_files, Identity, IdentityError};
 use crate::log_writer::{LogWriter, SharedMemLog};
-use crate::node::{CreateGroup, Lookup, NodeActor, Routes, Status, StopAll};
+use crate::node::{CreateGroup, Hosting, Lookup, NodeActor, Routes, Status, StopAll};
 use crate::proto::{
-    GroupStatus, NodeStats, RaftItem, Request, RequestError, Response, SnapshotHeader,
+    GroupStatus, MembershipInfo, NodeStats, RaftItem, Request, RequestError, Response,
+    SnapshotHeader,
 };
 use crate::shared::{Counters, GroupConfig, NetFailure, NodeShared};
 use crate::snapshot_exec::Receive;
@@ -182,6 +183,13 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+fn membership_answer(r: Result<MembershipInfo, RequestError>) -> Response {
+    match r {
+        Ok(info) => Response::Membership(info),
+        Err(e) => Response::Err(e),
+    }
+}
+
 /// Who asked for a proposal, which decides whether it is forwarded to the
 /// leader and how long this node holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,6 +305,7 @@ impl Engine {
             Placement::Local { store, .. } => !synod_storage::LogStore::groups(store).is_empty(),
         } || has_files(&snap_dir);
         let identity = Identity::open(&cfg.data_dir, cfg.node_id, has_state)?;
+        let catalog = crate::catalog::Catalog::open(&cfg.data_dir)?;
         if identity.rejoining {
             slog::warn!(cfg.logger, "booting on an empty data directory that was not initialized \
                                      as a new node (`synod init`): treated as a lost disk, this \
@@ -392,7 +401,8 @@ impl Engine {
             offload_io: !local,
             rejoining: identity.rejoining.into(),
         });
-        let node = NodeActor::new(Arc::clone(&shared), Arc::clone(&routes), identity).start();
+        let node =
+            NodeActor::new(Arc::clone(&shared), Arc::clone(&routes), identity, catalog).start();
         let inner = Arc::new(Inner {
             shared,
             routes,
@@ -441,9 +451,30 @@ impl Engine {
         group: GroupId,
         factory: StateMachineFactory,
     ) -> Result<(), EngineError> {
+        self.create_group_on(group, factory, None).await.map(|_| ())
+    }
+
+    /// Creates `group` with the configuration `members` (`None`: every
+    /// node of the cluster votes): call it on every node with the same
+    /// arguments. A member starts (or resumes) its replica; a node that is
+    /// not a member neither stores nor ticks the group, but keeps the
+    /// factory so that it can host a replica if it is added as a learner
+    /// later. Once the group exists on this node (see
+    /// [`crate::catalog`]), the configuration it started from is kept
+    /// whatever `members` says: later changes live in its log.
+    pub async fn create_group_on(
+        &self,
+        group: GroupId,
+        factory: StateMachineFactory,
+        members: Option<synod_core::Membership>,
+    ) -> Result<Hosting, EngineError> {
         self.inner
             .node
-            .send(CreateGroup { group, factory })
+            .send(CreateGroup {
+                group,
+                factory,
+                members,
+            })
             .await
             .map_err(|_| EngineError::Stopped)?
             .map_err(|reason| EngineError::Group { group, reason })
@@ -588,6 +619,27 @@ impl Engine {
             }
             Request::Status => return Response::Status(self.status().await),
             Request::Stats => return Response::Stats(self.stats()),
+            Request::Membership { group } => {
+                return membership_answer(self.membership_from(group, origin).await)
+            }
+            Request::AddLearner { group, node } => {
+                return membership_answer(self.add_learner_from(group, node, origin).await)
+            }
+            Request::Promote { group, node } => {
+                return membership_answer(self.promote_from(group, node, origin).await)
+            }
+            Request::RemoveMember { group, node } => {
+                return membership_answer(self.remove_member_from(group, node, origin).await)
+            }
+            Request::ChangeMembership { group, change } => {
+                return membership_answer(self.change_membership(group, change, origin).await)
+            }
+            Request::ForceVoters { group, voters } => {
+                return membership_answer(self.unsafe_force_voters(group, &voters).await)
+            }
+            req @ (Request::HostGroup { .. } | Request::DropGroup { .. }) => {
+                return self.serve_hosting(req).await
+            }
             Request::TransferLeader { group, to } => {
                 return match self.transfer(group, to, origin).await {
                     Ok(()) => Response::Ok {
@@ -1082,6 +1134,8 @@ fn start_net_thread(
         .map_err(EngineError::Net)?;
     Ok((transport, stop_tx))
 }
+
+mod membership;
 
 #[cfg(test)]
 mod tests {

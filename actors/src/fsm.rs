@@ -36,7 +36,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::Bytes;
 use slog::{crit, error, Logger};
-use synod_core::{Entry, EntryKind, Index, Term};
+use synod_core::{Entry, EntryKind, Index, Membership, Term};
 use synod_storage::GroupId;
 use tokio::sync::oneshot;
 
@@ -74,6 +74,8 @@ pub struct Restore {
     pub index: Index,
     /// Its term.
     pub term: Term,
+    /// The group's configuration as of the snapshot.
+    pub membership: Membership,
 }
 
 /// The snapshot executor finished saving (or failed to save) a snapshot.
@@ -153,6 +155,8 @@ pub struct FsmCaller {
     sm: Box<dyn StateMachine>,
     applied: Index,
     applied_term: Term,
+    /// The configuration as of `applied` (saved with each snapshot).
+    membership: Membership,
     waiters: BTreeMap<Index, (Term, Reply)>,
     /// Reads waiting for the state machine to reach their read index.
     reads: BTreeMap<Index, Vec<(Bytes, Reply)>>,
@@ -204,7 +208,7 @@ impl FsmCaller {
     pub(crate) fn new(
         group: GroupId,
         sm: Box<dyn StateMachine>,
-        (applied, applied_term): (Index, Term),
+        (applied, applied_term, membership): (Index, Term, Membership),
         raft: Addr<RaftGroup>,
         snapshotter: Addr<SnapshotExecutor>,
         shared: Arc<NodeShared>,
@@ -216,6 +220,7 @@ impl FsmCaller {
             sm,
             applied,
             applied_term,
+            membership,
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
             raft,
@@ -277,8 +282,16 @@ impl FsmCaller {
             }
             None => None,
         };
-        let EntryKind::Normal(data) = &e.kind else {
-            return Ok(()); // a leader's no-op
+        let data = match &e.kind {
+            EntryKind::Normal(data) => data,
+            EntryKind::ConfChange(m) => {
+                self.membership = m.clone();
+                if let Some(reply) = waiter {
+                    let _ = reply.send(Ok(Bytes::new()));
+                }
+                return Ok(());
+            }
+            EntryKind::Noop => return Ok(()), // a leader's no-op
         };
         let result = match data.split_first() {
             Some((&ENTRY_COMMAND, cmd)) => match self.apply_guarded(cmd, &ctx) {
@@ -392,6 +405,7 @@ impl FsmCaller {
                 self.snapshotter.do_send(Save {
                     index: self.applied,
                     term: self.applied_term,
+                    membership: self.membership.clone(),
                     data,
                 });
             }
@@ -483,6 +497,7 @@ impl Handler<Restore> for FsmCaller {
         }
         self.applied = m.index;
         self.applied_term = m.term;
+        self.membership = m.membership;
         self.last_snapshot = m.index;
         let group = self.group;
         self.fail_waiters_up_to(m.index, || RequestError::Stopped(group));

@@ -27,14 +27,14 @@ use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use slog::{crit, info, warn, Logger};
 use synod_core::{
-    HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Ready, Role,
-    SoftState, Term, TransferError,
+    ConfChange, ConfChangeError, HardState, Index, Message, MessageBody, NodeId, ProposeError,
+    Raft, ReadError, Ready, Role, SoftState, Term, TransferError,
 };
 use synod_storage::{GroupId, StorageError, WriteBatch};
 
 use crate::fsm::{Apply, FsmCaller, ReadAt, Register, Reply, Restore};
 use crate::node::CaughtUp;
-use crate::proto::{GroupStatus, RaftItem, RequestError};
+use crate::proto::{GroupStatus, MemberProgress, MembershipInfo, RaftItem, RequestError};
 use crate::replicator::{Outbound, Replicator, StopReplicator};
 use crate::shared::{DeathGuard, NodeShared};
 use crate::state_machine::ENTRY_COMMAND;
@@ -135,6 +135,28 @@ pub struct TransferLeader {
     pub to: NodeId,
 }
 
+/// Propose a configuration change (the core's single-server rule); the
+/// answer goes to `reply` once the change's entry is applied here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChangeMembership {
+    /// The change.
+    pub change: ConfChange,
+    /// Where the outcome goes (an empty result once applied).
+    pub reply: Reply,
+}
+
+/// The group's configuration as this replica sees it.
+#[derive(Message)]
+#[rtype(result = "MembershipInfo")]
+pub struct GetMembership;
+
+/// Unsafe recovery: force `voters` on this replica (`Raft::force_voters`).
+/// Answers the index it was forced at and the configuration.
+#[derive(Message)]
+#[rtype(result = "Result<(Index, synod_core::Membership), RequestError>")]
+pub struct ForceVoters(pub std::collections::BTreeSet<NodeId>);
+
 /// Test hook: make this actor panic. The handler first sends on
 /// `delivered`, so the injector knows the panic is about to happen in this
 /// very actor (a dropped sender means it never ran: the actor was gone).
@@ -164,6 +186,8 @@ pub struct RaftGroup {
     shared: Arc<NodeShared>,
     fsm: Option<Addr<FsmCaller>>,
     replicators: BTreeMap<NodeId, Addr<Replicator>>,
+    /// Whether the core led at the last Ready.
+    leading: bool,
     inflight: VecDeque<InflightWrite>,
     next_seq: u64,
     ready_scheduled: bool,
@@ -216,6 +240,7 @@ impl RaftGroup {
             shared,
             fsm: None,
             replicators: BTreeMap::new(),
+            leading: false,
             inflight: VecDeque::new(),
             next_seq: 0,
             ready_scheduled: false,
@@ -323,8 +348,9 @@ impl RaftGroup {
 
     fn carry_out(&mut self, mut rd: Ready, ctx: &mut Context<Self>) {
         if let Some(ss) = rd.soft_state {
-            self.on_soft_state(ss, ctx);
+            self.on_soft_state(ss);
         }
+        self.sync_replicators(ctx);
         // A hard state that differs from the durable one only in its commit
         // index needs no write of its own: losing a commit index is safe
         // (it is learned again from the leader), so it rides along with the
@@ -343,6 +369,7 @@ impl RaftGroup {
             fsm.do_send(Restore {
                 index: snap.index,
                 term: snap.term,
+                membership: self.raft.snapshot_membership().clone(),
             });
         }
         if must_persist {
@@ -400,7 +427,7 @@ impl RaftGroup {
         }
     }
 
-    fn on_soft_state(&mut self, ss: SoftState, ctx: &mut Context<Self>) {
+    fn on_soft_state(&mut self, ss: SoftState) {
         if ss.role != Role::Leader {
             // A read a follower sent to the previous leader may never be
             // answered: fail it now (a read changes nothing; retry).
@@ -409,24 +436,52 @@ impl RaftGroup {
             }
         }
         let leading = ss.role == Role::Leader;
-        if leading && self.replicators.is_empty() {
+        if leading && !self.leading {
             self.shared
                 .counters
                 .leader_changes
                 .fetch_add(1, Ordering::Relaxed);
             info!(self.log, "became leader"; "term" => self.raft.term());
-            for &peer in &self.shared.voters {
-                if peer != self.shared.node_id {
-                    let r =
-                        Replicator::new(self.group, peer, Arc::clone(&self.shared), ctx.address());
-                    self.replicators.insert(peer, r.start());
-                }
-            }
-        } else if !leading && !self.replicators.is_empty() {
+        } else if !leading && self.leading {
             info!(self.log, "stepped down"; "term" => self.raft.term(), "leader" => ?ss.leader_id);
             for (_, r) in std::mem::take(&mut self.replicators) {
                 r.do_send(StopReplicator);
             }
+        }
+        self.leading = leading;
+    }
+
+    /// Leader: one Replicator per other member of the configuration in
+    /// the log (members come and go with configuration entries).
+    fn sync_replicators(&mut self, ctx: &mut Context<Self>) {
+        if !self.leading {
+            return;
+        }
+        let me = self.shared.node_id;
+        let members = self.raft.membership();
+        if self.replicators.len() == members.members().filter(|&n| n != me).count()
+            && self.replicators.keys().all(|&n| members.contains(n))
+        {
+            return;
+        }
+        let gone: Vec<NodeId> = self
+            .replicators
+            .keys()
+            .copied()
+            .filter(|&n| !members.contains(n))
+            .collect();
+        let new: Vec<NodeId> = members
+            .members()
+            .filter(|&n| n != me && !self.replicators.contains_key(&n))
+            .collect();
+        for n in gone {
+            if let Some(r) = self.replicators.remove(&n) {
+                r.do_send(StopReplicator);
+            }
+        }
+        for peer in new {
+            let r = Replicator::new(self.group, peer, Arc::clone(&self.shared), ctx.address());
+            self.replicators.insert(peer, r.start());
         }
     }
 
@@ -731,6 +786,21 @@ impl Handler<GetStatus> for RaftGroup {
             followers_lost_state: self.raft.stats().followers_lost_state,
             poison: None,
             transfer_to: self.raft.lead_transferee(),
+            voters: self.raft.membership().voters.iter().copied().collect(),
+            learners: self.raft.membership().learners.iter().copied().collect(),
+            progress: if self.raft.role() == Role::Leader {
+                self.raft
+                    .membership()
+                    .members()
+                    .filter(|&n| n != self.shared.node_id)
+                    .map(|node| MemberProgress {
+                        node,
+                        matched: self.raft.progress(node).map_or(0, |p| p.match_index),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -778,5 +848,103 @@ impl Handler<InjectPanic> for RaftGroup {
     fn handle(&mut self, m: InjectPanic, _: &mut Context<Self>) {
         let _ = m.delivered.send(());
         panic!("group {}: fault injected into the RaftGroup", self.group);
+    }
+}
+
+impl Handler<ChangeMembership> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, m: ChangeMembership, ctx: &mut Context<Self>) {
+        if self.halted(ctx) {
+            let _ = m.reply.send(Err(self.node_failed()));
+            return;
+        }
+        let group = self.group;
+        let busy = |reason: String| RequestError::ChangeInProgress { group, reason };
+        let bad = |reason: String| RequestError::BadChange { group, reason };
+        match self.raft.propose_conf_change(m.change) {
+            Ok(p) => {
+                info!(self.log, "membership change proposed"; "change" => ?m.change,
+                      "index" => p.first_index);
+                if let Some(fsm) = &self.fsm {
+                    fsm.do_send(Register {
+                        index: p.first_index,
+                        term: p.term,
+                        reply: m.reply,
+                    });
+                }
+                self.schedule(ctx);
+            }
+            Err(e) => {
+                let err = match e {
+                    ConfChangeError::NotLeader { .. } => self.not_leader(),
+                    ConfChangeError::TransferPending { to } => {
+                        busy(format!("a leader transfer to node {to} is pending"))
+                    }
+                    ConfChangeError::TermNotCommitted => {
+                        busy("a new leader has not committed an entry of its term yet".into())
+                    }
+                    ConfChangeError::ChangePending { index } => {
+                        busy(format!("the change at index {index} is not committed yet"))
+                    }
+                    ConfChangeError::LearnerBehind { id, matched, last } => {
+                        RequestError::LearnerBehind {
+                            group,
+                            node: id,
+                            matched,
+                            last,
+                        }
+                    }
+                    ConfChangeError::LastVoter { id } => {
+                        RequestError::NoQuorumLeft { group, node: id }
+                    }
+                    other => bad(other.to_string()),
+                };
+                let _ = m.reply.send(Err(err));
+            }
+        }
+    }
+}
+
+impl Handler<GetMembership> for RaftGroup {
+    type Result = MessageResult<GetMembership>;
+
+    fn handle(&mut self, _: GetMembership, _: &mut Context<Self>) -> Self::Result {
+        let m = self.raft.membership();
+        let index = self.raft.conf_index().unwrap_or(0);
+        MessageResult(MembershipInfo {
+            group: self.group,
+            voters: m.voters.iter().copied().collect(),
+            learners: m.learners.iter().copied().collect(),
+            leader: self.raft.leader_id(),
+            index,
+            committed: index <= self.raft.log().committed(),
+        })
+    }
+}
+
+impl Handler<ForceVoters> for RaftGroup {
+    type Result = Result<(Index, synod_core::Membership), RequestError>;
+
+    fn handle(
+        &mut self,
+        ForceVoters(voters): ForceVoters,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        if self.halted(ctx) {
+            return Err(self.node_failed());
+        }
+        let group = self.group;
+        let m = self
+            .raft
+            .force_voters(voters)
+            .map_err(|e| RequestError::BadChange {
+                group,
+                reason: e.to_string(),
+            })?;
+        let at = self.raft.log().last_index();
+        warn!(self.log, "UNSAFE: voters forced by an operator"; "voters" => ?m.voters, "at" => at);
+        self.schedule(ctx);
+        Ok((at, m))
     }
 }

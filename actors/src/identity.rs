@@ -227,7 +227,7 @@ fn parse(text: &str) -> Result<(NodeId, u64), String> {
 
 /// Writes `path` through a temporary file, fsyncs it, renames it into
 /// place and fsyncs the directory.
-fn write_durably(dir: &Path, path: &Path, data: &[u8]) -> Result<(), IdentityError> {
+pub(crate) fn write_durably(dir: &Path, path: &Path, data: &[u8]) -> Result<(), IdentityError> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(data).map_err(io(&tmp))?;

@@ -21,6 +21,7 @@
 //! crate. See `docs/ARCHITECTURE.md` for the flow of one write.
 #![deny(missing_docs)]
 
+pub mod catalog;
 pub mod engine;
 pub mod faults;
 pub mod fsm;
@@ -37,6 +38,9 @@ pub mod state_machine;
 pub use engine::{Engine, EngineConfig, EngineError, FaultTarget, Listen, Placement};
 pub use faults::{DiskFault, DiskFaults, FaultyStore};
 pub use log_writer::{LogWriter, SharedMemLog};
-pub use proto::{GroupStatus, NodeStats, Poison, Request, RequestError, Response};
+pub use proto::{
+    GroupStatus, MemberProgress, MembershipInfo, NodeStats, Poison, Request, RequestError, Response,
+};
 pub use shared::GroupConfig;
 pub use state_machine::{ApplyContext, StateMachine, StateMachineFactory};
+pub use synod_core::{ConfChange, Membership};

@@ -31,13 +31,15 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use slog::{crit, info, warn, Logger};
-use synod_core::{Config, Raft, SnapshotInfo};
+use synod_core::{Config, Membership, Raft, SnapshotInfo};
 use synod_storage::{GroupId, GroupState, WriteBatch};
+
+use crate::catalog::{Catalog, Record};
 
 use crate::fsm::FsmCaller;
 use crate::group::{GetStatus, RaftGroup};
 use crate::identity::Identity;
-use crate::proto::{GroupStatus, Poison};
+use crate::proto::{GroupStatus, Poison, RequestError};
 use crate::shared::{ActorDied, DeathGuard, GroupPoisoned, NodeShared};
 use crate::snapshot_exec::{SetFsm, SnapshotExecutor};
 use crate::state_machine::StateMachineFactory;
@@ -136,15 +138,62 @@ impl Handler<StopActor> for SnapshotExecutor {
     }
 }
 
-/// Starts a group (on this node) with a fresh state machine from `factory`.
+/// Starts a group (on this node) with a fresh state machine from `factory`,
+/// if this node is one of its members.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<Hosting, String>")]
 pub struct CreateGroup {
     /// The group.
     pub group: GroupId,
     /// Makes its state machine.
     pub factory: StateMachineFactory,
+    /// The configuration a new group starts from; `None`: every node of
+    /// the cluster votes. Ignored when the catalog already knows the group
+    /// (the configuration it started from is kept; later changes are in
+    /// its log and snapshots).
+    pub members: Option<Membership>,
 }
+
+/// What [`CreateGroup`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hosting {
+    /// The group runs here (new, or resumed from its state on disk).
+    Started,
+    /// This node is not one of the new group's members: it neither stores
+    /// nor ticks it, but can host it later if it is added as a learner.
+    NotAMember,
+    /// The group removed this node (see [`crate::catalog`]); it is hosted
+    /// again only if it is added again.
+    Removed,
+}
+
+/// Host a replica of a running group that this node is about to join as a
+/// learner: an empty replica that learns the configuration and the state
+/// from the leader. Needs the group's state machine factory (the
+/// application created the group here, as a non-member, with
+/// [`CreateGroup`]). Idempotent.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct HostGroup(pub GroupId);
+
+/// Unsafe recovery: force a voter set on this node's replica of a group
+/// (see `Raft::force_voters`), recorded in the catalog so that it holds
+/// across restarts until the group's log carries a configuration again.
+#[derive(Message)]
+#[rtype(result = "Result<Membership, RequestError>")]
+pub struct ForceVoters {
+    /// The group.
+    pub group: GroupId,
+    /// The voters to force.
+    pub voters: std::collections::BTreeSet<synod_core::NodeId>,
+}
+
+/// Stop and delete this node's replica of a group that removed it: its
+/// actors stop, the catalog marks it removed (so no boot brings it back),
+/// its log and snapshots are deleted. Idempotent.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct DropGroup(pub GroupId);
 
 /// A group that started rejoining caught up from a leader.
 #[derive(Message)]
@@ -174,6 +223,8 @@ enum SlotState {
 
 struct Slot {
     factory: StateMachineFactory,
+    /// The configuration the group started from (see [`crate::catalog`]).
+    bootstrap: Membership,
     generation: u64,
     route: Option<GroupRoute>,
     recent_restarts: VecDeque<Instant>,
@@ -188,6 +239,11 @@ pub struct NodeActor {
     shared: Arc<NodeShared>,
     routes: Arc<Routes>,
     groups: BTreeMap<GroupId, Slot>,
+    /// Which groups this node hosts, durably.
+    catalog: Catalog,
+    /// Factories of groups the application created here that this node
+    /// does not host (not a member, or removed): used if it joins them.
+    dormant: BTreeMap<GroupId, StateMachineFactory>,
     /// The data directory's identity; its rejoining marker goes once every
     /// group caught up.
     identity: Identity,
@@ -198,12 +254,19 @@ pub struct NodeActor {
 
 impl NodeActor {
     /// A node actor over `shared`, publishing routes into `routes`.
-    pub fn new(shared: Arc<NodeShared>, routes: Arc<Routes>, identity: Identity) -> Self {
+    pub fn new(
+        shared: Arc<NodeShared>,
+        routes: Arc<Routes>,
+        identity: Identity,
+        catalog: Catalog,
+    ) -> Self {
         let log = shared.log.new(slog::o!("actor" => "node"));
         NodeActor {
             shared,
             routes,
             groups: BTreeMap::new(),
+            catalog,
+            dormant: BTreeMap::new(),
             identity,
             rejoining: BTreeSet::new(),
             log,
@@ -218,6 +281,7 @@ impl NodeActor {
             Arc::clone(&self.shared),
             group,
             Arc::clone(&slot.factory),
+            (slot.bootstrap.clone(), self.catalog.forced(group).cloned()),
             slot.generation,
             slot.total_restarts,
             ctx.address(),
@@ -251,6 +315,7 @@ async fn start_group(
     shared: Arc<NodeShared>,
     group: GroupId,
     factory: StateMachineFactory,
+    (bootstrap, forced): (Membership, Option<(u64, Membership)>),
     generation: u64,
     restarts: u32,
     node: Addr<NodeActor>,
@@ -264,8 +329,13 @@ async fn start_group(
         .map_err(|e| e.to_string())?;
     let mut sm = factory();
     let latest = shared.snapshots.latest(group).map_err(|e| e.to_string())?;
+    let mut membership = None;
     let snapshot = match &latest {
         Some(meta) => {
+            membership = Some(Membership {
+                voters: meta.voters.iter().copied().collect(),
+                learners: meta.learners.iter().copied().collect(),
+            });
             let data = shared
                 .snapshots
                 .open_snapshot(group, meta.index)
@@ -280,7 +350,7 @@ async fn start_group(
         None => SnapshotInfo::default(),
     };
     let cfg = &shared.cfg;
-    let mut config = Config::new(shared.node_id, shared.voters.iter().copied());
+    let mut config = Config::new(shared.node_id, bootstrap.voters.iter().copied());
     config.group = group;
     config.election_ticks = cfg.election_ticks;
     config.heartbeat_ticks = cfg.heartbeat_ticks;
@@ -296,14 +366,24 @@ async fn start_group(
         .wrapping_add(generation);
     let stored_first = stored.first_index;
     let stored_last = stored.entries.last().map_or(stored_first - 1, |e| e.index);
-    let raft = Raft::restore_from_snapshot(
+    // The configuration as of the snapshot (the bootstrap one without a
+    // snapshot); later changes are in the log.
+    let membership = membership.unwrap_or(bootstrap);
+    let fsm_membership = membership.clone();
+    let mut raft = Raft::restore_with_membership(
         config,
         stored.hard_state,
         snapshot,
+        Some(membership),
         stored.entries,
         snapshot.index,
     )
     .map_err(|e| format!("group {group}: {e}"))?;
+    if let Some((at, m)) = forced {
+        // Unsafe recovery forced this before a restart: it holds until a
+        // configuration entry follows `at` in the log.
+        raft.restore_forced_voters(at, m);
+    }
     let stored_state = GroupState {
         first_index: stored_first,
         last_index: stored_last,
@@ -340,7 +420,7 @@ async fn start_group(
     let fsm_addr = FsmCaller::new(
         group,
         sm,
-        (snapshot.index, snapshot.term),
+        (snapshot.index, snapshot.term, fsm_membership),
         raft_addr.clone(),
         snap_addr.clone(),
         Arc::clone(&shared),
@@ -371,22 +451,30 @@ impl Actor for NodeActor {
     type Context = Context<Self>;
 }
 
-impl Handler<CreateGroup> for NodeActor {
-    type Result = ResponseActFuture<Self, Result<(), String>>;
-
-    fn handle(&mut self, m: CreateGroup, ctx: &mut Context<Self>) -> Self::Result {
-        if self.groups.contains_key(&m.group) {
-            let e = format!("group {} already exists on this node", m.group);
+impl NodeActor {
+    /// Starts hosting `group` from `bootstrap` (recorded in the catalog
+    /// first, so a crash right after leaves the node hosting it).
+    fn host(
+        &mut self,
+        group: GroupId,
+        factory: StateMachineFactory,
+        bootstrap: Membership,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Hosting, String>> {
+        if let Err(e) = self.catalog.set(group, Record::Hosted(bootstrap.clone())) {
+            let e = format!("group {group}: cannot record it in the catalog: {e}");
             return Box::pin(async move { Err(e) }.into_actor(self));
         }
-        self.routes.set(m.group, None);
+        self.dormant.remove(&group);
+        self.routes.set(group, None);
         if self.identity.rejoining {
-            self.rejoining.insert(m.group);
+            self.rejoining.insert(group);
         }
         self.groups.insert(
-            m.group,
+            group,
             Slot {
-                factory: Arc::clone(&m.factory),
+                factory: Arc::clone(&factory),
+                bootstrap: bootstrap.clone(),
                 generation: 0,
                 route: None,
                 recent_restarts: VecDeque::new(),
@@ -395,24 +483,27 @@ impl Handler<CreateGroup> for NodeActor {
                 poison: None,
             },
         );
+        let forced = self.catalog.forced(group).cloned();
         let fut = start_group(
             Arc::clone(&self.shared),
-            m.group,
-            m.factory,
+            group,
+            factory,
+            (bootstrap, forced),
             0,
             0,
             ctx.address(),
         );
-        let group = m.group;
         Box::pin(fut.into_actor(self).map(move |result, act, _| {
-            let slot = act.groups.get_mut(&group).expect("inserted above");
+            let Some(slot) = act.groups.get_mut(&group) else {
+                return Err(format!("group {group} was dropped while it started"));
+            };
             match result {
                 Ok(route) => {
                     act.routes.set(group, Some(route.clone()));
                     slot.route = Some(route);
                     slot.state = SlotState::Running;
                     info!(act.log, "group started"; "group" => group);
-                    Ok(())
+                    Ok(Hosting::Started)
                 }
                 Err(e) => {
                     act.groups.remove(&group);
@@ -421,6 +512,132 @@ impl Handler<CreateGroup> for NodeActor {
                 }
             }
         }))
+    }
+
+    /// Deletes what a removed group left in the log and the snapshot store.
+    async fn delete_data(shared: Arc<NodeShared>, group: GroupId) -> Result<(), String> {
+        let mut batch = WriteBatch::new();
+        batch.remove_group(group);
+        shared
+            .log_writer
+            .write_async(batch)
+            .await
+            .map_err(|e| format!("group {group}: cannot delete its log: {e}"))?;
+        shared
+            .snapshots
+            .remove_group(group)
+            .map_err(|e| format!("group {group}: cannot delete its snapshots: {e}"))
+    }
+}
+
+impl Handler<CreateGroup> for NodeActor {
+    type Result = ResponseActFuture<Self, Result<Hosting, String>>;
+
+    fn handle(&mut self, m: CreateGroup, ctx: &mut Context<Self>) -> Self::Result {
+        let group = m.group;
+        if self.groups.contains_key(&group) {
+            let e = format!("group {group} already exists on this node");
+            return Box::pin(async move { Err(e) }.into_actor(self));
+        }
+        let me = self.shared.node_id;
+        let bootstrap = match self.catalog.get(group) {
+            Some(Record::Hosted(b)) => b.clone(),
+            Some(Record::Removed) => {
+                self.dormant.insert(group, m.factory);
+                // A crash may have come between the mark and the deletion.
+                let shared = Arc::clone(&self.shared);
+                return Box::pin(
+                    async move {
+                        NodeActor::delete_data(shared, group).await?;
+                        Ok(Hosting::Removed)
+                    }
+                    .into_actor(self),
+                );
+            }
+            None => {
+                let members = m
+                    .members
+                    .unwrap_or_else(|| Membership::with_voters(self.shared.voters.iter().copied()));
+                if members.voters.is_empty() {
+                    let e = format!("group {group}: a new group needs at least one voter");
+                    return Box::pin(async move { Err(e) }.into_actor(self));
+                }
+                if let Some(id) = members.members().find(|&id| id == 0) {
+                    let e = format!("group {group}: node id {id} is reserved");
+                    return Box::pin(async move { Err(e) }.into_actor(self));
+                }
+                // A node that joined a running cluster starts no group
+                // from a bootstrap configuration: it would claim a vote it
+                // never had (see `crate::catalog`).
+                if !members.contains(me) || self.catalog.joining() {
+                    self.dormant.insert(group, m.factory);
+                    return Box::pin(async move { Ok(Hosting::NotAMember) }.into_actor(self));
+                }
+                members
+            }
+        };
+        self.host(group, m.factory, bootstrap, ctx)
+    }
+}
+
+impl Handler<HostGroup> for NodeActor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, HostGroup(group): HostGroup, ctx: &mut Context<Self>) -> Self::Result {
+        if self.groups.contains_key(&group) {
+            return Box::pin(async { Ok(()) }.into_actor(self));
+        }
+        let Some(factory) = self.dormant.get(&group).cloned() else {
+            let e = format!(
+                "node {} does not know group {group}: create it there first (the application \
+                 spawns it on every node, members or not; the KV service does for its groups)",
+                self.shared.node_id
+            );
+            return Box::pin(async move { Err(e) }.into_actor(self));
+        };
+        // A removed replica's data is gone (deleted when it was dropped,
+        // or when the application recreated it at boot): it starts empty.
+        Box::pin(
+            self.host(group, factory, Membership::default(), ctx)
+                .map(|r, _, _| r.map(|_| ())),
+        )
+    }
+}
+
+impl Handler<DropGroup> for NodeActor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, DropGroup(group): DropGroup, _: &mut Context<Self>) -> Self::Result {
+        let slot = self.groups.remove(&group);
+        if slot.is_none() && !matches!(self.catalog.get(group), Some(Record::Hosted(_))) {
+            // Not hosted: removed already, or never a member here.
+            return Box::pin(async { Ok(()) }.into_actor(self));
+        }
+        self.routes.remove(group);
+        self.rejoining.remove(&group);
+        if let Some(slot) = &slot {
+            self.dormant.insert(group, Arc::clone(&slot.factory));
+        }
+        if let Err(e) = self.catalog.set(group, Record::Removed) {
+            let e = format!("group {group}: cannot mark it removed in the catalog: {e}");
+            return Box::pin(async move { Err(e) }.into_actor(self));
+        }
+        info!(self.log, "group removed from this node; deleting its log and snapshots"; "group" => group);
+        let shared = Arc::clone(&self.shared);
+        let route = slot.and_then(|s| s.route);
+        Box::pin(
+            async move {
+                // Stop the actors, and wait for the RaftGroup: it writes
+                // nothing more before the log is deleted.
+                if let Some(r) = route {
+                    r.fsm.do_send(StopActor);
+                    r.snapshot.do_send(StopActor);
+                    let _ = r.raft.send(StopActor).await;
+                }
+                NodeActor::delete_data(shared, group).await
+            }
+            .into_actor(self),
+        )
     }
 }
 
@@ -576,6 +793,9 @@ impl Handler<Status> for NodeActor {
                     followers_lost_state: 0,
                     poison,
                     transfer_to: None,
+                    voters: Vec::new(),
+                    learners: Vec::new(),
+                    progress: Vec::new(),
                 }));
             }
             out
@@ -606,5 +826,54 @@ impl NodeActor {
                 r.snapshot.do_send(StopActor);
             }
         }
+    }
+}
+
+impl Handler<ForceVoters> for NodeActor {
+    type Result = ResponseActFuture<Self, Result<Membership, RequestError>>;
+
+    fn handle(&mut self, m: ForceVoters, _: &mut Context<Self>) -> Self::Result {
+        let group = m.group;
+        let route = match self.routes.lookup(group) {
+            Lookup::Running(r) => r,
+            Lookup::Restarting => {
+                return Box::pin(
+                    async move { Err(RequestError::Restarting(group)) }.into_actor(self),
+                )
+            }
+            Lookup::Poisoned(p) => {
+                return Box::pin(async move { Err(p.error(group)) }.into_actor(self))
+            }
+            Lookup::Unknown => {
+                return Box::pin(
+                    async move { Err(RequestError::NoSuchGroup(group)) }.into_actor(self),
+                )
+            }
+        };
+        let node = self.shared.node_id;
+        Box::pin(
+            async move {
+                route
+                    .raft
+                    .send(crate::group::ForceVoters(m.voters))
+                    .await
+                    .map_err(|_| RequestError::Restarting(group))?
+            }
+            .into_actor(self)
+            .map(move |r, act, _| {
+                let (at, m) = r?;
+                act.catalog.set_forced(group, at, m.clone()).map_err(|e| {
+                    RequestError::CannotHost {
+                        group,
+                        node,
+                        reason: format!(
+                            "the voters were forced in memory but could not be recorded ({e}); \
+                             run the command again before this node restarts"
+                        ),
+                    }
+                })?;
+                Ok(m)
+            }),
+        )
     }
 }

@@ -71,6 +71,58 @@ pub enum Request {
         /// The node that should lead.
         to: NodeId,
     },
+    /// The group's configuration (from its leader when known).
+    Membership {
+        /// The group.
+        group: GroupId,
+    },
+    /// Add `node` as a learner of `group` (it first hosts an empty
+    /// replica); answered with the new configuration.
+    AddLearner {
+        /// The group.
+        group: GroupId,
+        /// The node to add.
+        node: NodeId,
+    },
+    /// Make learner `node` a voter of `group` once it caught up.
+    Promote {
+        /// The group.
+        group: GroupId,
+        /// The learner.
+        node: NodeId,
+    },
+    /// Remove `node` from `group`, then delete its replica there.
+    RemoveMember {
+        /// The group.
+        group: GroupId,
+        /// The member to remove.
+        node: NodeId,
+    },
+    /// Node to node: propose one configuration change at the leader.
+    ChangeMembership {
+        /// The group.
+        group: GroupId,
+        /// The change.
+        change: synod_core::ConfChange,
+    },
+    /// Node to node: host an empty replica of `group` (about to be added).
+    HostGroup {
+        /// The group.
+        group: GroupId,
+    },
+    /// Node to node: delete this node's replica of `group` (removed).
+    DropGroup {
+        /// The group.
+        group: GroupId,
+    },
+    /// **Unsafe recovery**: force `voters` on the replica of `group` of
+    /// the node asked (never forwarded). See `Engine::unsafe_force_voters`.
+    ForceVoters {
+        /// The group.
+        group: GroupId,
+        /// The surviving voters.
+        voters: Vec<NodeId>,
+    },
 }
 
 impl Request {
@@ -81,7 +133,15 @@ impl Request {
             | Request::Read { group, .. }
             | Request::LocalRead { group, .. }
             | Request::ReadLease { group, .. }
-            | Request::TransferLeader { group, .. } => Some(*group),
+            | Request::TransferLeader { group, .. }
+            | Request::Membership { group }
+            | Request::AddLearner { group, .. }
+            | Request::Promote { group, .. }
+            | Request::RemoveMember { group, .. }
+            | Request::ChangeMembership { group, .. }
+            | Request::HostGroup { group }
+            | Request::DropGroup { group }
+            | Request::ForceVoters { group, .. } => Some(*group),
             Request::Status | Request::Stats => None,
         }
     }
@@ -105,6 +165,9 @@ pub enum Response {
     Status(Vec<GroupStatus>),
     /// Answer to [`Request::Stats`].
     Stats(NodeStats),
+    /// A group's configuration: the answer to [`Request::Membership`] and
+    /// to the membership changes.
+    Membership(MembershipInfo),
 }
 
 /// Why a request failed, and what is known of its outcome.
@@ -125,6 +188,9 @@ pub enum Response {
 /// | `NotAVoter`      | (a leader transfer) refused    | no            |
 /// | `TransferInProgress` | (a leader transfer) refused | yes          |
 /// | `TransferFailed` | (a leader transfer) not done   | yes           |
+/// | `ChangeInProgress` | (a membership change) refused for now | yes |
+/// | `LearnerBehind`  | (a promotion) refused for now  | yes           |
+/// | `BadChange`, `NoQuorumLeft`, `UnknownNode`, `CannotHost` | (a membership change) refused | no |
 ///
 /// [`RequestError::is_safe_to_retry`] is the one place that rule lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -275,6 +341,70 @@ pub enum RequestError {
         /// The leader last seen.
         leader: Option<NodeId>,
     },
+    /// Another membership change (or the new leader's first commit, or a
+    /// leader transfer) is still under way and changes go one at a time.
+    /// Nothing changed; the membership calls retry this themselves until
+    /// their deadline, so seeing it means the group stayed busy that long.
+    #[error(
+        "group {group} cannot change its membership now ({reason}); nothing changed, retry shortly"
+    )]
+    ChangeInProgress {
+        /// The group.
+        group: GroupId,
+        /// What is under way.
+        reason: String,
+    },
+    /// A learner cannot be promoted before its log is close to the
+    /// leader's. Nothing changed; retry once it caught up (`promote`
+    /// waits for that until its deadline).
+    #[error("node {node} is a learner of group {group} that holds up to index {matched}, the leader up to {last}; nothing changed, retry once it caught up")]
+    LearnerBehind {
+        /// The group.
+        group: GroupId,
+        /// The learner.
+        node: NodeId,
+        /// What it is known to hold.
+        matched: u64,
+        /// The leader's last index.
+        last: u64,
+    },
+    /// The change does not fit the group's configuration (adding a
+    /// member twice, promoting a voter, removing a non-member, node id 0).
+    /// Nothing changed.
+    #[error("group {group}: {reason}; nothing changed")]
+    BadChange {
+        /// The group.
+        group: GroupId,
+        /// What does not fit, and what to do.
+        reason: String,
+    },
+    /// Removing this voter would leave the group without a voter. Nothing
+    /// changed: add and promote another node first.
+    #[error("node {node} is the last voter of group {group}; nothing changed: add and promote another node first")]
+    NoQuorumLeft {
+        /// The group.
+        group: GroupId,
+        /// The last voter.
+        node: NodeId,
+    },
+    /// The node is not one of the cluster's configured nodes, so no one
+    /// could reach it. Nothing changed: add it to every node's `peers`.
+    #[error("node {node} is not a configured node of this cluster; nothing changed: list it in every node's peers first")]
+    UnknownNode {
+        /// The node.
+        node: NodeId,
+    },
+    /// The node could not host a replica of the group (it does not know
+    /// the group's state machine, or its disk failed). Nothing changed.
+    #[error("node {node} cannot host group {group}: {reason}")]
+    CannotHost {
+        /// The group.
+        group: GroupId,
+        /// The node.
+        node: NodeId,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl RequestError {
@@ -295,6 +425,8 @@ impl RequestError {
                 | RequestError::NodeFailed { .. }
                 | RequestError::TransferInProgress { .. }
                 | RequestError::TransferFailed { .. }
+                | RequestError::ChangeInProgress { .. }
+                | RequestError::LearnerBehind { .. }
         )
     }
 }
@@ -333,6 +465,44 @@ pub struct GroupStatus {
     /// (proposals are refused meanwhile, with that node as the hint).
     #[serde(default)]
     pub transfer_to: Option<NodeId>,
+    /// The group's voters, as this replica's log says (the latest
+    /// configuration entry, committed or not).
+    #[serde(default)]
+    pub voters: Vec<NodeId>,
+    /// The group's learners (non-voting members), likewise.
+    #[serde(default)]
+    pub learners: Vec<NodeId>,
+    /// Leader only: how far each other member's log is known to match the
+    /// leader's (`last_index - matched` is its lag).
+    #[serde(default)]
+    pub progress: Vec<MemberProgress>,
+}
+
+/// A leader's view of one member's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberProgress {
+    /// The member.
+    pub node: NodeId,
+    /// The highest index known to match the leader's log.
+    pub matched: u64,
+}
+
+/// A group's configuration, from the replica that answered (its leader
+/// when one is known).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipInfo {
+    /// The group.
+    pub group: GroupId,
+    /// Members that vote.
+    pub voters: Vec<NodeId>,
+    /// Members that only replicate.
+    pub learners: Vec<NodeId>,
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+    /// Index of the configuration's entry (0: the group's bootstrap one).
+    pub index: u64,
+    /// Whether that entry is committed.
+    pub committed: bool,
 }
 
 /// The entry on which a group's state machine panicked, and how.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use slog::{info, warn, Logger};
-use synod_core::{Index, MessageBody, Term};
+use synod_core::{Index, Membership, MessageBody, Term};
 use synod_net::SnapshotStream;
 use synod_storage::{GroupId, SnapshotMeta, SnapshotStore};
 
@@ -34,6 +34,8 @@ pub struct Save {
     pub index: Index,
     /// Its term.
     pub term: Term,
+    /// The group's configuration as of `index`.
+    pub membership: Membership,
     /// The serialized state.
     pub data: Vec<u8>,
 }
@@ -90,8 +92,8 @@ impl SnapshotExecutor {
             group: self.group,
             index: m.index,
             term: m.term,
-            voters: self.shared.voters.clone(),
-            learners: Vec::new(),
+            voters: m.membership.voters.iter().copied().collect(),
+            learners: m.membership.learners.iter().copied().collect(),
         }
     }
 
@@ -177,15 +179,20 @@ impl Handler<Receive> for SnapshotExecutor {
         let group = self.group;
         let log = self.log.clone();
         Box::pin(async move {
-            let MessageBody::Snapshot { snapshot, .. } = m.header.msg.body else {
+            let MessageBody::Snapshot {
+                snapshot,
+                ref membership,
+                ..
+            } = m.header.msg.body
+            else {
                 return Err("the header does not carry an InstallSnapshot message".into());
             };
             let meta = SnapshotMeta {
                 group,
                 index: snapshot.index,
                 term: snapshot.term,
-                voters: m.header.voters.clone(),
-                learners: Vec::new(),
+                voters: membership.voters.iter().copied().collect(),
+                learners: membership.learners.iter().copied().collect(),
             };
             let mut w = shared.snapshots.writer(meta).map_err(|e| e.to_string())?;
             let mut data = m.data;

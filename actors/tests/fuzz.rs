@@ -19,7 +19,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use synod_actors::proto::{Poison, RaftItem, SnapshotHeader};
-use synod_actors::{GroupStatus, NodeStats, Request, RequestError, Response};
+use synod_actors::{
+    GroupStatus, MemberProgress, MembershipInfo, NodeStats, Request, RequestError, Response,
+};
 use synod_core::{AppendResponse, Entry, EntryKind, Message, MessageBody, SnapshotInfo};
 use synod_net::frame::{self, FrameError};
 use synod_net::transport::{SnapshotAck, StreamHeader};
@@ -154,6 +156,20 @@ fn every_request() -> Vec<Request> {
         Request::Status,
         Request::Stats,
         Request::TransferLeader { group: 3, to: 2 },
+        Request::Membership { group: 3 },
+        Request::AddLearner { group: 3, node: 4 },
+        Request::Promote { group: 3, node: 4 },
+        Request::RemoveMember { group: 3, node: 1 },
+        Request::ChangeMembership {
+            group: 3,
+            change: synod_core::ConfChange::PromoteLearner(4),
+        },
+        Request::HostGroup { group: 3 },
+        Request::DropGroup { group: 3 },
+        Request::ForceVoters {
+            group: 3,
+            voters: vec![1, 2],
+        },
     ]
 }
 
@@ -207,6 +223,27 @@ fn every_response() -> Vec<Response> {
             message_type: "Boom".into(),
             panic_message: "boom".into(),
         },
+        RequestError::ChangeInProgress {
+            group: 3,
+            reason: "the change at index 9 is not committed yet".into(),
+        },
+        RequestError::LearnerBehind {
+            group: 3,
+            node: 4,
+            matched: 10,
+            last: 900,
+        },
+        RequestError::BadChange {
+            group: 3,
+            reason: "node 4 already is a voter".into(),
+        },
+        RequestError::NoQuorumLeft { group: 3, node: 1 },
+        RequestError::UnknownNode { node: 9 },
+        RequestError::CannotHost {
+            group: 3,
+            node: 4,
+            reason: "does not know the group".into(),
+        },
     ];
     let status = GroupStatus {
         group: 3,
@@ -225,6 +262,12 @@ fn every_response() -> Vec<Response> {
             panic_message: "boom".into(),
         }),
         transfer_to: Some(2),
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+        progress: vec![MemberProgress {
+            node: 2,
+            matched: 40,
+        }],
     };
     let stats = NodeStats {
         node: 1,
@@ -258,6 +301,14 @@ fn every_response() -> Vec<Response> {
             },
         ]),
         Response::Stats(stats),
+        Response::Membership(MembershipInfo {
+            group: 3,
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            leader: Some(1),
+            index: 9,
+            committed: false,
+        }),
     ];
     out.extend(errors.into_iter().map(Response::Err));
     out

@@ -87,17 +87,39 @@ impl NodeArgs {
     }
 }
 
-/// `synod init`: vouches that a node is NEW (a new cluster, or a node added
-/// to one), so its first start does not restrict its votes as a node that
-/// lost its disk would. Takes the same config and flags as `synod node`.
-pub fn run_init(args: &NodeArgs) -> Result<(), String> {
-    let config = args.load()?;
+/// `synod init`: the config and flags of `synod node`, plus `--join`.
+#[derive(Args, Debug, Clone)]
+pub struct InitArgs {
+    /// The node's config.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The node joins a running cluster (a new machine, or one whose disk
+    /// was replaced): it starts no group from `service.kv_voters`, and
+    /// hosts a group only once added to it (`synod group add-learner`).
+    #[arg(long)]
+    pub join: bool,
+}
+
+/// `synod init`: vouches that a node is NEW (a new cluster, or with
+/// `--join` a node added to a running one), so its first start does not
+/// restrict its votes as a node that lost its disk would.
+pub fn run_init(args: &InitArgs) -> Result<(), String> {
+    let config = args.node.load()?;
     synod_actors::identity::Identity::init_new(&config.data_dir, config.id)
         .map_err(|e| e.to_string())?;
+    if args.join {
+        synod_actors::catalog::Catalog::init_joining(&config.data_dir)
+            .map_err(|e| e.to_string())?;
+    }
     println!(
-        "node {}: {} initialized as a new node",
+        "node {}: {} initialized as a new node{}",
         config.id,
-        config.data_dir.display()
+        config.data_dir.display(),
+        if args.join {
+            " joining a running cluster (add it with `synod group add-learner`)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -114,9 +136,13 @@ pub fn run_node(args: &NodeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("node {} cannot start: {e}", config.id))?;
         for group in 1..=config.service.kv_groups {
-            node.spawn_replicated(group, KvStore::default())
-                .await
-                .map_err(|e| format!("group {group}: {e}"))?;
+            let spawned = if config.service.kv_voters.is_empty() {
+                node.spawn_replicated(group, KvStore::default()).await
+            } else {
+                node.spawn_replicated_on(group, &config.service.kv_voters, KvStore::default())
+                    .await
+            };
+            spawned.map_err(|e| format!("group {group}: {e}"))?;
         }
         tokio::select! {
             _ = wait_for_signal() => {}
@@ -274,9 +300,17 @@ pub fn run_kv(args: &KvArgs) -> Result<(), String> {
                                     notes.push_str(&format!(" (repaired {} follower(s) that lost their state)", s.followers_lost_state));
                                 }
                                 println!(
-                                    "node {id} group {}: {} term {} leader {:?} last {} commit {} applied {}{notes}",
-                                    s.group, s.role, s.term, s.leader, s.last_index, s.commit, s.applied
+                                    "node {id} group {}: {} term {} leader {:?} last {} commit {} applied {} voters {:?} learners {:?}{notes}",
+                                    s.group, s.role, s.term, s.leader, s.last_index, s.commit, s.applied, s.voters, s.learners
                                 );
+                                for p in &s.progress {
+                                    println!(
+                                        "  member {}: matched {} lag {}",
+                                        p.node,
+                                        p.matched,
+                                        s.last_index.saturating_sub(p.matched)
+                                    );
+                                }
                                 if let Some(p) = s.poison {
                                     println!(
                                         "  poisoned: the handler of {} panicked on entry {}: {}; \
@@ -329,6 +363,90 @@ pub enum GroupOp {
     /// e.g. before restarting the leader's machine; returns once that node
     /// leads.
     TransferLeader(TransferLeaderArgs),
+    /// Show the group's voters, learners and leader.
+    Members(MembersArgs),
+    /// Add a node as a learner: it hosts an empty replica and catches up
+    /// by snapshot and log, without voting. Idempotent.
+    AddLearner(MemberArgs),
+    /// Make a learner a voter once it caught up (waits for that).
+    /// Idempotent.
+    Promote(MemberArgs),
+    /// Remove a voter or learner (the leader included) and delete its
+    /// replica on that node. Idempotent: run it again if the node was down.
+    RemoveMember(MemberArgs),
+    /// UNSAFE: force a new voter set on one surviving node's replica of a
+    /// group that lost a majority of its voters for good. Run it on every
+    /// survivor with the same --voters. Entries only the lost voters held
+    /// are lost; read docs/OPERATIONS.md first.
+    UnsafeForceVoters(ForceArgs),
+}
+
+/// `synod group unsafe-force-voters`.
+#[derive(Args, Debug, Clone)]
+pub struct ForceArgs {
+    /// The group.
+    #[arg(long)]
+    pub group: u64,
+    /// The surviving voters, comma-separated (the same on every survivor).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub voters: Vec<NodeId>,
+    /// The survivor to force them on (one of `--node`).
+    #[arg(long)]
+    pub on: NodeId,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `synod group members`.
+#[derive(Args, Debug, Clone)]
+pub struct MembersArgs {
+    /// The group.
+    #[arg(long)]
+    pub group: u64,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `synod group add-learner|promote|remove-member`.
+#[derive(Args, Debug, Clone)]
+pub struct MemberArgs {
+    /// The group.
+    #[arg(long)]
+    pub group: u64,
+    /// The node to add, promote or remove.
+    #[arg(long)]
+    pub node: NodeId,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+fn print_membership(m: &crate::MembershipInfo) {
+    let ids = |v: &[NodeId]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    println!(
+        "group {}: voters {} learners {} leader {} (configuration at index {}{})",
+        m.group,
+        ids(&m.voters),
+        ids(&m.learners),
+        m.leader.map_or("unknown".to_string(), |l| l.to_string()),
+        m.index,
+        if m.committed {
+            ""
+        } else {
+            ", not committed yet"
+        }
+    );
 }
 
 /// `synod group transfer-leader`.
@@ -354,6 +472,51 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("group {}: node {} leads", a.group, a.to);
+            Ok(())
+        }),
+        GroupOp::Members(a) => with_client(&a.cluster, |client| async move {
+            let m = client
+                .membership(a.group)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_membership(&m);
+            Ok(())
+        }),
+        GroupOp::AddLearner(a) => with_client(&a.cluster, |client| async move {
+            let m = client
+                .add_learner(a.group, a.node)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_membership(&m);
+            Ok(())
+        }),
+        GroupOp::Promote(a) => with_client(&a.cluster, |client| async move {
+            let m = client
+                .promote(a.group, a.node)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_membership(&m);
+            Ok(())
+        }),
+        GroupOp::UnsafeForceVoters(a) => with_client(&a.cluster, |client| async move {
+            let m = client
+                .unsafe_force_voters(a.on, a.group, &a.voters)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "UNSAFE: node {} now counts only voters {:?} in group {}; force the same set on \
+                 every other survivor, and wipe the lost nodes before they return",
+                a.on, a.voters, a.group
+            );
+            print_membership(&m);
+            Ok(())
+        }),
+        GroupOp::RemoveMember(a) => with_client(&a.cluster, |client| async move {
+            let m = client
+                .remove_member(a.group, a.node)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_membership(&m);
             Ok(())
         }),
     }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use synod_actors::{GroupStatus, NodeStats, Request, RequestError, Response};
+use synod_actors::{GroupStatus, MembershipInfo, NodeStats, Request, RequestError, Response};
 use synod_core::NodeId;
 use synod_net::{frame, Connector, TlsMaterial};
 use synod_storage::GroupId;
@@ -241,6 +241,14 @@ impl Client {
         }
     }
 
+    fn forget_leader(&self, group: GroupId, node: NodeId) {
+        if let Ok(mut l) = self.inner.leaders.lock() {
+            if l.get(&group) == Some(&node) {
+                l.remove(&group);
+            }
+        }
+    }
+
     fn leader(&self, group: GroupId) -> Option<NodeId> {
         self.inner
             .leaders
@@ -357,6 +365,88 @@ impl Client {
 
     /// A command or read for `group`, with leader finding and safe retries.
     async fn call(&self, group: GroupId, req: Request) -> Result<Bytes, SynodError> {
+        match self.call_any(group, req).await? {
+            Response::Ok { result, .. } => Ok(result),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A membership request for `group`, retried like a command.
+    async fn call_membership(
+        &self,
+        group: GroupId,
+        req: Request,
+    ) -> Result<MembershipInfo, SynodError> {
+        match self.call_any(group, req).await? {
+            Response::Membership(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The configuration of `group` (from its leader when the node asked
+    /// knows it).
+    pub async fn membership(&self, group: GroupId) -> Result<MembershipInfo, SynodError> {
+        self.call_membership(group, Request::Membership { group })
+            .await
+    }
+
+    /// Adds `node` to `group` as a learner (see
+    /// [`crate::ReplicatedAddr::add_learner`]). Idempotent.
+    pub async fn add_learner(
+        &self,
+        group: GroupId,
+        node: NodeId,
+    ) -> Result<MembershipInfo, SynodError> {
+        self.call_membership(group, Request::AddLearner { group, node })
+            .await
+    }
+
+    /// Makes learner `node` a voter of `group` once it caught up (see
+    /// [`crate::ReplicatedAddr::promote`]). Idempotent.
+    pub async fn promote(
+        &self,
+        group: GroupId,
+        node: NodeId,
+    ) -> Result<MembershipInfo, SynodError> {
+        self.call_membership(group, Request::Promote { group, node })
+            .await
+    }
+
+    /// Removes `node` from `group` and deletes its replica there (see
+    /// [`crate::ReplicatedAddr::remove_member`]). Idempotent.
+    pub async fn remove_member(
+        &self,
+        group: GroupId,
+        node: NodeId,
+    ) -> Result<MembershipInfo, SynodError> {
+        self.call_membership(group, Request::RemoveMember { group, node })
+            .await
+    }
+
+    /// **Unsafe recovery**: forces `voters` on node `node`'s replica of
+    /// `group` (no agreement, no forwarding). Run it on every surviving
+    /// voter of a group that lost a majority for good; see
+    /// docs/OPERATIONS.md for what it risks.
+    pub async fn unsafe_force_voters(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        voters: &[NodeId],
+    ) -> Result<MembershipInfo, SynodError> {
+        let req = Request::ForceVoters {
+            group,
+            voters: voters.to_vec(),
+        };
+        match self.ask(node, &req).await? {
+            Response::Membership(info) => Ok(info),
+            Response::Err(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Any request for `group`: leader finding and safe retries; the
+    /// answer is `Response::Ok` or `Response::Membership`.
+    async fn call_any(&self, group: GroupId, req: Request) -> Result<Response, SynodError> {
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
         let ids: Vec<NodeId> = self.inner.nodes.keys().copied().collect();
         let mut next = (group as usize) % ids.len();
@@ -387,7 +477,16 @@ impl Client {
                         .filter(|l| self.inner.nodes.contains_key(l))
                         .unwrap_or(target);
                     self.set_leader(group, leader);
-                    return Ok(result);
+                    return Ok(Response::Ok {
+                        result,
+                        leader: Some(leader),
+                    });
+                }
+                Ok(Response::Membership(info)) => {
+                    if let Some(l) = info.leader.filter(|l| self.inner.nodes.contains_key(l)) {
+                        self.set_leader(group, l);
+                    }
+                    return Ok(Response::Membership(info));
                 }
                 Ok(Response::Err(RequestError::NotLeader {
                     leader: Some(l), ..
@@ -402,7 +501,14 @@ impl Client {
                     self.forget(node);
                     last_error = SynodError::NodeFailed { node, reason };
                 }
-                Ok(Response::Err(e)) if try_elsewhere(&e) => last_error = e.into(),
+                Ok(Response::Err(e)) if try_elsewhere(&e) => {
+                    if matches!(e, RequestError::NoSuchGroup(_)) {
+                        // Not hosted there (any more): it leads nothing of
+                        // the group, whatever this client remembered.
+                        self.forget_leader(group, target);
+                    }
+                    last_error = e.into();
+                }
                 Ok(Response::Err(e)) => return Err(e.into()),
                 Ok(other) => return Err(unexpected(other)),
                 Err(e) if e.is_safe_to_retry() => last_error = e,

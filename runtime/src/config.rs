@@ -39,6 +39,7 @@
 //!
 //! [service]              # what `synod node` hosts
 //! kv_groups = 8          # groups 1..=8 of the built-in KvStore
+//! # kv_voters = [1, 2, 3] # their starting voters (default: every node)
 //! ```
 //!
 //! Unknown keys are errors (a typo must not silently fall back to a
@@ -165,6 +166,11 @@ impl Default for LogConfig {
 pub struct ServiceConfig {
     /// Groups `1..=kv_groups` of the built-in [`crate::kv::KvStore`].
     pub kv_groups: u64,
+    /// The voters those groups start with (empty: every node). A node not
+    /// listed hosts none of them until it is added as a learner; list the
+    /// original set here for the life of the cluster (the groups' later
+    /// changes live in their logs).
+    pub kv_voters: Vec<NodeId>,
 }
 
 /// Everything a node needs.
@@ -274,6 +280,14 @@ impl NodeConfig {
         for p in &self.peers {
             if !addrs.insert(p.addr) {
                 return invalid(format!("address {} is given to two peers", p.addr));
+            }
+        }
+        for &v in &self.service.kv_voters {
+            if v != self.id && !ids.contains(&v) {
+                return invalid(format!(
+                    "service.kv_voters lists node {v}, which is neither this node nor a peer; \
+                     list it in peers or remove it"
+                ));
             }
         }
         let r = &self.raft;

@@ -28,6 +28,9 @@ use synod_storage::GroupId;
 /// | `NotAVoter`      | (a leader transfer) refused | no            |
 /// | `TransferInProgress` | (a leader transfer) refused | yes       |
 /// | `TransferFailed` | (a leader transfer) not done | yes          |
+/// | `ChangeInProgress` | (a membership change) refused for now | yes |
+/// | `LearnerBehind`  | (a promotion) refused for now | yes          |
+/// | `BadChange`, `NoQuorumLeft`, `UnknownNode`, `CannotHost` | (a membership change) refused | no |
 ///
 /// [`SynodError::is_safe_to_retry`] says which; it agrees with
 /// `RequestError::is_safe_to_retry` for every error a node sends.
@@ -186,6 +189,70 @@ pub enum SynodError {
         /// The leader last seen.
         leader: Option<NodeId>,
     },
+    /// Another membership change (or the new leader's first commit, or a
+    /// leader transfer) is still under way and changes go one at a time.
+    /// Nothing changed; the membership calls retry this themselves until
+    /// their deadline, so seeing it means the group stayed busy that long.
+    #[error(
+        "group {group} cannot change its membership now ({reason}); nothing changed, retry shortly"
+    )]
+    ChangeInProgress {
+        /// The group.
+        group: GroupId,
+        /// What is under way.
+        reason: String,
+    },
+    /// A learner cannot be promoted before its log is close to the
+    /// leader's. Nothing changed; retry once it caught up (`promote`
+    /// waits for that until its deadline).
+    #[error("node {node} is a learner of group {group} that holds up to index {matched}, the leader up to {last}; nothing changed, retry once it caught up")]
+    LearnerBehind {
+        /// The group.
+        group: GroupId,
+        /// The learner.
+        node: NodeId,
+        /// What it is known to hold.
+        matched: u64,
+        /// The leader's last index.
+        last: u64,
+    },
+    /// The change does not fit the group's configuration (adding a
+    /// member twice, promoting a voter, removing a non-member, node id 0).
+    /// Nothing changed.
+    #[error("group {group}: {reason}; nothing changed")]
+    BadChange {
+        /// The group.
+        group: GroupId,
+        /// What does not fit, and what to do.
+        reason: String,
+    },
+    /// Removing this voter would leave the group without a voter. Nothing
+    /// changed: add and promote another node first.
+    #[error("node {node} is the last voter of group {group}; nothing changed: add and promote another node first")]
+    NoQuorumLeft {
+        /// The group.
+        group: GroupId,
+        /// The last voter.
+        node: NodeId,
+    },
+    /// The node is not one of the cluster's configured nodes, so no one
+    /// could reach it. Nothing changed: add it to every node's `peers`.
+    #[error("node {node} is not a configured node of this cluster; nothing changed: list it in every node's peers first")]
+    UnknownNode {
+        /// The node.
+        node: NodeId,
+    },
+    /// The node could not host a replica of the group (it does not know
+    /// the group's state machine, or its disk failed). Nothing changed.
+    #[error("node {node} cannot host group {group}: {reason}")]
+    CannotHost {
+        /// The group.
+        group: GroupId,
+        /// The node.
+        node: NodeId,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl SynodError {
@@ -202,6 +269,8 @@ impl SynodError {
                 | SynodError::NodeFailed { .. }
                 | SynodError::TransferInProgress { .. }
                 | SynodError::TransferFailed { .. }
+                | SynodError::ChangeInProgress { .. }
+                | SynodError::LearnerBehind { .. }
         )
     }
 }
@@ -254,6 +323,32 @@ impl From<RequestError> for SynodError {
             RequestError::TransferFailed { group, to, leader } => {
                 SynodError::TransferFailed { group, to, leader }
             }
+            RequestError::ChangeInProgress { group, reason } => {
+                SynodError::ChangeInProgress { group, reason }
+            }
+            RequestError::LearnerBehind {
+                group,
+                node,
+                matched,
+                last,
+            } => SynodError::LearnerBehind {
+                group,
+                node,
+                matched,
+                last,
+            },
+            RequestError::BadChange { group, reason } => SynodError::BadChange { group, reason },
+            RequestError::NoQuorumLeft { group, node } => SynodError::NoQuorumLeft { group, node },
+            RequestError::UnknownNode { node } => SynodError::UnknownNode { node },
+            RequestError::CannotHost {
+                group,
+                node,
+                reason,
+            } => SynodError::CannotHost {
+                group,
+                node,
+                reason,
+            },
         }
     }
 }

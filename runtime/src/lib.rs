@@ -70,5 +70,5 @@ pub use client::{Client, ClientConfig};
 pub use config::NodeConfig;
 pub use error::{ConfigError, StartError, SynodError};
 pub use node::{Node, ReplicatedAddr};
-pub use synod_actors::{GroupStatus, NodeStats};
+pub use synod_actors::{GroupStatus, MemberProgress, MembershipInfo, NodeStats};
 pub use synod_net::TlsMaterial;

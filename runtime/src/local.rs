@@ -47,6 +47,13 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// `raft.lease_reads`.
     pub lease_reads: bool,
+    /// `service.kv_voters`: the voters the KV groups start with (empty:
+    /// every node).
+    pub kv_voters: Vec<NodeId>,
+    /// Nodes (the highest ids) that are configured everywhere but not
+    /// started by [`LocalCluster::start`]: machines to grow onto later
+    /// ([`LocalCluster::restart`] starts one).
+    pub spare: u64,
 }
 
 impl ClusterOptions {
@@ -65,6 +72,8 @@ impl ClusterOptions {
             fsync: "always".into(),
             log_level: "info".into(),
             lease_reads: false,
+            kv_voters: Vec::new(),
+            spare: 0,
         }
     }
 }
@@ -127,6 +136,9 @@ fn node_config(
     s += &format!("\n[storage]\nfsync = \"{}\"\n", o.fsync);
     s += &format!("\n[log]\nlevel = \"{}\"\n", o.log_level);
     s += &format!("\n[service]\nkv_groups = {}\n", o.kv_groups);
+    if !o.kv_voters.is_empty() {
+        s += &format!("kv_voters = {:?}\n", o.kv_voters);
+    }
     s
 }
 
@@ -167,8 +179,9 @@ impl LocalCluster {
                 Err(e) => return Err(e.to_string()),
             }
         }
+        let started = ids.len().saturating_sub(opts.spare as usize);
         let mut cluster = LocalCluster { opts, certs, nodes };
-        for &id in &ids {
+        for &id in &ids[..started] {
             cluster.spawn(id)?;
         }
         Ok(cluster)
@@ -270,6 +283,21 @@ impl LocalCluster {
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
         let _ = self.kill(id);
         self.spawn(id)
+    }
+
+    /// Kills node `id` and replaces its data directory with an empty one
+    /// vouched new and joining (`synod init --join`): a machine whose disk
+    /// was replaced, which hosts groups only once added to them again.
+    /// Start it again with [`LocalCluster::restart`].
+    pub fn wipe(&mut self, id: NodeId) -> Result<(), String> {
+        let _ = self.kill(id);
+        let data_dir = self.opts.dir.join(format!("node-{id}"));
+        if data_dir.exists() {
+            std::fs::remove_dir_all(&data_dir)
+                .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        }
+        Identity::init_new(&data_dir, id).map_err(|e| e.to_string())?;
+        synod_actors::catalog::Catalog::init_joining(&data_dir).map_err(|e| e.to_string())
     }
 
     /// SIGTERM every node and wait for them (a clean shutdown).

@@ -5,7 +5,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use synod_actors::{Engine, EngineConfig, GroupStatus, Listen, NodeStats, Placement, StateMachine};
+use synod_actors::{
+    Engine, EngineConfig, GroupStatus, Listen, Membership, MembershipInfo, NodeStats, Placement,
+    StateMachine,
+};
 use synod_core::NodeId;
 use synod_storage::GroupId;
 
@@ -97,11 +100,45 @@ impl Node {
             .await
     }
 
+    /// Like [`Node::spawn_replicated`], for a group whose voters are
+    /// `voters` (say 3 of 5 nodes) rather than every node. Call it on every
+    /// node with the same arguments: the voters host the group; the other
+    /// nodes neither store nor tick it, but can host it once added as a
+    /// learner ([`ReplicatedAddr::add_learner`]). The configuration a group
+    /// started from is recorded on each node; later changes live in its
+    /// log, so `voters` need not follow them (pass the original set).
+    pub async fn spawn_replicated_on<A>(
+        &self,
+        group: GroupId,
+        voters: &[NodeId],
+        initial: A,
+    ) -> Result<ReplicatedAddr<A>, StartError>
+    where
+        A: ReplicatedActor + Clone + Sync,
+    {
+        let members = Some(Membership::with_voters(voters.iter().copied()));
+        self.spawn_inner(group, members, move || initial.clone())
+            .await
+    }
+
     /// Like [`Node::spawn_replicated`], with a function making the initial
     /// state (for actors that are not `Clone`).
     pub async fn spawn_replicated_with<A, F>(
         &self,
         group: GroupId,
+        initial: F,
+    ) -> Result<ReplicatedAddr<A>, StartError>
+    where
+        A: ReplicatedActor,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        self.spawn_inner(group, None, initial).await
+    }
+
+    async fn spawn_inner<A, F>(
+        &self,
+        group: GroupId,
+        members: Option<Membership>,
         initial: F,
     ) -> Result<ReplicatedAddr<A>, StartError>
     where
@@ -121,7 +158,7 @@ impl Node {
                 handlers: Arc::clone(&handlers),
             }) as Box<dyn StateMachine>
         });
-        self.engine.create_group(group, factory).await?;
+        self.engine.create_group_on(group, factory, members).await?;
         Ok(ReplicatedAddr {
             engine: self.engine.clone(),
             group,
@@ -279,5 +316,44 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
     /// starts it again until then), or the usual `Busy`/`NoSuchGroup`.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), SynodError> {
         Ok(self.engine.transfer_leader(self.group, to).await?)
+    }
+
+    /// The group's configuration: voters, learners, leader, and the index
+    /// of the configuration's entry (from the leader when this node knows
+    /// it).
+    pub async fn membership(&self) -> Result<MembershipInfo, SynodError> {
+        Ok(self.engine.membership(self.group).await?)
+    }
+
+    /// Adds node `node` as a learner: it receives the log (a snapshot
+    /// first when it is far behind) but does not vote. The node must be
+    /// one of the cluster's configured nodes and must know the group (its
+    /// application spawned it there too, e.g. with
+    /// [`Node::spawn_replicated_on`] naming other voters); it then hosts an
+    /// empty replica that catches up. Returns the new configuration once
+    /// the leader applied the change. Idempotent. Errors:
+    /// [`SynodError::UnknownNode`], [`SynodError::CannotHost`],
+    /// [`SynodError::BadChange`] (already a voter), or
+    /// [`SynodError::ChangeInProgress`] once the deadline passed while
+    /// other changes kept the group busy (safe to retry).
+    pub async fn add_learner(&self, node: NodeId) -> Result<MembershipInfo, SynodError> {
+        Ok(self.engine.add_learner(self.group, node).await?)
+    }
+
+    /// Makes learner `node` a voter once its log is close to the leader's
+    /// (waits for that until the propose timeout, then
+    /// [`SynodError::LearnerBehind`], safe to retry). Idempotent.
+    pub async fn promote(&self, node: NodeId) -> Result<MembershipInfo, SynodError> {
+        Ok(self.engine.promote(self.group, node).await?)
+    }
+
+    /// Removes voter or learner `node` (the leader included: it steps down
+    /// once the change commits) and deletes its replica on that node (log
+    /// and snapshots). Refused for the last voter
+    /// ([`SynodError::NoQuorumLeft`]). If the removed node could not be
+    /// reached, the change stands and [`SynodError::CannotHost`] says its
+    /// replica is still there: call again once it is up. Idempotent.
+    pub async fn remove_member(&self, node: NodeId) -> Result<MembershipInfo, SynodError> {
+        Ok(self.engine.remove_member(self.group, node).await?)
     }
 }

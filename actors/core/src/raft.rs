@@ -91,6 +91,10 @@ pub struct Raft {
     snapshot_membership: Membership,
     /// The configuration entries in the log after the snapshot, ascending.
     confs: Vec<(Index, Membership)>,
+    /// An operator's forced configuration ([`Raft::force_voters`]) and the
+    /// last index of the log when it was forced: in effect while no
+    /// configuration entry follows that index.
+    forced: Option<(Index, Membership)>,
     /// Leader only: one entry per other member (voters and learners).
     progress: BTreeMap<NodeId, Progress>,
     /// Candidate and pre-candidate only: answers received.
@@ -314,6 +318,7 @@ impl Raft {
             membership,
             snapshot_membership,
             confs,
+            forced: None,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -603,6 +608,11 @@ impl Raft {
             .confs
             .last()
             .map_or_else(|| self.snapshot_membership.clone(), |(_, m)| m.clone());
+        if let Some((at, m)) = &self.forced {
+            if self.confs.last().is_none_or(|(i, _)| i <= at) {
+                self.membership = m.clone();
+            }
+        }
         if self.role != Role::Leader {
             return;
         }
@@ -1240,7 +1250,85 @@ impl Raft {
             index: next,
             kind: EntryKind::Noop,
         }]);
+        if let Some(m) = self.forced_in_effect().cloned() {
+            // Elected under a forced configuration: write it into the log
+            // at once, so that it replicates like any configuration and
+            // the override is no longer needed once this entry is there.
+            self.log.append([Entry {
+                term: self.term,
+                index: next + 1,
+                kind: EntryKind::ConfChange(m.clone()),
+            }]);
+            self.confs.push((next + 1, m));
+            self.refresh_membership();
+        }
         self.needs_broadcast = true;
+    }
+
+    /// The forced configuration, while no configuration entry follows it.
+    fn forced_in_effect(&self) -> Option<&Membership> {
+        match &self.forced {
+            Some((at, m)) if self.confs.last().is_none_or(|(i, _)| i <= at) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// **Unsafe recovery** (like etcd's `--force-new-cluster` or TiKV's
+    /// unsafe recovery, for one group): makes `voters` this replica's
+    /// voters at once, without a log entry and without asking anyone. For
+    /// a group that lost a majority of its voters for good: force the same
+    /// set of survivors on each of them; they elect a leader among
+    /// themselves, which writes the forced configuration into the log as
+    /// its first entry after its no-op, and from then on it is an ordinary
+    /// configuration.
+    ///
+    /// What it risks: entries the lost voters held and no survivor did
+    /// are gone, acknowledged or not; survivors that disagree on `voters`,
+    /// or lost voters that come back with their old data, can elect two
+    /// leaders. Learners stay learners unless listed. The replica steps
+    /// down if it led. The override holds while no configuration entry
+    /// follows the log's current last index ([`Raft::forced_voters`] says
+    /// which; persist it and give it back with
+    /// [`Raft::restore_forced_voters`] after a restart until then).
+    pub fn force_voters(
+        &mut self,
+        voters: BTreeSet<NodeId>,
+    ) -> Result<Membership, ConfChangeError> {
+        if voters.is_empty() {
+            return Err(ConfChangeError::LastVoter { id: self.config.id });
+        }
+        if voters.contains(&0) {
+            return Err(ConfChangeError::ZeroId);
+        }
+        let at = self.log.last_index();
+        let learners = self
+            .membership
+            .learners
+            .iter()
+            .copied()
+            .filter(|id| !voters.contains(id))
+            .collect();
+        let m = Membership { voters, learners };
+        self.restore_forced_voters(at, m.clone());
+        if self.role != Role::Follower {
+            self.become_follower(self.term, None);
+        }
+        Ok(m)
+    }
+
+    /// Gives a restarted replica back the configuration forced at `at`
+    /// (what [`Raft::forced_voters`] said before the restart). No effect
+    /// once a configuration entry follows `at`.
+    pub fn restore_forced_voters(&mut self, at: Index, m: Membership) {
+        self.forced = Some((at, m));
+        self.refresh_membership();
+    }
+
+    /// The configuration an operator forced and the index it was forced
+    /// at, while it is in effect (no configuration entry follows it).
+    pub fn forced_voters(&self) -> Option<(Index, &Membership)> {
+        self.forced_in_effect()
+            .and_then(|m| self.forced.as_ref().map(|(at, _)| (*at, m)))
     }
 
     // ----------------------------------------------------------------

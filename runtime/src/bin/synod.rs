@@ -1,7 +1,8 @@
 //! `synod`: run a node, generate dev certificates, or talk to a cluster.
 use clap::{Parser, Subcommand};
 use synod::cli::{
-    run_certs, run_group, run_init, run_kv, run_node, CertsArgs, GroupArgs, KvArgs, NodeArgs,
+    run_certs, run_group, run_init, run_kv, run_node, CertsArgs, GroupArgs, InitArgs, KvArgs,
+    NodeArgs,
 };
 
 /// Synod: replicated actors on multi-raft over QUIC.
@@ -19,12 +20,12 @@ enum Command {
     /// Initialize the data directory of a NEW node (before its first
     /// start); a node started on an empty directory without it is treated
     /// as one that lost its disk.
-    Init(NodeArgs),
+    Init(InitArgs),
     /// Generate a dev CA and node/client certificates.
     Certs(CertsArgs),
     /// Talk to a cluster's key-value groups.
     Kv(KvArgs),
-    /// Manage a group's leadership (transfer-leader).
+    /// Manage a group: members, add-learner, promote, remove-member, transfer-leader.
     Group(GroupArgs),
 }
 

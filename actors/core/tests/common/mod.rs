@@ -1,6 +1,8 @@
 //! Helpers shared by the core's tests.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use synod_core::{AppendResponse, Config, Message, MessageBody, Raft, Ready, Role};
 
 /// A replica config without pre-vote (the paper's plain elections).

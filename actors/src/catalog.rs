@@ -1,0 +1,312 @@
+//! The group catalog: which groups this node hosts, with the configuration
+//! each started from, and which it was removed from. One small text file,
+//! `GROUPS`, in the data directory, rewritten durably (temporary file,
+//! fsync, rename, fsync of the directory) on every change:
+//!
+//! ```text
+//! # synod group catalog: one line per group
+//! group 1 hosted voters 1,2,3 learners -
+//! group 2 hosted voters - learners -
+//! group 3 removed
+//! ```
+//!
+//! * `hosted` with voters: the group was created here with that bootstrap
+//!   configuration (what it is before its log says otherwise). A node that
+//!   is not among a new group's voters neither stores nor ticks it.
+//! * `hosted` with no voters: a replica that joined a running group (made
+//!   a learner); it learns the configuration from the leader's log or
+//!   snapshot and never campaigns before it is promoted.
+//! * a line `joining` (written by `synod init --join`): this node joined
+//!   a running cluster, so it starts no group from a bootstrap
+//!   configuration; it hosts a group only once added to it as a learner.
+//! * `forced at I voters ...`: an operator forced this configuration on
+//!   this replica (unsafe recovery) when its log ended at index I; given
+//!   back to the core at every start, where it holds until a
+//!   configuration entry follows I.
+//! * `removed`: the group removed this node; its log and snapshots were
+//!   deleted (or are deleted at the next boot if the node stopped in
+//!   between), and the application's `spawn` at boot does not bring it
+//!   back. Adding the node again (as a learner) clears the mark.
+//!
+//! The catalog is read at boot and before a group starts, so the bootstrap
+//! configuration never depends on what the application passes at a later
+//! boot (its configuration file may list more nodes after a grow).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use synod_core::{Membership, NodeId};
+use synod_storage::GroupId;
+
+use crate::identity::IdentityError;
+
+/// The catalog's file name in the data directory.
+pub const FILE: &str = "GROUPS";
+
+/// What the catalog says about one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Hosted here, started from this configuration (empty: a replica that
+    /// joined a running group and learns its configuration from the
+    /// leader).
+    Hosted(Membership),
+    /// Removed from this node; not to be started again unless re-added.
+    Removed,
+}
+
+/// The catalog of one data directory.
+#[derive(Debug)]
+pub struct Catalog {
+    dir: PathBuf,
+    joining: bool,
+    records: BTreeMap<GroupId, Record>,
+    forced: BTreeMap<GroupId, (u64, Membership)>,
+}
+
+impl Catalog {
+    /// Reads the catalog of `dir` (empty if there is none yet).
+    pub fn open(dir: &Path) -> Result<Catalog, IdentityError> {
+        let path = dir.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(IdentityError::Io { path, source }),
+        };
+        let (joining, records, forced) = parse(&text).map_err(|reason| IdentityError::Damaged {
+            path: path.clone(),
+            reason,
+        })?;
+        Ok(Catalog {
+            dir: dir.to_path_buf(),
+            joining,
+            records,
+            forced,
+        })
+    }
+
+    /// Marks the (new) data directory `dir` as a node's that joins a
+    /// running cluster: no group starts here from a bootstrap
+    /// configuration.
+    pub fn init_joining(dir: &Path) -> Result<(), IdentityError> {
+        let mut c = Catalog::open(dir)?;
+        c.joining = true;
+        c.write()
+    }
+
+    /// Whether this node joined a running cluster (see
+    /// [`Catalog::init_joining`]).
+    pub fn joining(&self) -> bool {
+        self.joining
+    }
+
+    /// The configuration forced on `group` here, and the index it was
+    /// forced at (see [`Catalog::set_forced`]).
+    pub fn forced(&self, group: GroupId) -> Option<&(u64, Membership)> {
+        self.forced.get(&group)
+    }
+
+    /// Records durably that `m` was forced on `group` at index `at`
+    /// (unsafe recovery).
+    pub fn set_forced(
+        &mut self,
+        group: GroupId,
+        at: u64,
+        m: Membership,
+    ) -> Result<(), IdentityError> {
+        let before = self.forced.insert(group, (at, m));
+        if let Err(e) = self.write() {
+            match before {
+                Some(f) => self.forced.insert(group, f),
+                None => self.forced.remove(&group),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn write(&self) -> Result<(), IdentityError> {
+        let text = render(self.joining, &self.records, &self.forced);
+        crate::identity::write_durably(&self.dir, &self.dir.join(FILE), text.as_bytes())
+    }
+
+    /// What is recorded for `group`.
+    pub fn get(&self, group: GroupId) -> Option<&Record> {
+        self.records.get(&group)
+    }
+
+    /// Every record, by group.
+    pub fn records(&self) -> &BTreeMap<GroupId, Record> {
+        &self.records
+    }
+
+    /// Records `record` for `group` durably (a no-op if it is already so).
+    pub fn set(&mut self, group: GroupId, record: Record) -> Result<(), IdentityError> {
+        if self.records.get(&group) == Some(&record) {
+            return Ok(());
+        }
+        let before = self.records.insert(group, record);
+        if let Err(e) = self.write() {
+            // Memory keeps saying what the disk says.
+            match before {
+                Some(r) => self.records.insert(group, r),
+                None => self.records.remove(&group),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+fn ids(set: &std::collections::BTreeSet<NodeId>) -> String {
+    if set.is_empty() {
+        return "-".into();
+    }
+    set.iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn render(
+    joining: bool,
+    records: &BTreeMap<GroupId, Record>,
+    forced: &BTreeMap<GroupId, (u64, Membership)>,
+) -> String {
+    let mut out = String::from("# synod group catalog: one line per group\n");
+    if joining {
+        out.push_str("joining\n");
+    }
+    for (group, r) in records {
+        let _ = match r {
+            Record::Hosted(m) => writeln!(
+                out,
+                "group {group} hosted voters {} learners {}",
+                ids(&m.voters),
+                ids(&m.learners)
+            ),
+            Record::Removed => writeln!(out, "group {group} removed"),
+        };
+    }
+    for (group, (at, m)) in forced {
+        let _ = writeln!(
+            out,
+            "group {group} forced at {at} voters {} learners {}",
+            ids(&m.voters),
+            ids(&m.learners)
+        );
+    }
+    out
+}
+
+fn parse_ids(s: &str, line: usize) -> Result<std::collections::BTreeSet<NodeId>, String> {
+    if s == "-" {
+        return Ok(Default::default());
+    }
+    s.split(',')
+        .map(|id| {
+            id.parse::<NodeId>()
+                .map_err(|_| format!("line {line}: `{id}` is not a node id"))
+        })
+        .collect()
+}
+
+type Parsed = (
+    bool,
+    BTreeMap<GroupId, Record>,
+    BTreeMap<GroupId, (u64, Membership)>,
+);
+
+fn parse(text: &str) -> Result<Parsed, String> {
+    let mut out = BTreeMap::new();
+    let mut forced = BTreeMap::new();
+    let mut joining = false;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "joining" {
+            joining = true;
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let ["group", g, "forced", "at", at, "voters", v, "learners", l] = words.as_slice() {
+            let group = g
+                .parse::<GroupId>()
+                .map_err(|_| format!("line {}: `{g}` is not a group id", n + 1))?;
+            let at = at
+                .parse::<u64>()
+                .map_err(|_| format!("line {}: `{at}` is not an index", n + 1))?;
+            let m = Membership {
+                voters: parse_ids(v, n + 1)?,
+                learners: parse_ids(l, n + 1)?,
+            };
+            forced.insert(group, (at, m));
+            continue;
+        }
+        let (group, record) = match words.as_slice() {
+            ["group", g, "removed"] => (*g, Record::Removed),
+            ["group", g, "hosted", "voters", v, "learners", l] => (
+                *g,
+                Record::Hosted(Membership {
+                    voters: parse_ids(v, n + 1)?,
+                    learners: parse_ids(l, n + 1)?,
+                }),
+            ),
+            _ => return Err(format!("line {}: cannot read `{line}`", n + 1)),
+        };
+        let group = group
+            .parse::<GroupId>()
+            .map_err(|_| format!("line {}: `{group}` is not a group id", n + 1))?;
+        out.insert(group, record);
+    }
+    Ok((joining, out, forced))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(dir.path()).unwrap();
+        assert!(c.records().is_empty());
+        c.set(
+            1,
+            Record::Hosted(Membership {
+                voters: [1, 2, 3].into(),
+                learners: [4].into(),
+            }),
+        )
+        .unwrap();
+        c.set(2, Record::Hosted(Membership::default())).unwrap();
+        c.set(3, Record::Removed).unwrap();
+        c.set_forced(1, 77, Membership::with_voters([1])).unwrap();
+        let again = Catalog::open(dir.path()).unwrap();
+        assert!(!again.joining());
+        assert_eq!(again.records(), c.records());
+        Catalog::init_joining(dir.path()).unwrap();
+        let joined = Catalog::open(dir.path()).unwrap();
+        assert!(joined.joining());
+        assert_eq!(joined.records(), c.records());
+        assert_eq!(again.get(3), Some(&Record::Removed));
+        assert_eq!(again.forced(1), Some(&(77, Membership::with_voters([1]))));
+        assert_eq!(again.get(2), Some(&Record::Hosted(Membership::default())));
+    }
+
+    #[test]
+    fn a_damaged_catalog_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            "group 1 hosted voters 1,x learners -\n",
+        )
+        .unwrap();
+        let e = Catalog::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("not a node id"), "{e}");
+        std::fs::write(dir.path().join(FILE), "group one removed\n").unwrap();
+        assert!(Catalog::open(dir.path()).is_err());
+    }
+}
