@@ -19,10 +19,11 @@
 //! * a line `joining` (written by `synod init --join`): this node joined
 //!   a running cluster, so it starts no group from a bootstrap
 //!   configuration; it hosts a group only once added to it as a learner.
-//! * `forced at I voters ...`: an operator forced this configuration on
-//!   this replica (unsafe recovery) when its log ended at index I; given
-//!   back to the core at every start, where it holds until a
-//!   configuration entry follows I.
+//! * `forced at I term T voters ...`: an operator forced this
+//!   configuration on this replica (unsafe recovery) when its log ended at
+//!   index I in term T; given back to the core at every start until the
+//!   core retires it (a configuration written after it is committed), and
+//!   then removed.
 //! * `removed`: the group removed this node; its log and snapshots were
 //!   deleted (or are deleted at the next boot if the node stopped in
 //!   between), and the application's `spawn` at boot does not bring it
@@ -36,7 +37,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use synod_core::{Membership, NodeId};
+use synod_core::{ForcedVoters, Membership, NodeId};
 use synod_storage::GroupId;
 
 use crate::identity::IdentityError;
@@ -61,7 +62,7 @@ pub struct Catalog {
     dir: PathBuf,
     joining: bool,
     records: BTreeMap<GroupId, Record>,
-    forced: BTreeMap<GroupId, (u64, Membership)>,
+    forced: BTreeMap<GroupId, ForcedVoters>,
 }
 
 impl Catalog {
@@ -100,21 +101,26 @@ impl Catalog {
         self.joining
     }
 
-    /// The configuration forced on `group` here, and the index it was
-    /// forced at (see [`Catalog::set_forced`]).
-    pub fn forced(&self, group: GroupId) -> Option<&(u64, Membership)> {
+    /// The configuration forced on `group` here (see
+    /// [`Catalog::set_forced`]).
+    pub fn forced(&self, group: GroupId) -> Option<&ForcedVoters> {
         self.forced.get(&group)
     }
 
-    /// Records durably that `m` was forced on `group` at index `at`
-    /// (unsafe recovery).
+    /// Records durably the override forced on `group` (unsafe recovery),
+    /// or (`None`) that the core retired it.
     pub fn set_forced(
         &mut self,
         group: GroupId,
-        at: u64,
-        m: Membership,
+        forced: Option<ForcedVoters>,
     ) -> Result<(), IdentityError> {
-        let before = self.forced.insert(group, (at, m));
+        if self.forced.get(&group) == forced.as_ref() {
+            return Ok(());
+        }
+        let before = match forced {
+            Some(f) => self.forced.insert(group, f),
+            None => self.forced.remove(&group),
+        };
         if let Err(e) = self.write() {
             match before {
                 Some(f) => self.forced.insert(group, f),
@@ -171,7 +177,7 @@ fn ids(set: &std::collections::BTreeSet<NodeId>) -> String {
 fn render(
     joining: bool,
     records: &BTreeMap<GroupId, Record>,
-    forced: &BTreeMap<GroupId, (u64, Membership)>,
+    forced: &BTreeMap<GroupId, ForcedVoters>,
 ) -> String {
     let mut out = String::from("# synod group catalog: one line per group\n");
     if joining {
@@ -188,12 +194,14 @@ fn render(
             Record::Removed => writeln!(out, "group {group} removed"),
         };
     }
-    for (group, (at, m)) in forced {
+    for (group, f) in forced {
         let _ = writeln!(
             out,
-            "group {group} forced at {at} voters {} learners {}",
-            ids(&m.voters),
-            ids(&m.learners)
+            "group {group} forced at {} term {} voters {} learners {}",
+            f.at,
+            f.term,
+            ids(&f.membership.voters),
+            ids(&f.membership.learners)
         );
     }
     out
@@ -214,7 +222,7 @@ fn parse_ids(s: &str, line: usize) -> Result<std::collections::BTreeSet<NodeId>,
 type Parsed = (
     bool,
     BTreeMap<GroupId, Record>,
-    BTreeMap<GroupId, (u64, Membership)>,
+    BTreeMap<GroupId, ForcedVoters>,
 );
 
 fn parse(text: &str) -> Result<Parsed, String> {
@@ -231,18 +239,22 @@ fn parse(text: &str) -> Result<Parsed, String> {
             continue;
         }
         let words: Vec<&str> = line.split_whitespace().collect();
-        if let ["group", g, "forced", "at", at, "voters", v, "learners", l] = words.as_slice() {
-            let group = g
-                .parse::<GroupId>()
-                .map_err(|_| format!("line {}: `{g}` is not a group id", n + 1))?;
-            let at = at
-                .parse::<u64>()
-                .map_err(|_| format!("line {}: `{at}` is not an index", n + 1))?;
-            let m = Membership {
-                voters: parse_ids(v, n + 1)?,
-                learners: parse_ids(l, n + 1)?,
+        if let ["group", g, "forced", "at", at, "term", t, "voters", v, "learners", l] =
+            words.as_slice()
+        {
+            let number = |w: &str| {
+                w.parse::<u64>()
+                    .map_err(|_| format!("line {}: `{w}` is not a number", n + 1))
             };
-            forced.insert(group, (at, m));
+            let f = ForcedVoters {
+                at: number(at)?,
+                term: number(t)?,
+                membership: Membership {
+                    voters: parse_ids(v, n + 1)?,
+                    learners: parse_ids(l, n + 1)?,
+                },
+            };
+            forced.insert(number(g)?, f);
             continue;
         }
         let (group, record) = match words.as_slice() {
@@ -283,7 +295,12 @@ mod tests {
         .unwrap();
         c.set(2, Record::Hosted(Membership::default())).unwrap();
         c.set(3, Record::Removed).unwrap();
-        c.set_forced(1, 77, Membership::with_voters([1])).unwrap();
+        let f = ForcedVoters {
+            at: 77,
+            term: 5,
+            membership: Membership::with_voters([1]),
+        };
+        c.set_forced(1, Some(f.clone())).unwrap();
         let again = Catalog::open(dir.path()).unwrap();
         assert!(!again.joining());
         assert_eq!(again.records(), c.records());
@@ -292,7 +309,9 @@ mod tests {
         assert!(joined.joining());
         assert_eq!(joined.records(), c.records());
         assert_eq!(again.get(3), Some(&Record::Removed));
-        assert_eq!(again.forced(1), Some(&(77, Membership::with_voters([1]))));
+        assert_eq!(again.forced(1), Some(&f));
+        c.set_forced(1, None).unwrap();
+        assert_eq!(Catalog::open(dir.path()).unwrap().forced(1), None);
         assert_eq!(again.get(2), Some(&Record::Hosted(Membership::default())));
     }
 

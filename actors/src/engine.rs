@@ -567,15 +567,7 @@ impl Engine {
         M: actix::Message<Result = ()> + Send + 'static,
         crate::group::RaftGroup: actix::Handler<M>,
     {
-        if let Some(e) = self.node_failed() {
-            return Err(e);
-        }
-        let route = match self.inner.routes.lookup(group) {
-            Lookup::Running(r) => r,
-            Lookup::Restarting => return Err(RequestError::Restarting(group)),
-            Lookup::Poisoned(p) => return Err(p.error(group)),
-            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
-        };
+        let route = self.route(group)?;
         let (tx, rx) = oneshot::channel();
         let sent = tokio::time::timeout_at(deadline, route.raft.send(make(tx))).await;
         match sent {
@@ -587,6 +579,21 @@ impl Engine {
             Err(_) => Err(RequestError::Timeout(group)),
             Ok(Err(_)) => Err(RequestError::Stopped(group)),
             Ok(Ok(r)) => r,
+        }
+    }
+
+    /// The actors of `group` on this node, or why a request cannot reach
+    /// them (the node failed, the group restarts, is poisoned or is not
+    /// hosted here).
+    fn route(&self, group: GroupId) -> Result<crate::node::GroupRoute, RequestError> {
+        if let Some(e) = self.node_failed() {
+            return Err(e);
+        }
+        match self.inner.routes.lookup(group) {
+            Lookup::Running(r) => Ok(r),
+            Lookup::Restarting => Err(RequestError::Restarting(group)),
+            Lookup::Poisoned(p) => Err(p.error(group)),
+            Lookup::Unknown => Err(RequestError::NoSuchGroup(group)),
         }
     }
 
@@ -826,15 +833,7 @@ impl Engine {
         group: GroupId,
         deadline: tokio::time::Instant,
     ) -> Result<Option<GroupStatus>, RequestError> {
-        if let Some(e) = self.node_failed() {
-            return Err(e);
-        }
-        let route = match self.inner.routes.lookup(group) {
-            Lookup::Running(r) => r,
-            Lookup::Restarting => return Err(RequestError::Restarting(group)),
-            Lookup::Poisoned(p) => return Err(p.error(group)),
-            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
-        };
+        let route = self.route(group)?;
         match tokio::time::timeout_at(deadline, route.raft.send(GetStatus)).await {
             Err(_) => Ok(None),
             Ok(Err(_)) => Err(RequestError::Restarting(group)),
@@ -912,15 +911,7 @@ impl Engine {
     /// Runs `query` on this node's own replica of `group`, without going
     /// through the log: fast, possibly stale (a follower may lag).
     pub async fn local_read(&self, group: GroupId, query: Bytes) -> Result<Bytes, RequestError> {
-        if let Some(e) = self.node_failed() {
-            return Err(e);
-        }
-        let route = match self.inner.routes.lookup(group) {
-            Lookup::Running(r) => r,
-            Lookup::Restarting => return Err(RequestError::Restarting(group)),
-            Lookup::Poisoned(p) => return Err(p.error(group)),
-            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
-        };
+        let route = self.route(group)?;
         route
             .fsm
             .send(crate::fsm::LocalQuery(query))

@@ -33,7 +33,7 @@ use synod_core::{
 use synod_storage::{GroupId, StorageError, WriteBatch};
 
 use crate::fsm::{Apply, FsmCaller, ReadAt, Register, Reply, Restore};
-use crate::node::CaughtUp;
+use crate::node::{CaughtUp, ForcedRetired};
 use crate::proto::{GroupStatus, MemberProgress, MembershipInfo, RaftItem, RequestError};
 use crate::replicator::{Outbound, Replicator, StopReplicator};
 use crate::shared::{DeathGuard, NodeShared};
@@ -152,9 +152,9 @@ pub struct ChangeMembership {
 pub struct GetMembership;
 
 /// Unsafe recovery: force `voters` on this replica (`Raft::force_voters`).
-/// Answers the index it was forced at and the configuration.
+/// Answers the override (to record in the catalog).
 #[derive(Message)]
-#[rtype(result = "Result<(Index, synod_core::Membership), RequestError>")]
+#[rtype(result = "Result<synod_core::ForcedVoters, RequestError>")]
 pub struct ForceVoters(pub std::collections::BTreeSet<NodeId>);
 
 /// Test hook: make this actor panic. The handler first sends on
@@ -202,6 +202,10 @@ pub struct RaftGroup {
     failed: bool,
     /// The supervisor, told once the core leaves its rejoining mode.
     caught_up: Option<Recipient<CaughtUp>>,
+    /// The supervisor, told once the core retired a forced configuration.
+    retired: Recipient<ForcedRetired>,
+    /// A forced configuration is in effect (unsafe recovery).
+    forced_outstanding: bool,
     /// Leader: followers found to have lost their state, as last logged.
     lost_logged: u64,
     /// Snapshot files older than this were deleted (see
@@ -222,7 +226,7 @@ impl RaftGroup {
         latest_snapshot: Option<Index>,
         restarts: u32,
         guard: DeathGuard,
-        caught_up: Recipient<CaughtUp>,
+        (caught_up, retired): (Recipient<CaughtUp>, Recipient<ForcedRetired>),
     ) -> Self {
         let log = shared.log.new(slog::o!("group" => group));
         if raft.rejoining() {
@@ -233,6 +237,7 @@ impl RaftGroup {
             );
         }
         let caught_up = raft.rejoining().then_some(caught_up);
+        let forced_outstanding = raft.forced_voters().is_some();
         let durable_hs = raft.hard_state();
         RaftGroup {
             group,
@@ -253,6 +258,8 @@ impl RaftGroup {
             reads: BTreeMap::new(),
             next_read: 0,
             caught_up,
+            retired,
+            forced_outstanding,
             lost_logged: 0,
             log,
             _guard: guard,
@@ -327,6 +334,10 @@ impl RaftGroup {
     /// a boot on an empty directory, or (leading) a follower lost entries
     /// it had acknowledged.
     fn report_lost_state(&mut self) {
+        if self.forced_outstanding && self.raft.forced_voters().is_none() {
+            self.forced_outstanding = false;
+            self.retired.do_send(ForcedRetired(self.group));
+        }
         if !self.raft.rejoining() {
             if let Some(supervisor) = self.caught_up.take() {
                 info!(
@@ -919,12 +930,13 @@ impl Handler<GetMembership> for RaftGroup {
             leader: self.raft.leader_id(),
             index,
             committed: index <= self.raft.log().committed(),
+            answered_by: self.shared.node_id,
         })
     }
 }
 
 impl Handler<ForceVoters> for RaftGroup {
-    type Result = Result<(Index, synod_core::Membership), RequestError>;
+    type Result = Result<synod_core::ForcedVoters, RequestError>;
 
     fn handle(
         &mut self,
@@ -935,16 +947,17 @@ impl Handler<ForceVoters> for RaftGroup {
             return Err(self.node_failed());
         }
         let group = self.group;
-        let m = self
+        let f = self
             .raft
             .force_voters(voters)
             .map_err(|e| RequestError::BadChange {
                 group,
                 reason: e.to_string(),
             })?;
-        let at = self.raft.log().last_index();
-        warn!(self.log, "UNSAFE: voters forced by an operator"; "voters" => ?m.voters, "at" => at);
+        warn!(self.log, "UNSAFE: voters forced by an operator";
+              "voters" => ?f.membership.voters, "at" => f.at, "term" => f.term);
+        self.forced_outstanding = true;
         self.schedule(ctx);
-        Ok((at, m))
+        Ok(f)
     }
 }

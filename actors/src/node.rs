@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use slog::{crit, info, warn, Logger};
-use synod_core::{Config, Membership, Raft, SnapshotInfo};
+use synod_core::{Config, ForcedVoters, Membership, Raft, SnapshotInfo};
 use synod_storage::{GroupId, GroupState, WriteBatch};
 
 use crate::catalog::{Catalog, Record};
@@ -173,7 +173,7 @@ pub enum Hosting {
 /// application created the group here, as a non-member, with
 /// [`CreateGroup`]). Idempotent.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), RequestError>")]
 pub struct HostGroup(pub GroupId);
 
 /// Unsafe recovery: force a voter set on this node's replica of a group
@@ -192,8 +192,15 @@ pub struct ForceVoters {
 /// actors stop, the catalog marks it removed (so no boot brings it back),
 /// its log and snapshots are deleted. Idempotent.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), RequestError>")]
 pub struct DropGroup(pub GroupId);
+
+/// The core of a group retired the configuration an operator forced on
+/// it (a configuration written after it is committed): the catalog
+/// forgets it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ForcedRetired(pub GroupId);
 
 /// A group that started rejoining caught up from a leader.
 #[derive(Message)]
@@ -244,6 +251,9 @@ pub struct NodeActor {
     /// Factories of groups the application created here that this node
     /// does not host (not a member, or removed): used if it joins them.
     dormant: BTreeMap<GroupId, StateMachineFactory>,
+    /// Groups whose log and snapshots are being deleted: nothing else
+    /// happens to them meanwhile.
+    deleting: BTreeSet<GroupId>,
     /// The data directory's identity; its rejoining marker goes once every
     /// group caught up.
     identity: Identity,
@@ -267,6 +277,7 @@ impl NodeActor {
             groups: BTreeMap::new(),
             catalog,
             dormant: BTreeMap::new(),
+            deleting: BTreeSet::new(),
             identity,
             rejoining: BTreeSet::new(),
             log,
@@ -315,13 +326,14 @@ async fn start_group(
     shared: Arc<NodeShared>,
     group: GroupId,
     factory: StateMachineFactory,
-    (bootstrap, forced): (Membership, Option<(u64, Membership)>),
+    (bootstrap, forced): (Membership, Option<ForcedVoters>),
     generation: u64,
     restarts: u32,
     node: Addr<NodeActor>,
 ) -> Result<GroupRoute, String> {
     let supervisor: Recipient<ActorDied> = node.clone().recipient();
     let caught_up: Recipient<CaughtUp> = node.clone().recipient();
+    let retired: Recipient<ForcedRetired> = node.clone().recipient();
     let stored = shared
         .log_writer
         .read_async(group)
@@ -379,10 +391,10 @@ async fn start_group(
         snapshot.index,
     )
     .map_err(|e| format!("group {group}: {e}"))?;
-    if let Some((at, m)) = forced {
-        // Unsafe recovery forced this before a restart: it holds until a
-        // configuration entry follows `at` in the log.
-        raft.restore_forced_voters(at, m);
+    if let Some(f) = forced {
+        // Unsafe recovery forced this before a restart: it holds until the
+        // core retires it (see `Raft::force_voters`).
+        raft.restore_forced_voters(f);
     }
     let stored_state = GroupState {
         first_index: stored_first,
@@ -436,7 +448,7 @@ async fn start_group(
         latest_index,
         restarts,
         guard("raft"),
-        caught_up,
+        (caught_up, retired),
     );
     let raft_addr = raft_ctx.run(actor);
     raft_addr.do_send(crate::group::SetFsm(fsm_addr.clone()));
@@ -535,7 +547,7 @@ impl Handler<CreateGroup> for NodeActor {
 
     fn handle(&mut self, m: CreateGroup, ctx: &mut Context<Self>) -> Self::Result {
         let group = m.group;
-        if self.groups.contains_key(&group) {
+        if self.groups.contains_key(&group) || self.deleting.contains(&group) {
             let e = format!("group {group} already exists on this node");
             return Box::pin(async move { Err(e) }.into_actor(self));
         }
@@ -543,16 +555,17 @@ impl Handler<CreateGroup> for NodeActor {
         let bootstrap = match self.catalog.get(group) {
             Some(Record::Hosted(b)) => b.clone(),
             Some(Record::Removed) => {
-                self.dormant.insert(group, m.factory);
                 // A crash may have come between the mark and the deletion.
+                self.deleting.insert(group);
                 let shared = Arc::clone(&self.shared);
-                return Box::pin(
-                    async move {
-                        NodeActor::delete_data(shared, group).await?;
-                        Ok(Hosting::Removed)
-                    }
-                    .into_actor(self),
-                );
+                let factory = m.factory;
+                return Box::pin(NodeActor::delete_data(shared, group).into_actor(self).map(
+                    move |r, act, _| {
+                        act.deleting.remove(&group);
+                        act.dormant.insert(group, factory);
+                        r.map(|()| Hosting::Removed)
+                    },
+                ));
             }
             None => {
                 let members = m
@@ -580,34 +593,86 @@ impl Handler<CreateGroup> for NodeActor {
     }
 }
 
-impl Handler<HostGroup> for NodeActor {
-    type Result = ResponseActFuture<Self, Result<(), String>>;
+impl NodeActor {
+    /// The answer for a group whose data is being deleted (or that is
+    /// starting): retry shortly.
+    fn busy<T: 'static>(
+        &mut self,
+        group: GroupId,
+    ) -> ResponseActFuture<Self, Result<T, RequestError>> {
+        Box::pin(async move { Err(RequestError::Restarting(group)) }.into_actor(self))
+    }
+}
 
-    fn handle(&mut self, HostGroup(group): HostGroup, ctx: &mut Context<Self>) -> Self::Result {
+impl Handler<HostGroup> for NodeActor {
+    type Result = ResponseActFuture<Self, Result<(), RequestError>>;
+
+    fn handle(&mut self, HostGroup(group): HostGroup, _: &mut Context<Self>) -> Self::Result {
+        if self.deleting.contains(&group) {
+            return self.busy(group);
+        }
         if self.groups.contains_key(&group) {
             return Box::pin(async { Ok(()) }.into_actor(self));
         }
+        let node = self.shared.node_id;
         let Some(factory) = self.dormant.get(&group).cloned() else {
-            let e = format!(
-                "node {} does not know group {group}: create it there first (the application \
-                 spawns it on every node, members or not; the KV service does for its groups)",
-                self.shared.node_id
+            let reason = format!(
+                "node {node} does not know group {group}: create it there first (the application \
+                 spawns it on every node, members or not; the KV service does for its groups)"
             );
-            return Box::pin(async move { Err(e) }.into_actor(self));
+            return Box::pin(
+                async move {
+                    Err(RequestError::CannotHost {
+                        group,
+                        node,
+                        reason,
+                    })
+                }
+                .into_actor(self),
+            );
         };
-        // A removed replica's data is gone (deleted when it was dropped,
-        // or when the application recreated it at boot): it starts empty.
+        // An empty replica: first delete whatever an earlier replica left
+        // (a snapshot still being written when it was dropped, say).
+        self.deleting.insert(group);
+        let shared = Arc::clone(&self.shared);
         Box::pin(
-            self.host(group, factory, Membership::default(), ctx)
-                .map(|r, _, _| r.map(|_| ())),
+            NodeActor::delete_data(shared, group)
+                .into_actor(self)
+                .then(
+                    move |deleted, act, ctx| -> ResponseActFuture<Self, Result<Hosting, String>> {
+                        act.deleting.remove(&group);
+                        match deleted {
+                            Ok(()) => act.host(group, factory, Membership::default(), ctx),
+                            Err(e) => Box::pin(async move { Err(e) }.into_actor(act)),
+                        }
+                    },
+                )
+                .map(move |r, _, _| {
+                    r.map(|_| ()).map_err(|reason| RequestError::CannotHost {
+                        group,
+                        node,
+                        reason,
+                    })
+                }),
         )
     }
 }
 
 impl Handler<DropGroup> for NodeActor {
-    type Result = ResponseActFuture<Self, Result<(), String>>;
+    type Result = ResponseActFuture<Self, Result<(), RequestError>>;
 
     fn handle(&mut self, DropGroup(group): DropGroup, _: &mut Context<Self>) -> Self::Result {
+        if self.deleting.contains(&group) {
+            return self.busy(group);
+        }
+        if self
+            .groups
+            .get(&group)
+            .is_some_and(|s| matches!(s.state, SlotState::Starting | SlotState::Restarting))
+        {
+            // Deleting under a start would race with its reads and writes.
+            return self.busy(group);
+        }
         let slot = self.groups.remove(&group);
         if slot.is_none() && !matches!(self.catalog.get(group), Some(Record::Hosted(_))) {
             // Not hosted: removed already, or never a member here.
@@ -615,14 +680,23 @@ impl Handler<DropGroup> for NodeActor {
         }
         self.routes.remove(group);
         self.rejoining.remove(&group);
-        if let Some(slot) = &slot {
-            self.dormant.insert(group, Arc::clone(&slot.factory));
-        }
+        let factory = slot.as_ref().map(|s| Arc::clone(&s.factory));
+        let node = self.shared.node_id;
         if let Err(e) = self.catalog.set(group, Record::Removed) {
-            let e = format!("group {group}: cannot mark it removed in the catalog: {e}");
-            return Box::pin(async move { Err(e) }.into_actor(self));
+            let reason = format!("cannot mark it removed in the catalog: {e}");
+            return Box::pin(
+                async move {
+                    Err(RequestError::CannotHost {
+                        group,
+                        node,
+                        reason,
+                    })
+                }
+                .into_actor(self),
+            );
         }
         info!(self.log, "group removed from this node; deleting its log and snapshots"; "group" => group);
+        self.deleting.insert(group);
         let shared = Arc::clone(&self.shared);
         let route = slot.and_then(|s| s.route);
         Box::pin(
@@ -636,7 +710,18 @@ impl Handler<DropGroup> for NodeActor {
                 }
                 NodeActor::delete_data(shared, group).await
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(move |r, act, _| {
+                act.deleting.remove(&group);
+                if let Some(f) = factory {
+                    act.dormant.insert(group, f);
+                }
+                r.map_err(|reason| RequestError::CannotHost {
+                    group,
+                    node,
+                    reason,
+                })
+            }),
         )
     }
 }
@@ -861,19 +946,34 @@ impl Handler<ForceVoters> for NodeActor {
             }
             .into_actor(self)
             .map(move |r, act, _| {
-                let (at, m) = r?;
-                act.catalog.set_forced(group, at, m.clone()).map_err(|e| {
-                    RequestError::CannotHost {
+                let f = r?;
+                let m = f.membership.clone();
+                act.catalog
+                    .set_forced(group, Some(f))
+                    .map_err(|e| RequestError::CannotHost {
                         group,
                         node,
                         reason: format!(
                             "the voters were forced in memory but could not be recorded ({e}); \
                              run the command again before this node restarts"
                         ),
-                    }
-                })?;
+                    })?;
                 Ok(m)
             }),
         )
+    }
+}
+
+impl Handler<ForcedRetired> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, ForcedRetired(group): ForcedRetired, _: &mut Context<Self>) {
+        match self.catalog.set_forced(group, None) {
+            Ok(()) => info!(self.log, "the forced configuration is in the group's log now; \
+                                       the catalog forgets it"; "group" => group),
+            Err(e) => warn!(self.log, "cannot update the catalog; the next start gives the core \
+                                       the forced configuration again, which retires it at \
+                                       once"; "group" => group, "error" => %e),
+        }
     }
 }

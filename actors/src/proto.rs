@@ -503,6 +503,10 @@ pub struct MembershipInfo {
     pub index: u64,
     /// Whether that entry is committed.
     pub committed: bool,
+    /// The node whose replica answered (the leader when `leader` names
+    /// it).
+    #[serde(default)]
+    pub answered_by: NodeId,
 }
 
 /// The entry on which a group's state machine panicked, and how.

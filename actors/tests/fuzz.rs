@@ -308,6 +308,7 @@ fn every_response() -> Vec<Response> {
             leader: Some(1),
             index: 9,
             committed: false,
+            answered_by: 2,
         }),
     ];
     out.extend(errors.into_iter().map(Response::Err));

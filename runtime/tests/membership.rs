@@ -257,8 +257,13 @@ async fn a_node_whose_disk_was_wiped_is_removed_re_added_and_promoted() {
 
     // Removing it while it is down: the change stands, but its replica
     // could not be deleted, and the error says so.
+    // (Under a loaded machine the answer may get lost: an unknown outcome,
+    // after which the membership tells.)
     match client.remove_member(GROUP, victim).await {
         Err(SynodError::CannotHost { node, .. }) => assert_eq!(node, victim),
+        Err(e @ (SynodError::ConnectionLost { .. } | SynodError::Timeout { .. })) => {
+            eprintln!("the removal's answer was lost ({e}); checking the membership")
+        }
         other => panic!("expected CannotHost for the down node, got {other:?}"),
     }
     let m = membership(&client).await;

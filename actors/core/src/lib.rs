@@ -74,7 +74,7 @@ pub use error::{
 pub use log::RaftLog;
 pub use message::{AppendResponse, Message, MessageBody};
 pub use progress::{Progress, ProgressState};
-pub use raft::{Proposed, Raft, Stats, PROMOTE_MAX_LAG};
+pub use raft::{ForcedVoters, Proposed, Raft, Stats, PROMOTE_MAX_LAG};
 pub use ready::{ReadState, Ready, SoftState};
 pub use types::{
     ConfChange, Entry, EntryKind, HardState, Index, Membership, NodeId, Role, SnapshotInfo, Term,

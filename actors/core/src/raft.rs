@@ -42,6 +42,18 @@ pub struct Proposed {
     pub last_index: Index,
 }
 
+/// A configuration an operator forced on a replica (unsafe recovery, see
+/// [`Raft::force_voters`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForcedVoters {
+    /// The replica's last log index when it was forced.
+    pub at: Index,
+    /// The replica's term when it was forced.
+    pub term: Term,
+    /// The forced configuration.
+    pub membership: Membership,
+}
+
 /// Counters for the simulation and metrics; they never affect behaviour.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -91,10 +103,9 @@ pub struct Raft {
     snapshot_membership: Membership,
     /// The configuration entries in the log after the snapshot, ascending.
     confs: Vec<(Index, Membership)>,
-    /// An operator's forced configuration ([`Raft::force_voters`]) and the
-    /// last index of the log when it was forced: in effect while no
-    /// configuration entry follows that index.
-    forced: Option<(Index, Membership)>,
+    /// An operator's forced configuration ([`Raft::force_voters`]), until
+    /// a configuration written after it is committed.
+    forced: Option<ForcedVoters>,
     /// Leader only: one entry per other member (voters and learners).
     progress: BTreeMap<NodeId, Progress>,
     /// Candidate and pre-candidate only: answers received.
@@ -608,10 +619,8 @@ impl Raft {
             .confs
             .last()
             .map_or_else(|| self.snapshot_membership.clone(), |(_, m)| m.clone());
-        if let Some((at, m)) = &self.forced {
-            if self.confs.last().is_none_or(|(i, _)| i <= at) {
-                self.membership = m.clone();
-            }
+        if let Some(m) = self.forced_in_effect() {
+            self.membership = m.clone();
         }
         if self.role != Role::Leader {
             return;
@@ -888,6 +897,7 @@ impl Raft {
     /// Takes the work accumulated since the previous Ready. See [`Ready`]
     /// for the order in which to carry it out.
     pub fn ready(&mut self) -> Ready {
+        self.retire_forced();
         if self.needs_broadcast && self.role == Role::Leader {
             self.broadcast_append();
         }
@@ -1243,6 +1253,21 @@ impl Raft {
             .filter(|&v| v != me)
             .map(|v| (v, Progress::new(next, capacity)))
             .collect();
+        let mut next = next;
+        if let Some(m) = self.forced_in_effect().cloned() {
+            // Elected under a forced configuration: the first entry of the
+            // term writes it into the log, so it replicates like any
+            // configuration, and whatever covers an entry of this term
+            // (a snapshot included) covers it.
+            self.log.append([Entry {
+                term: self.term,
+                index: next,
+                kind: EntryKind::ConfChange(m.clone()),
+            }]);
+            self.confs.push((next, m));
+            self.refresh_membership();
+            next += 1;
+        }
         // §5.4.2 / §8: a no-op of the new term lets the leader commit
         // everything before it and learn the commit index.
         self.log.append([Entry {
@@ -1250,26 +1275,42 @@ impl Raft {
             index: next,
             kind: EntryKind::Noop,
         }]);
-        if let Some(m) = self.forced_in_effect().cloned() {
-            // Elected under a forced configuration: write it into the log
-            // at once, so that it replicates like any configuration and
-            // the override is no longer needed once this entry is there.
-            self.log.append([Entry {
-                term: self.term,
-                index: next + 1,
-                kind: EntryKind::ConfChange(m.clone()),
-            }]);
-            self.confs.push((next + 1, m));
-            self.refresh_membership();
-        }
         self.needs_broadcast = true;
     }
 
-    /// The forced configuration, while no configuration entry follows it.
+    /// Whether a configuration entry at `index` was written after the
+    /// override `f`: past the log's end at the time, or in a later term
+    /// (by a leader elected since, even if it truncated this log).
+    fn supersedes(&self, f: &ForcedVoters, index: Index) -> bool {
+        index > f.at || self.log.term(index).is_some_and(|t| t > f.term)
+    }
+
+    /// The forced configuration, while no configuration written after it
+    /// is in the log.
     fn forced_in_effect(&self) -> Option<&Membership> {
-        match &self.forced {
-            Some((at, m)) if self.confs.last().is_none_or(|(i, _)| i <= at) => Some(m),
-            _ => None,
+        let f = self.forced.as_ref()?;
+        let superseded = self.confs.iter().any(|&(i, _)| self.supersedes(f, i));
+        (!superseded).then_some(&f.membership)
+    }
+
+    /// Drops the override for good once a configuration written after it
+    /// is committed, or a snapshot covers an entry of a later term (the
+    /// first entry of a leader elected under the override is that
+    /// configuration).
+    fn retire_forced(&mut self) {
+        let Some(f) = self.forced.as_ref() else {
+            return;
+        };
+        let committed = self.log.committed();
+        let snap = self.log.snapshot();
+        let done = self
+            .confs
+            .iter()
+            .any(|&(i, _)| i <= committed && self.supersedes(f, i))
+            || (snap.index > f.at && snap.term > f.term);
+        if done {
+            self.forced = None;
+            self.refresh_membership();
         }
     }
 
@@ -1278,29 +1319,28 @@ impl Raft {
     /// voters at once, without a log entry and without asking anyone. For
     /// a group that lost a majority of its voters for good: force the same
     /// set of survivors on each of them; they elect a leader among
-    /// themselves, which writes the forced configuration into the log as
-    /// its first entry after its no-op, and from then on it is an ordinary
-    /// configuration.
+    /// themselves, whose first entry in its term is the forced
+    /// configuration, and from then on it is an ordinary configuration.
     ///
     /// What it risks: entries the lost voters held and no survivor did
     /// are gone, acknowledged or not; survivors that disagree on `voters`,
     /// or lost voters that come back with their old data, can elect two
     /// leaders. Learners stay learners unless listed. The replica steps
-    /// down if it led. The override holds while no configuration entry
-    /// follows the log's current last index ([`Raft::forced_voters`] says
-    /// which; persist it and give it back with
-    /// [`Raft::restore_forced_voters`] after a restart until then).
+    /// down if it led. The override holds until a configuration written
+    /// after it (later in the log, or in a later term) is committed, or a
+    /// snapshot covers an entry of a later term; [`Raft::forced_voters`]
+    /// says whether it still holds: persist it while it does and give it
+    /// back with [`Raft::restore_forced_voters`] after a restart.
     pub fn force_voters(
         &mut self,
         voters: BTreeSet<NodeId>,
-    ) -> Result<Membership, ConfChangeError> {
+    ) -> Result<ForcedVoters, ConfChangeError> {
         if voters.is_empty() {
             return Err(ConfChangeError::LastVoter { id: self.config.id });
         }
         if voters.contains(&0) {
             return Err(ConfChangeError::ZeroId);
         }
-        let at = self.log.last_index();
         let learners = self
             .membership
             .learners
@@ -1308,27 +1348,31 @@ impl Raft {
             .copied()
             .filter(|id| !voters.contains(id))
             .collect();
-        let m = Membership { voters, learners };
-        self.restore_forced_voters(at, m.clone());
+        let forced = ForcedVoters {
+            at: self.log.last_index(),
+            term: self.term,
+            membership: Membership { voters, learners },
+        };
+        self.restore_forced_voters(forced.clone());
         if self.role != Role::Follower {
             self.become_follower(self.term, None);
         }
-        Ok(m)
+        Ok(forced)
     }
 
-    /// Gives a restarted replica back the configuration forced at `at`
-    /// (what [`Raft::forced_voters`] said before the restart). No effect
-    /// once a configuration entry follows `at`.
-    pub fn restore_forced_voters(&mut self, at: Index, m: Membership) {
-        self.forced = Some((at, m));
+    /// Gives a restarted replica back the override it had (what
+    /// [`Raft::forced_voters`] said before the restart). No effect if what
+    /// the log or snapshot holds already retired it.
+    pub fn restore_forced_voters(&mut self, forced: ForcedVoters) {
+        self.forced = Some(forced);
         self.refresh_membership();
+        self.retire_forced();
     }
 
-    /// The configuration an operator forced and the index it was forced
-    /// at, while it is in effect (no configuration entry follows it).
-    pub fn forced_voters(&self) -> Option<(Index, &Membership)> {
-        self.forced_in_effect()
-            .and_then(|m| self.forced.as_ref().map(|(at, _)| (*at, m)))
+    /// The override an operator forced, while it holds (see
+    /// [`Raft::force_voters`]).
+    pub fn forced_voters(&self) -> Option<&ForcedVoters> {
+        self.forced.as_ref()
     }
 
     // ----------------------------------------------------------------

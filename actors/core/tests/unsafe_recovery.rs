@@ -30,7 +30,8 @@ fn a_lone_survivor_forced_to_be_the_only_voter_commits_again() {
     let b = c.propose(1, "b");
     assert!(c.node(1).log().committed() < b);
 
-    let m = c.node(1).force_voters(set(&[1])).unwrap();
+    let f = c.node(1).force_voters(set(&[1])).unwrap();
+    let m = f.membership.clone();
     assert_eq!(m.voters, set(&[1]));
     assert_eq!(
         c.node(1).role(),
@@ -38,19 +39,19 @@ fn a_lone_survivor_forced_to_be_the_only_voter_commits_again() {
         "a forced leader steps down"
     );
     assert_eq!(c.node(1).voters(), &set(&[1]));
-    assert_eq!(c.node(1).forced_voters().map(|(at, _)| at), Some(b));
+    assert_eq!(c.node(1).forced_voters().map(|f| f.at), Some(b));
 
     c.elect(1);
     c.settle();
-    // The new leader wrote the forced configuration right after its no-op,
-    // and everything up to it is committed, "b" included.
+    // The new leader's first entry is the forced configuration, then its
+    // no-op; everything is committed, "b" included.
     let log = c.node(1).log();
     let last = log.last_index();
-    let conf = log.entries().last().unwrap();
+    let conf = log.entry(b + 1).unwrap();
     assert_eq!(conf.kind, EntryKind::ConfChange(m.clone()));
+    assert_eq!(log.entry(b + 2).unwrap().kind, EntryKind::Noop);
     assert_eq!(log.committed(), last);
-    assert!(last > b);
-    // The override is no longer needed: the log says it.
+    // The override is retired: the log says it, committed.
     assert_eq!(c.node(1).forced_voters(), None);
     assert_eq!(c.node(1).membership(), &m);
     let c_index = c.propose(1, "c");
@@ -92,10 +93,7 @@ fn the_override_survives_a_restart_until_the_log_carries_it() {
     c.isolate(2);
     c.isolate(3);
     c.node(1).force_voters(set(&[1])).unwrap();
-    let (at, m) = {
-        let (at, m) = c.node(1).forced_voters().unwrap();
-        (at, m.clone())
-    };
+    let forced = c.node(1).forced_voters().unwrap().clone();
     let _ = persist(c.node(1));
     // Restart from what is durable: the log still says {1, 2, 3}.
     let r = c.node(1);
@@ -111,7 +109,7 @@ fn the_override_survives_a_restart_until_the_log_carries_it() {
     )
     .unwrap();
     assert_eq!(again.voters(), &set(&[1, 2, 3]));
-    again.restore_forced_voters(at, m);
+    again.restore_forced_voters(forced);
     assert_eq!(again.voters(), &set(&[1]));
     c.nodes[0] = again;
     c.elect(1);
@@ -133,4 +131,117 @@ fn forcing_nonsense_is_refused() {
         Err(ConfChangeError::ZeroId)
     );
     assert_eq!(c.node(1).membership(), &Membership::with_voters([1, 2, 3]));
+}
+
+/// Review finding F1: once the group moved on from the forced set (nodes
+/// re-added, the log compacted past every configuration entry), a restart
+/// that is handed the old override must not bring it back.
+#[test]
+fn a_retired_override_never_comes_back_after_compaction_and_a_restart() {
+    let mut c = Cluster::new(3, 3);
+    c.elect(1);
+    c.propose(1, "a");
+    c.isolate(2);
+    c.isolate(3);
+    let forced = c.node(1).force_voters(set(&[1])).unwrap();
+    c.elect(1);
+    c.settle();
+    assert_eq!(c.node(1).forced_voters(), None, "retired once committed");
+    // The group grows back: 2 returns (wiped) as a learner, then a voter.
+    c.cut.clear();
+    c.nodes[1] = Raft::new(Config::new(2, [])).unwrap();
+    c.node(1)
+        .propose_conf_change(synod_core::ConfChange::AddLearner(2))
+        .unwrap();
+    c.settle();
+    for _ in 0..3 {
+        c.propose(1, "x");
+    }
+    c.node(1)
+        .propose_conf_change(synod_core::ConfChange::PromoteLearner(2))
+        .unwrap();
+    c.settle();
+    let i = c.propose(1, "y");
+    assert_eq!(c.node(1).voters(), &set(&[1, 2]));
+    // Compact past every configuration entry, then restart node 1 from
+    // the snapshot, handing it the stale override as a lost catalog
+    // update would.
+    c.node(1).compact(i).unwrap();
+    let snap = c.node(1).log().snapshot();
+    let hs = c.node(1).hard_state();
+    let mut again = Raft::restore_with_membership(
+        Config::new(1, 1..=3),
+        hs,
+        snap,
+        Some(c.node(1).snapshot_membership().clone()),
+        Vec::new(),
+        snap.index,
+    )
+    .unwrap();
+    again.restore_forced_voters(forced);
+    assert_eq!(again.forced_voters(), None);
+    assert_eq!(again.voters(), &set(&[1, 2]));
+}
+
+/// Review finding F2: survivor 2 is forced while its log runs far ahead
+/// (entries of an old term); survivor 3, with a shorter log of a later
+/// term, wins and writes the forced configuration, then later ones, at
+/// indexes below 2's. Those entries (of later terms) supersede 2's
+/// override: 2 follows the group's real configuration.
+#[test]
+fn a_configuration_of_a_later_term_supersedes_the_override_even_below_its_index() {
+    // Without check-quorum, so that only node 3's timer has to run for it
+    // to be elected (the others still heard from node 1 recently).
+    let mut c = Cluster::with(5, 5, |c| c.check_quorum = false);
+    c.elect(1);
+    c.propose(1, "a");
+    // Term 1: node 1 replicates many entries to node 2 only.
+    for other in [3, 4, 5] {
+        c.cut.insert((1, other));
+        c.cut.insert((other, 1));
+    }
+    for _ in 0..20 {
+        c.propose(1, "old");
+    }
+    // Term 2: node 3 leads 3, 4, 5, with a shorter log.
+    for other in [3, 4, 5] {
+        c.cut.insert((2, other));
+        c.cut.insert((other, 2));
+    }
+    c.elect(3);
+    c.propose(3, "new");
+    assert!(c.node(3).log().last_index() < c.node(2).log().last_index());
+    // Nodes 1, 4 and 5 are lost; 2 and 3 are forced.
+    c.cut.clear();
+    for lost in [1, 4, 5] {
+        c.isolate(lost);
+    }
+    let f2 = c.node(2).force_voters(set(&[2, 3])).unwrap();
+    c.node(3).force_voters(set(&[2, 3])).unwrap();
+    c.elect(3);
+    c.settle();
+    let conf_at = c.node(3).log().last_index() - 1;
+    assert!(
+        conf_at <= f2.at,
+        "the forced entry lands below node 2's override"
+    );
+    // A new node 4 (wiped) joins and is promoted.
+    let mut fresh = Config::new(4, []);
+    fresh.check_quorum = false;
+    c.nodes[3] = Raft::new(fresh).unwrap();
+    c.cut.retain(|&(a, b)| a != 4 && b != 4);
+    c.node(3)
+        .propose_conf_change(synod_core::ConfChange::AddLearner(4))
+        .unwrap();
+    c.settle();
+    c.propose(3, "x");
+    c.node(3)
+        .propose_conf_change(synod_core::ConfChange::PromoteLearner(4))
+        .unwrap();
+    c.settle();
+    let i = c.propose(3, "y");
+    assert!(i <= f2.at, "every new-era entry is below node 2's override");
+    assert_eq!(c.node(2).forced_voters(), None);
+    assert_eq!(c.node(2).voters(), &set(&[2, 3, 4]));
+    assert_eq!(c.node(2).log().committed(), i);
 }

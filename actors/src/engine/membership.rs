@@ -27,7 +27,7 @@ use super::{Engine, Origin};
 /// replica (it may be down, or just back and not connected yet).
 const DROP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 use crate::group::{ChangeMembership, GetMembership};
-use crate::node::{DropGroup, ForceVoters, HostGroup, Lookup};
+use crate::node::{DropGroup, ForceVoters, HostGroup};
 use crate::proto::{MembershipInfo, Request, RequestError, Response};
 
 impl Engine {
@@ -60,16 +60,7 @@ impl Engine {
     }
 
     async fn local_membership(&self, group: GroupId) -> Result<MembershipInfo, RequestError> {
-        if let Some(e) = self.node_failed() {
-            return Err(e);
-        }
-        let route = match self.inner.routes.lookup(group) {
-            Lookup::Running(r) => r,
-            Lookup::Restarting => return Err(RequestError::Restarting(group)),
-            Lookup::Poisoned(p) => return Err(p.error(group)),
-            Lookup::Unknown => return Err(RequestError::NoSuchGroup(group)),
-        };
-        route
+        self.route(group)?
             .raft
             .send(GetMembership)
             .await
@@ -99,30 +90,50 @@ impl Engine {
     ) -> Result<MembershipInfo, RequestError> {
         self.check_node(group, node)?;
         let info = self.membership_from(group, origin).await?;
-        if info.learners.contains(&node) {
-            return Ok(info);
-        }
         if info.voters.contains(&node) {
             return Err(RequestError::BadChange {
                 group,
                 reason: format!("node {node} already is a voter"),
             });
         }
+        // Always (it is idempotent): a learner whose replica is gone (its
+        // disk wiped) gets an empty one again.
         self.host_on(group, node).await?;
-        match self
-            .change_membership(group, ConfChange::AddLearner(node), origin)
-            .await
-        {
-            // Added meanwhile (an earlier attempt whose answer was lost).
-            Err(RequestError::BadChange { .. }) => {
+        let is_learner = |m: &MembershipInfo| m.learners.contains(&node);
+        self.change_once(
+            group,
+            ConfChange::AddLearner(node),
+            origin,
+            info,
+            is_learner,
+        )
+        .await
+    }
+
+    /// Carries out `change` unless `done` already holds for `info` (the
+    /// configuration now) and is committed. A refusal as a bad change, or
+    /// a timeout, is no error if the configuration read again shows `done`
+    /// committed: an earlier attempt, whose answer was lost, made it (or
+    /// a leader that removed itself lost its leadership before it could
+    /// see its change commit). So every operation is idempotent.
+    async fn change_once(
+        &self,
+        group: GroupId,
+        change: ConfChange,
+        origin: Origin,
+        info: MembershipInfo,
+        done: impl Fn(&MembershipInfo) -> bool,
+    ) -> Result<MembershipInfo, RequestError> {
+        if done(&info) && info.committed {
+            return Ok(info);
+        }
+        match self.change_membership(group, change, origin).await {
+            Err(e @ (RequestError::BadChange { .. } | RequestError::Timeout(_))) => {
                 let info = self.membership_from(group, origin).await?;
-                if info.learners.contains(&node) {
+                if done(&info) && info.committed {
                     Ok(info)
                 } else {
-                    Err(RequestError::BadChange {
-                        group,
-                        reason: format!("node {node} is already a member"),
-                    })
+                    Err(e)
                 }
             }
             r => r,
@@ -149,23 +160,15 @@ impl Engine {
     ) -> Result<MembershipInfo, RequestError> {
         self.check_node(group, node)?;
         let info = self.membership_from(group, origin).await?;
-        if info.voters.contains(&node) {
-            return Ok(info);
-        }
-        match self
-            .change_membership(group, ConfChange::PromoteLearner(node), origin)
-            .await
-        {
-            Err(RequestError::BadChange { reason, .. }) => {
-                let info = self.membership_from(group, origin).await?;
-                if info.voters.contains(&node) {
-                    Ok(info)
-                } else {
-                    Err(RequestError::BadChange { group, reason })
-                }
-            }
-            r => r,
-        }
+        let is_voter = |m: &MembershipInfo| m.voters.contains(&node);
+        self.change_once(
+            group,
+            ConfChange::PromoteLearner(node),
+            origin,
+            info,
+            is_voter,
+        )
+        .await
     }
 
     /// Removes voter or learner `node` from `group`, the leader included
@@ -189,26 +192,31 @@ impl Engine {
         origin: Origin,
     ) -> Result<MembershipInfo, RequestError> {
         self.check_node(group, node)?;
+        let gone = |m: &MembershipInfo| !m.voters.contains(&node) && !m.learners.contains(&node);
         let info = self.membership_from(group, origin).await?;
-        let info = if info.voters.contains(&node) || info.learners.contains(&node) {
+        // Deleting a replica is for good: only after this call's own change
+        // was applied at the leader, or on the leader's word that the node
+        // is out of a committed configuration (a stale replica may not know
+        // it was added back since).
+        let confirmed = if gone(&info) && info.committed {
+            self.leader_confirms(group, origin, &gone).await?
+        } else {
             match self
                 .change_membership(group, ConfChange::RemoveMember(node), origin)
                 .await
             {
-                Err(RequestError::BadChange { reason, .. }) => {
-                    let info = self.membership_from(group, origin).await?;
-                    if info.voters.contains(&node) || info.learners.contains(&node) {
-                        return Err(RequestError::BadChange { group, reason });
-                    }
-                    info
+                Ok(info) => info,
+                // Removed meanwhile (an earlier attempt whose answer was
+                // lost), or a leader that removed itself lost its
+                // leadership before it saw the change commit.
+                Err(RequestError::BadChange { .. } | RequestError::Timeout(_)) => {
+                    self.leader_confirms(group, origin, &gone).await?
                 }
-                r => r?,
+                Err(e) => return Err(e),
             }
-        } else {
-            info
         };
         self.drop_on(group, node).await?;
-        Ok(info)
+        Ok(confirmed)
     }
 
     /// **Unsafe recovery** for a group that lost a majority of its voters
@@ -236,6 +244,32 @@ impl Engine {
             .await
             .map_err(|_| RequestError::Restarting(group))??;
         self.local_membership(group).await
+    }
+
+    /// The configuration, once the leader itself answers that `holds` is
+    /// true of its committed configuration; retried until the deadline,
+    /// then `NotLeader` (nothing done, safe to retry).
+    async fn leader_confirms(
+        &self,
+        group: GroupId,
+        origin: Origin,
+        holds: impl Fn(&MembershipInfo) -> bool,
+    ) -> Result<MembershipInfo, RequestError> {
+        let deadline = self.deadline();
+        loop {
+            let info = self.membership_from(group, origin).await?;
+            let from_leader = info.leader == Some(info.answered_by);
+            if from_leader && info.committed && holds(&info) {
+                return Ok(info);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RequestError::NotLeader {
+                    group,
+                    leader: info.leader,
+                });
+            }
+            tokio::time::sleep(self.inner.shared.cfg.tick).await;
+        }
     }
 
     fn check_node(&self, group: GroupId, node: NodeId) -> Result<(), RequestError> {
@@ -315,99 +349,95 @@ impl Engine {
 
     /// Makes `node` host an (empty) replica of `group`.
     async fn host_on(&self, group: GroupId, node: NodeId) -> Result<(), RequestError> {
-        let cannot = |reason: String| RequestError::CannotHost {
-            group,
-            node,
-            reason,
-        };
-        if node == self.node_id() {
-            return self
-                .inner
-                .node
-                .send(HostGroup(group))
-                .await
-                .map_err(|_| cannot("the node is stopping".into()))?
-                .map_err(cannot);
-        }
-        match self
-            .ask_node(node, &Request::HostGroup { group }, self.deadline())
-            .await
-        {
-            Ok(Response::Ok { .. }) => Ok(()),
-            Ok(Response::Err(e)) => Err(e),
-            Ok(other) => Err(cannot(format!("unexpected answer {other:?}"))),
-            // Not reached (down, or not connected yet): nothing changed,
-            // safe to retry.
-            Err(e @ RequestError::Unavailable(_)) => Err(e),
-            Err(e) => Err(cannot(format!("it did not answer ({e}); is it up?"))),
+        let deadline = self.deadline();
+        loop {
+            let answer = self.hosting(node, Request::HostGroup { group }).await;
+            match answer {
+                Err(e) if e.is_safe_to_retry() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.inner.shared.cfg.tick).await;
+                }
+                Err(RequestError::Timeout(_)) => {
+                    return Err(RequestError::CannotHost {
+                        group,
+                        node,
+                        reason: "it did not answer in time; is it up?".into(),
+                    })
+                }
+                r => return r,
+            }
         }
     }
 
     /// Deletes `node`'s replica of `group` (which no longer has it).
     async fn drop_on(&self, group: GroupId, node: NodeId) -> Result<(), RequestError> {
-        let failed = |reason: String| RequestError::CannotHost {
-            group,
-            node,
-            reason: format!(
-                "the node was removed from the group but its replica was not deleted: {reason}; \
-                 call remove-member again once it is up"
-            ),
-        };
+        // A node that just came back may not be connected yet, or be busy
+        // with the group: try for a few seconds before reporting that its
+        // replica is still there.
+        let give_up = tokio::time::Instant::now() + DROP_PATIENCE;
+        loop {
+            match self.hosting(node, Request::DropGroup { group }).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_safe_to_retry() && tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(self.inner.shared.cfg.tick).await;
+                }
+                Err(e) => {
+                    return Err(RequestError::CannotHost {
+                        group,
+                        node,
+                        reason: format!(
+                            "the node was removed from the group but its replica was not \
+                             deleted: {e}; call remove-member again once it is up"
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One hosting request (`HostGroup` or `DropGroup`) to `node`: here
+    /// through the node actor, elsewhere over the network.
+    async fn hosting(&self, node: NodeId, req: Request) -> Result<(), RequestError> {
         if node == self.node_id() {
-            return self
+            return self.serve_local_hosting(req).await;
+        }
+        match self.ask_node(node, &req, self.deadline()).await? {
+            Response::Ok { .. } => Ok(()),
+            Response::Err(e) => Err(e),
+            other => Err(RequestError::Application(format!(
+                "node {node} sent an unexpected answer to {req:?}: {other:?}"
+            ))),
+        }
+    }
+
+    async fn serve_local_hosting(&self, req: Request) -> Result<(), RequestError> {
+        let stopping = |group| RequestError::Restarting(group);
+        match req {
+            Request::HostGroup { group } => self
+                .inner
+                .node
+                .send(HostGroup(group))
+                .await
+                .map_err(|_| stopping(group))?,
+            Request::DropGroup { group } => self
                 .inner
                 .node
                 .send(DropGroup(group))
                 .await
-                .map_err(|_| failed("the node is stopping".into()))?
-                .map_err(failed);
-        }
-        // A node that just came back may not be connected yet: try for a
-        // few seconds before reporting that its replica is still there.
-        let give_up = tokio::time::Instant::now() + DROP_PATIENCE;
-        loop {
-            match self
-                .ask_node(node, &Request::DropGroup { group }, self.deadline())
-                .await
-            {
-                Ok(Response::Ok { .. }) => return Ok(()),
-                Ok(Response::Err(e)) => return Err(failed(e.to_string())),
-                Ok(other) => return Err(failed(format!("unexpected answer {other:?}"))),
-                Err(RequestError::Unavailable(_)) if tokio::time::Instant::now() < give_up => {
-                    tokio::time::sleep(self.inner.shared.cfg.tick).await;
-                }
-                Err(e) => return Err(failed(e.to_string())),
-            }
+                .map_err(|_| stopping(group))?,
+            other => Err(RequestError::Application(format!(
+                "not a hosting request: {other:?}"
+            ))),
         }
     }
 
     /// Serves a node-level hosting request from another node.
     pub(super) async fn serve_hosting(&self, req: Request) -> Response {
-        let (group, result) = match req {
-            Request::HostGroup { group } => (group, self.inner.node.send(HostGroup(group)).await),
-            Request::DropGroup { group } => (group, self.inner.node.send(DropGroup(group)).await),
-            other => {
-                return Response::Err(RequestError::Application(format!(
-                    "not a hosting request: {other:?}"
-                )))
-            }
-        };
-        let node = self.node_id();
-        match result {
-            Ok(Ok(())) => Response::Ok {
+        match self.serve_local_hosting(req).await {
+            Ok(()) => Response::Ok {
                 result: Bytes::new(),
                 leader: None,
             },
-            Ok(Err(reason)) => Response::Err(RequestError::CannotHost {
-                group,
-                node,
-                reason,
-            }),
-            Err(_) => Response::Err(RequestError::CannotHost {
-                group,
-                node,
-                reason: "the node is stopping".into(),
-            }),
+            Err(e) => Response::Err(e),
         }
     }
 

@@ -18,8 +18,17 @@ pub struct Cluster {
 impl Cluster {
     /// `total` replicas of which `1..=voters` form the group.
     pub fn new(voters: u64, total: u64) -> Cluster {
+        Cluster::with(voters, total, |_| {})
+    }
+
+    /// Like [`Cluster::new`], each replica's config adjusted by `tweak`.
+    pub fn with(voters: u64, total: u64, tweak: impl Fn(&mut Config)) -> Cluster {
         let nodes = (1..=total)
-            .map(|id| Raft::new(Config::new(id, 1..=voters)).unwrap())
+            .map(|id| {
+                let mut c = Config::new(id, 1..=voters);
+                tweak(&mut c);
+                Raft::new(c).unwrap()
+            })
             .collect();
         Cluster {
             nodes,
