@@ -412,9 +412,10 @@ fn trusting_a_wiped_replica_before_a_leader_confirmed_it_is_caught() {
 
 #[test]
 fn a_change_before_the_leaders_term_commit_is_caught() {
-    // Rare (about 1 seed in 1,500 without wipes, 5 in 2,000 with them):
-    // it takes a change left uncommitted by a leader that lost office and
-    // a new leader that changes the configuration at once, from the same
+    // Rare (1 seed, 358, in the search range without wipes; 19 of
+    // 1..10001 with `--faults all`, against 0 for the correct core): it
+    // takes a change left uncommitted by a leader that lost office and a
+    // new leader that changes the configuration at once, from the same
     // base, before its no-op commits.
     let bugs = Bugs {
         change_before_term_commit: true,

@@ -506,6 +506,116 @@ mod tests {
         }
     }
 
+    fn membership(voters: &[u64], learners: &[u64]) -> synod_core::Membership {
+        synod_core::Membership {
+            voters: voters.iter().copied().collect(),
+            learners: learners.iter().copied().collect(),
+        }
+    }
+
+    /// Encodes `entries` as one append of group 1 and returns the body and
+    /// each entry's bytes on their own (as a read from disk sees them).
+    fn encode_entries(entries: &[Entry]) -> (Bytes, Vec<Bytes>) {
+        let mut body = Vec::new();
+        begin_batch(1, &mut body);
+        let placed = encode_ops(
+            &[Op::Append {
+                group: 1,
+                entries: entries.to_vec(),
+            }],
+            &mut body,
+        );
+        let body = Bytes::from(body);
+        let singles = placed
+            .iter()
+            .map(|p| body.slice(p.body_offset..p.body_offset + p.len))
+            .collect();
+        (body, singles)
+    }
+
+    #[test]
+    fn conf_change_entries_round_trip() {
+        let entries: Vec<Entry> = [
+            membership(&[1, 2, 3], &[]),
+            membership(&[1, 2, 3], &[4]),
+            membership(&[2], &[5, 6, 7]),
+            membership(&[1, u64::MAX], &[u64::MAX - 1]),
+            membership(&[], &[]),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(k, m)| Entry {
+            term: 1 + k as u64 / 2,
+            index: 10 + k as u64,
+            kind: EntryKind::ConfChange(m),
+        })
+        .collect();
+        let (body, singles) = encode_entries(&entries);
+        for (e, raw) in entries.iter().zip(singles) {
+            assert_eq!(raw[8], KIND_CONF, "entry {}", e.index);
+            assert_eq!(&decode_single_entry(e.index, raw).unwrap(), e);
+        }
+        let Record::Batch { ops, .. } = decode_body(body).unwrap() else {
+            panic!("not a batch")
+        };
+        let [DecodedOp::Append {
+            group: 1,
+            first_index: 10,
+            entries: refs,
+        }] = &ops[..]
+        else {
+            panic!("expected one append of group 1 at 10")
+        };
+        assert_eq!(refs.len(), entries.len());
+    }
+
+    #[test]
+    fn unknown_or_undecodable_kinds_are_errors_not_panics() {
+        let e = Entry {
+            term: 2,
+            index: 7,
+            kind: EntryKind::ConfChange(membership(&[1, 2, 3], &[4])),
+        };
+        let (body, singles) = encode_entries(std::slice::from_ref(&e));
+        let raw = singles[0].to_vec();
+        let data_at = ENTRY_HEADER;
+        // Rewrites kind and data with a matching entry checksum, so only
+        // the kind and configuration checks can object.
+        let forge = |kind: u8, data: &[u8]| {
+            let mut out = raw[..8].to_vec();
+            out.push(kind);
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&entry_crc(7, 2, kind, data).to_le_bytes());
+            out.extend_from_slice(data);
+            Bytes::from(out)
+        };
+        let data = &raw[data_at..];
+        for kind in [3u8, 9, 0xff] {
+            let err = decode_single_entry(7, forge(kind, data)).unwrap_err();
+            assert!(err.contains(&format!("unknown kind {kind}")), "{err}");
+            // Recovery's scan of a batch refuses it too.
+            let mut b = body.to_vec();
+            let at = body.len() - raw.len() + 8;
+            b[at] = kind;
+            let err = decode_body(Bytes::from(b)).err().expect("accepted");
+            assert!(err.contains(&format!("unknown kind {kind}")), "{err}");
+        }
+        // Kind 2 over bytes that are no configuration: short, a count past
+        // the data, trailing bytes.
+        let mut long = data.to_vec();
+        long.extend_from_slice(&[0; 8]);
+        let mut huge = data.to_vec();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        for bad in [&data[..data.len() - 1], &data[..4], &[][..], &huge, &long] {
+            let err = decode_single_entry(7, forge(KIND_CONF, bad)).unwrap_err();
+            assert!(err.contains("undecodable configuration"), "{err}");
+        }
+        // A kind changed without fixing the entry checksum.
+        let mut flipped = raw.clone();
+        flipped[8] = KIND_NORMAL;
+        assert!(decode_single_entry(7, Bytes::from(flipped)).is_err());
+    }
+
     #[test]
     fn truncated_bodies_are_errors_not_panics() {
         let op = Op::Append {
