@@ -9,82 +9,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use common::cluster::Cluster;
 
 use common::{flush, msg, persist};
 use synod_core::{Config, Message, MessageBody, ProposeError, Raft, Role, TransferError};
-
-/// Replicas joined by an instant network; links in `cut` drop messages.
-struct Cluster {
-    nodes: Vec<Raft>,
-    cut: BTreeSet<(u64, u64)>,
-}
-
-impl Cluster {
-    fn new(n: u64) -> Cluster {
-        let nodes = (1..=n)
-            .map(|id| Raft::new(Config::new(id, 1..=n)).unwrap())
-            .collect();
-        Cluster {
-            nodes,
-            cut: BTreeSet::new(),
-        }
-    }
-
-    fn node(&mut self, id: u64) -> &mut Raft {
-        &mut self.nodes[(id - 1) as usize]
-    }
-
-    /// Carries out every Ready (persisting at once) and delivers every
-    /// message until nothing is left to do.
-    fn settle(&mut self) {
-        for _ in 0..1000 {
-            let mut outbox: Vec<Message> = Vec::new();
-            for r in &mut self.nodes {
-                while r.has_ready() {
-                    let rd = persist(r);
-                    outbox.extend(rd.messages);
-                    outbox.extend(rd.persisted_messages);
-                }
-            }
-            if outbox.is_empty() {
-                return;
-            }
-            for m in outbox {
-                if !self.cut.contains(&(m.from, m.to)) {
-                    let to = m.to;
-                    self.node(to).step(m);
-                }
-            }
-        }
-        panic!("the cluster never settled");
-    }
-
-    /// Ticks node `id` until it leads (the others' timers stand still).
-    fn elect(&mut self, id: u64) {
-        for _ in 0..100 {
-            self.node(id).tick();
-            self.settle();
-            if self.node(id).role() == Role::Leader {
-                return;
-            }
-        }
-        panic!("node {id} was never elected");
-    }
-
-    fn propose(&mut self, leader: u64, v: &'static str) {
-        self.node(leader).propose(vec![v.into()]).unwrap();
-        self.settle();
-    }
-
-    fn leaders(&self) -> Vec<u64> {
-        self.nodes
-            .iter()
-            .filter(|r| r.role() == Role::Leader)
-            .map(|r| r.id())
-            .collect()
-    }
-}
 
 fn sends_timeout_now(messages: &[Message], to: u64) -> bool {
     messages
@@ -97,7 +25,7 @@ fn sends_timeout_now(messages: &[Message], to: u64) -> bool {
 /// the old leader within the election timeout (its lease).
 #[test]
 fn transfer_to_an_up_to_date_follower_elects_it_in_the_next_term() {
-    let mut c = Cluster::new(3);
+    let mut c = Cluster::new(3, 3);
     c.elect(1);
     c.propose(1, "a");
     let term = c.node(1).term();
@@ -152,7 +80,7 @@ fn transfer_to_an_up_to_date_follower_elects_it_in_the_next_term() {
 /// proposals are refused meanwhile with the target as the hint.
 #[test]
 fn transfer_to_a_lagging_follower_catches_it_up_first() {
-    let mut c = Cluster::new(3);
+    let mut c = Cluster::new(3, 3);
     c.elect(1);
     c.cut.insert((1, 3));
     for v in ["a", "b", "c", "d"] {
@@ -200,7 +128,7 @@ fn transfer_to_a_lagging_follower_catches_it_up_first() {
 /// client requests."
 #[test]
 fn a_transfer_that_does_not_finish_is_given_up_after_an_election_timeout() {
-    let mut c = Cluster::new(3);
+    let mut c = Cluster::new(3, 3);
     c.elect(1);
     // Node 3 is unreachable: it can never catch up.
     c.cut.insert((1, 3));
@@ -226,7 +154,7 @@ fn a_transfer_that_does_not_finish_is_given_up_after_an_election_timeout() {
 /// pending target changes nothing.
 #[test]
 fn transfer_refuses_non_leaders_self_non_voters_and_a_second_target() {
-    let mut c = Cluster::new(3);
+    let mut c = Cluster::new(3, 3);
     c.elect(1);
     assert_eq!(
         c.node(2).transfer_leader(3),
@@ -301,7 +229,7 @@ fn a_transfer_vote_passes_the_lease_check_a_plain_vote_does_not() {
 /// more up to date refuses it.
 #[test]
 fn a_transfer_vote_still_needs_an_up_to_date_log() {
-    let mut c = Cluster::new(3);
+    let mut c = Cluster::new(3, 3);
     c.elect(1);
     c.propose(1, "a");
     let mut follower = c.node(3).clone();

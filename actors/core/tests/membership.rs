@@ -7,97 +7,15 @@
 
 mod common;
 
+use common::cluster::Cluster;
+
 use std::collections::BTreeSet;
 
 use common::{config, msg, persist};
 use synod_core::{
-    ConfChange, ConfChangeError, Config, Entry, EntryKind, Membership, Message, MessageBody, Raft,
-    Role, SnapshotInfo, PROMOTE_MAX_LAG,
+    ConfChange, ConfChangeError, Config, Entry, EntryKind, Membership, MessageBody, Raft, Role,
+    SnapshotInfo, PROMOTE_MAX_LAG,
 };
-
-/// Replicas joined by an instant network; links in `cut` drop messages.
-/// Nodes `1..=voters` start as the group; the others start outside it.
-struct Cluster {
-    nodes: Vec<Raft>,
-    cut: BTreeSet<(u64, u64)>,
-}
-
-impl Cluster {
-    fn new(voters: u64, total: u64) -> Cluster {
-        let nodes = (1..=total)
-            .map(|id| Raft::new(Config::new(id, 1..=voters)).unwrap())
-            .collect();
-        Cluster {
-            nodes,
-            cut: BTreeSet::new(),
-        }
-    }
-
-    fn node(&mut self, id: u64) -> &mut Raft {
-        &mut self.nodes[(id - 1) as usize]
-    }
-
-    /// Cuts (both ways) every link of node `id`.
-    fn isolate(&mut self, id: u64) {
-        for other in 1..=self.nodes.len() as u64 {
-            self.cut.insert((id, other));
-            self.cut.insert((other, id));
-        }
-    }
-
-    fn reconnect(&mut self, id: u64) {
-        self.cut.retain(|&(a, b)| a != id && b != id);
-    }
-
-    /// Carries out every Ready (persisting at once) and delivers every
-    /// message until nothing is left to do.
-    fn settle(&mut self) {
-        for _ in 0..1000 {
-            let mut outbox: Vec<Message> = Vec::new();
-            for r in &mut self.nodes {
-                while r.has_ready() {
-                    let rd = persist(r);
-                    outbox.extend(rd.messages);
-                    outbox.extend(rd.persisted_messages);
-                }
-            }
-            if outbox.is_empty() {
-                return;
-            }
-            for m in outbox {
-                if !self.cut.contains(&(m.from, m.to)) {
-                    let to = m.to;
-                    self.node(to).step(m);
-                }
-            }
-        }
-        panic!("the cluster never settled");
-    }
-
-    /// Ticks node `id` until it leads (the others' timers stand still).
-    fn elect(&mut self, id: u64) {
-        for _ in 0..100 {
-            self.node(id).tick();
-            self.settle();
-            if self.node(id).role() == Role::Leader {
-                return;
-            }
-        }
-        panic!("node {id} was never elected");
-    }
-
-    fn propose(&mut self, leader: u64, v: &'static str) -> u64 {
-        let p = self.node(leader).propose(vec![v.into()]).unwrap();
-        self.settle();
-        p.last_index
-    }
-
-    fn change(&mut self, leader: u64, change: ConfChange) -> u64 {
-        let p = self.node(leader).propose_conf_change(change).unwrap();
-        self.settle();
-        p.last_index
-    }
-}
 
 fn set(ids: &[u64]) -> BTreeSet<u64> {
     ids.iter().copied().collect()

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use synod_core::{Config, Message, Raft, Role};
+use synod_core::{ConfChange, Config, Message, Raft, Role};
 
 use super::persist;
 
@@ -49,6 +49,11 @@ impl Cluster {
         }
     }
 
+    /// Restores every link of node `id`.
+    pub fn reconnect(&mut self, id: u64) {
+        self.cut.retain(|&(a, b)| a != id && b != id);
+    }
+
     /// Carries out every Ready (persisting at once) and delivers every
     /// message until nothing is left to do.
     pub fn settle(&mut self) {
@@ -91,5 +96,21 @@ impl Cluster {
         let p = self.node(leader).propose(vec![v.into()]).unwrap();
         self.settle();
         p.last_index
+    }
+
+    /// Proposes `change` at `leader` and settles; the entry's index.
+    pub fn change(&mut self, leader: u64, change: ConfChange) -> u64 {
+        let p = self.node(leader).propose_conf_change(change).unwrap();
+        self.settle();
+        p.last_index
+    }
+
+    /// The nodes that believe they lead.
+    pub fn leaders(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|r| r.role() == Role::Leader)
+            .map(|r| r.id())
+            .collect()
     }
 }
