@@ -161,6 +161,43 @@ impl Client {
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
+    /// Runs a query on `group` linearizably *at node `node`*, typically a
+    /// follower (a follower read, Raft thesis §6.4): `node` asks the leader
+    /// for its confirmed commit index, waits until its own replica applied
+    /// that far, and runs the query there. The result reflects every
+    /// write acknowledged before the call, and the load stays off the
+    /// leader. No retries elsewhere: an error (`NotLeader` when `node`
+    /// knows no leader, say) is safe to retry, here or on another node.
+    pub async fn read_follower<Q: Query>(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        query: Q,
+    ) -> Result<Q::Result, SynodError> {
+        self.ask_query(
+            node,
+            Request::Read {
+                group,
+                payload: Bytes::from(envelope(Q::NAME, &query).map_err(SynodError::Codec)?),
+            },
+        )
+        .await
+    }
+
+    async fn ask_query<R: serde::de::DeserializeOwned>(
+        &self,
+        node: NodeId,
+        req: Request,
+    ) -> Result<R, SynodError> {
+        match self.ask(node, &req).await? {
+            Response::Ok { result: b, .. } => {
+                rmp_serde::from_slice(&b).map_err(|e| SynodError::Codec(e.to_string()))
+            }
+            Response::Err(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Runs a query on node `node`'s own replica of `group`, without going
     /// through the log: possibly stale, no retries (to compare replicas).
     pub async fn read_local<Q: Query>(
@@ -174,13 +211,7 @@ impl Client {
             group,
             payload: Bytes::from(payload),
         };
-        match self.ask(node, &req).await? {
-            Response::Ok { result: b, .. } => {
-                rmp_serde::from_slice(&b).map_err(|e| SynodError::Codec(e.to_string()))
-            }
-            Response::Err(e) => Err(e.into()),
-            other => Err(unexpected(other)),
-        }
+        self.ask_query(node, req).await
     }
 
     /// Node `node`'s view of its groups.

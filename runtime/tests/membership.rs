@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,9 @@ where
 struct Writes {
     acked: BTreeMap<String, Vec<u8>>,
     /// Errors that are not safe to retry (the outcome was unknown; the
-    /// writer retried the same idempotent put).
-    unknown: Vec<String>,
+    /// writer retried the same idempotent put), with the test's phase
+    /// when they happened.
+    unknown: Vec<(u8, String)>,
     /// Errors that are safe to retry.
     retried: usize,
 }
@@ -59,7 +60,11 @@ struct Writes {
 /// Writes keys `w-0`, `w-1`, ... to the group until `stop`, each retried
 /// until acknowledged (a put of the same value is idempotent, so retrying
 /// after an unknown outcome is safe).
-fn start_writer(client: Client, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Writes> {
+fn start_writer(
+    client: Client,
+    stop: Arc<AtomicBool>,
+    phase: Arc<AtomicU8>,
+) -> tokio::task::JoinHandle<Writes> {
     tokio::spawn(async move {
         let mut w = Writes::default();
         let mut i = 0u64;
@@ -79,7 +84,9 @@ fn start_writer(client: Client, stop: Arc<AtomicBool>) -> tokio::task::JoinHandl
                     }
                     Err(e) if Instant::now() > deadline => panic!("put {key}: {e}"),
                     Err(e) if e.is_safe_to_retry() => w.retried += 1,
-                    Err(e) => w.unknown.push(e.to_string()),
+                    Err(e) => w
+                        .unknown
+                        .push((phase.load(Ordering::Relaxed), e.to_string())),
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -118,7 +125,9 @@ async fn leader(client: &Client) -> u64 {
     .await
 }
 
-/// Runs a membership call, retrying the errors that are safe to retry.
+/// Runs a membership call, retrying the errors that are safe to retry and
+/// the unknown outcomes too: every membership call is idempotent (a loaded
+/// machine running four clusters at once does time out now and then).
 async fn change<F, Fut>(what: &str, mut f: F) -> MembershipInfo
 where
     F: FnMut() -> Fut,
@@ -128,7 +137,16 @@ where
     loop {
         match f().await {
             Ok(m) => return m,
-            Err(e) if e.is_safe_to_retry() && Instant::now() < deadline => {
+            Err(e)
+                if (e.is_safe_to_retry()
+                    || matches!(
+                        e,
+                        SynodError::Timeout { .. }
+                            | SynodError::ConnectionLost { .. }
+                            | SynodError::Stopped { .. }
+                    ))
+                    && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{what}: {e}"),
@@ -148,7 +166,8 @@ async fn grow_from_three_to_five_remove_the_leader_and_move_leadership_under_loa
     let mut cluster = LocalCluster::start(options(dir.path(), 5, 2)).unwrap();
     let client = cluster.client().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(client.clone(), Arc::clone(&stop));
+    let phase = Arc::new(AtomicU8::new(0));
+    let writer = start_writer(client.clone(), Arc::clone(&stop), Arc::clone(&phase));
 
     let m = membership(&client).await;
     assert_eq!(m.voters, vec![1, 2, 3]);
@@ -183,6 +202,23 @@ async fn grow_from_three_to_five_remove_the_leader_and_move_leadership_under_loa
         let log = cluster.log_tail(n, 100_000);
         assert!(log.contains("snapshot received"), "node {n}:\n{log}");
     }
+    // Follower reads on every member, new ones included, see a write
+    // acknowledged just before.
+    let put = Put {
+        key: "fr".into(),
+        value: b"follower-read".to_vec(),
+    };
+    client.send(GROUP, put).await.unwrap();
+    for n in 1..=5 {
+        let got = eventually(&format!("a follower read on node {n}"), 30, || async {
+            client
+                .read_follower(n, GROUP, Get { key: "fr".into() })
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        assert_eq!(got.as_deref(), Some(&b"follower-read"[..]), "node {n}");
+    }
     // A new member that restarts resumes its replica from its own disk
     // (the catalog and the configuration in its log and snapshots).
     cluster.restart(4).unwrap();
@@ -216,7 +252,10 @@ async fn grow_from_three_to_five_remove_the_leader_and_move_leadership_under_loa
     })
     .await;
 
-    // Leadership back and forth among the remaining voters.
+    // Leadership back and forth among the remaining voters: writers see
+    // no error that is not safe to retry (phase 1).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phase.store(1, Ordering::Relaxed);
     let targets: Vec<u64> = m.voters.iter().copied().filter(|&v| v != new).collect();
     for &to in targets.iter().take(2).chain(std::iter::once(&new)) {
         eventually(&format!("transfer to {to}"), 30, || async {
@@ -229,8 +268,19 @@ async fn grow_from_three_to_five_remove_the_leader_and_move_leadership_under_loa
     }
 
     tokio::time::sleep(Duration::from_millis(300)).await;
+    phase.store(2, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let w = writer.await.unwrap();
+    let during_transfers: Vec<&String> = w
+        .unknown
+        .iter()
+        .filter(|(p, _)| *p == 1)
+        .map(|(_, e)| e)
+        .collect();
+    assert!(
+        during_transfers.is_empty(),
+        "errors not safe to retry while leadership moved: {during_transfers:?}"
+    );
     eprintln!(
         "acked {} writes; {} retried safely; unknown outcomes (retried): {:?}",
         w.acked.len(),
@@ -247,7 +297,8 @@ async fn a_node_whose_disk_was_wiped_is_removed_re_added_and_promoted() {
     let mut cluster = LocalCluster::start(options(dir.path(), 3, 0)).unwrap();
     let client = cluster.client().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(client.clone(), Arc::clone(&stop));
+    let phase = Arc::new(AtomicU8::new(0));
+    let writer = start_writer(client.clone(), Arc::clone(&stop), Arc::clone(&phase));
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     // Node 3 (a follower, so writes go on) loses its disk.
