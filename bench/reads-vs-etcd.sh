@@ -29,6 +29,7 @@ trap '"$ETCD/run-etcd.sh" stop "$DIR/etcd" >/dev/null 2>&1 || true' EXIT
 for c in $CLIENTS; do
   for r in $(seq "$RUNS"); do
     for op in write read read-lease mixed; do
+      mkdir -p "$DIR/synod"
       line=$("$SYNOD" cluster --op "$op" --clients "$c" --seconds "$SECS" --dir "$DIR/synod" | tail -1)
       echo "synod $op $c $line" | tee -a "$RES"
       rm -rf "$DIR/synod"

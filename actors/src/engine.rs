@@ -521,8 +521,25 @@ impl Engine {
     ) -> Result<Bytes, RequestError> {
         let deadline = tokio::time::Instant::now() + self.inner.shared.cfg.propose_timeout;
         let mut backoff = Backoff::new();
+        let mut lease = lease;
         loop {
             let result = self.read_once(group, query.clone(), lease, deadline).await;
+            if let (
+                true,
+                Err(RequestError::NotLeader {
+                    leader: Some(_), ..
+                }),
+            ) = (lease, &result)
+            {
+                // A lease read reached a follower. A client goes to the
+                // leader (the hint); anyone else reads here, as a follower
+                // read, at once.
+                if origin == Origin::Client {
+                    return result;
+                }
+                lease = false;
+                continue;
+            }
             let retry = match &result {
                 // No leader known here: a client tries another node at
                 // once (this one may be cut off); a local caller waits.

@@ -659,6 +659,19 @@ impl Handler<Read> for RaftGroup {
             let _ = m.reply.send(Err(self.node_failed()));
             return;
         }
+        if m.lease && self.raft.role() != Role::Leader {
+            if let Some(leader) = self.raft.leader_id() {
+                // Only a leader has a lease: a lease read elsewhere would
+                // be a ReadIndex round trip. Send the caller there (the
+                // engine reads here as a follower read for a local
+                // caller).
+                let _ = m.reply.send(Err(RequestError::NotLeader {
+                    group: self.group,
+                    leader: Some(leader),
+                }));
+                return;
+            }
+        }
         let id = self.next_read;
         self.next_read += 1;
         let asked = if m.lease {
