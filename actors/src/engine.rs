@@ -521,25 +521,8 @@ impl Engine {
     ) -> Result<Bytes, RequestError> {
         let deadline = tokio::time::Instant::now() + self.inner.shared.cfg.propose_timeout;
         let mut backoff = Backoff::new();
-        let mut lease = lease;
         loop {
             let result = self.read_once(group, query.clone(), lease, deadline).await;
-            if let (
-                true,
-                Err(RequestError::NotLeader {
-                    leader: Some(_), ..
-                }),
-            ) = (lease, &result)
-            {
-                // A lease read reached a follower. A client goes to the
-                // leader (the hint); anyone else reads here, as a follower
-                // read, at once.
-                if origin == Origin::Client {
-                    return result;
-                }
-                lease = false;
-                continue;
-            }
             let retry = match &result {
                 // No leader known here: a client tries another node at
                 // once (this one may be cut off); a local caller waits.
@@ -625,9 +608,21 @@ impl Engine {
                     .linearizable_read(group, payload, lease_read, origin)
                     .await
                 {
+                    // A lease read names the leader: only there does a
+                    // lease save the round trip, so the client goes there
+                    // next (a plain read stays where it is: follower reads
+                    // spread the load).
                     Ok(result) => Response::Ok {
                         result,
-                        leader: None,
+                        leader: if lease_read {
+                            self.inner
+                                .routes
+                                .get(group)
+                                .map(|r| r.leader_hint.load(std::sync::atomic::Ordering::Relaxed))
+                                .filter(|&l| l != 0)
+                        } else {
+                            None
+                        },
                     },
                     Err(e) => Response::Err(e),
                 };

@@ -206,6 +206,8 @@ pub struct RaftGroup {
     retired: Recipient<ForcedRetired>,
     /// A forced configuration is in effect (unsafe recovery).
     forced_outstanding: bool,
+    /// The leader this replica believes in (0: none), for the engine.
+    leader_hint: Arc<std::sync::atomic::AtomicU64>,
     /// Leader: followers found to have lost their state, as last logged.
     lost_logged: u64,
     /// Snapshot files older than this were deleted (see
@@ -227,6 +229,7 @@ impl RaftGroup {
         restarts: u32,
         guard: DeathGuard,
         (caught_up, retired): (Recipient<CaughtUp>, Recipient<ForcedRetired>),
+        leader_hint: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         let log = shared.log.new(slog::o!("group" => group));
         if raft.rejoining() {
@@ -260,6 +263,7 @@ impl RaftGroup {
             caught_up,
             retired,
             forced_outstanding,
+            leader_hint,
             lost_logged: 0,
             log,
             _guard: guard,
@@ -460,6 +464,8 @@ impl RaftGroup {
             }
         }
         self.leading = leading;
+        self.leader_hint
+            .store(ss.leader_id.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Leader: one Replicator per other member of the configuration in
@@ -658,19 +664,6 @@ impl Handler<Read> for RaftGroup {
         if self.halted(ctx) {
             let _ = m.reply.send(Err(self.node_failed()));
             return;
-        }
-        if m.lease && self.raft.role() != Role::Leader {
-            if let Some(leader) = self.raft.leader_id() {
-                // Only a leader has a lease: a lease read elsewhere would
-                // be a ReadIndex round trip. Send the caller there (the
-                // engine reads here as a follower read for a local
-                // caller).
-                let _ = m.reply.send(Err(RequestError::NotLeader {
-                    group: self.group,
-                    leader: Some(leader),
-                }));
-                return;
-            }
         }
         let id = self.next_read;
         self.next_read += 1;

@@ -53,6 +53,9 @@ pub struct GroupRoute {
     pub fsm: Addr<FsmCaller>,
     /// The SnapshotExecutor.
     pub snapshot: Addr<SnapshotExecutor>,
+    /// The leader the RaftGroup believes in (0: none), kept up to date by
+    /// it: read without a message.
+    pub leader_hint: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The routing table: group id to actors. Read by the transport's thread,
@@ -441,6 +444,7 @@ async fn start_group(
     .start();
     snap_addr.do_send(SetFsm(fsm_addr.clone()));
     let latest_index = latest.map(|m| m.index);
+    let leader_hint = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let actor = RaftGroup::new(
         group,
         raft,
@@ -449,6 +453,7 @@ async fn start_group(
         restarts,
         guard("raft"),
         (caught_up, retired),
+        Arc::clone(&leader_hint),
     );
     let raft_addr = raft_ctx.run(actor);
     raft_addr.do_send(crate::group::SetFsm(fsm_addr.clone()));
@@ -456,6 +461,7 @@ async fn start_group(
         raft: raft_addr,
         fsm: fsm_addr,
         snapshot: snap_addr,
+        leader_hint,
     })
 }
 

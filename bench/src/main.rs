@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod cluster;
+mod groups;
 mod wal;
 
 /// Synod benchmarks.
@@ -28,6 +29,9 @@ enum Command {
     WalRecovery(wal::RecoveryArgs),
     /// A three-node cluster of separate processes under a closed-loop write load.
     Cluster(cluster::ClusterArgs),
+    /// Many groups on three node processes: election time, idle CPU, memory,
+    /// writes spread over every group, failover after a SIGKILL.
+    Groups(groups::GroupsArgs),
     /// (internal) Run one node of the benchmark cluster.
     #[command(hide = true)]
     Node(synod::cli::NodeArgs),
@@ -39,6 +43,7 @@ fn main() {
         Command::Fsync(a) => wal::run_fsync(&a),
         Command::WalRecovery(a) => wal::run_recovery(&a),
         Command::Cluster(a) => cluster::run(&a),
+        Command::Groups(a) => groups::run(&a),
         Command::Node(a) => synod::cli::run_node(&a),
     };
     if let Err(e) = result {

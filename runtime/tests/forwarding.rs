@@ -134,8 +134,9 @@ fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
 /// Found by `bench/reads-vs-etcd.sh`: a client whose first lease read
 /// reached a follower kept sending its lease reads there, where each one
 /// costs a round trip to the leader (2,294 lease reads/s at one client
-/// against 5,976 once they go to the leader). A follower now sends a lease
-/// read to the leader, and the client remembers it.
+/// against 5,976 once they go to the leader). A follower still answers it
+/// (as a follower read) but names the leader, and the client goes there
+/// next.
 #[test]
 fn a_lease_read_sent_to_a_follower_goes_on_to_the_leader() {
     let dir = tempfile::tempdir().unwrap();
