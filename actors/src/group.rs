@@ -179,6 +179,15 @@ struct InflightWrite {
     messages: Vec<Message>,
 }
 
+/// What a RaftGroup tells the rest of the node: its supervisor (caught
+/// up after a lost disk; a forced configuration retired) and the engine
+/// (the leader it believes in).
+pub(crate) struct Links {
+    pub(crate) caught_up: Recipient<CaughtUp>,
+    pub(crate) retired: Recipient<ForcedRetired>,
+    pub(crate) leader_hint: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// The RaftGroup actor.
 pub struct RaftGroup {
     group: GroupId,
@@ -228,9 +237,13 @@ impl RaftGroup {
         latest_snapshot: Option<Index>,
         restarts: u32,
         guard: DeathGuard,
-        (caught_up, retired): (Recipient<CaughtUp>, Recipient<ForcedRetired>),
-        leader_hint: Arc<std::sync::atomic::AtomicU64>,
+        links: Links,
     ) -> Self {
+        let Links {
+            caught_up,
+            retired,
+            leader_hint,
+        } = links;
         let log = shared.log.new(slog::o!("group" => group));
         if raft.rejoining() {
             warn!(

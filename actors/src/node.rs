@@ -452,8 +452,11 @@ async fn start_group(
         latest_index,
         restarts,
         guard("raft"),
-        (caught_up, retired),
-        Arc::clone(&leader_hint),
+        crate::group::Links {
+            caught_up,
+            retired,
+            leader_hint: Arc::clone(&leader_hint),
+        },
     );
     let raft_addr = raft_ctx.run(actor);
     raft_addr.do_send(crate::group::SetFsm(fsm_addr.clone()));
