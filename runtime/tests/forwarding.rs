@@ -59,6 +59,26 @@ async fn timed_writes(client: &Client, group: u64, prefix: &str, count: usize) -
     problems
 }
 
+/// Each group's leader, as a client of its own finds them.
+async fn leaders_of_every_group(scout: &Client) -> BTreeMap<u64, u64> {
+    let mut leaders = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for g in 1..=GROUPS {
+        loop {
+            if let Some(l) = scout.find_leader(g).await {
+                leaders.insert(g, l);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader for group {g}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    leaders
+}
+
 #[test]
 fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,18 +92,7 @@ fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
     sim.client("client", async move {
         // Find each group's leader with a client of its own.
         let scout = client(&tls, 9000).await;
-        let mut leaders = BTreeMap::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        for g in 1..=GROUPS {
-            loop {
-                if let Some(l) = scout.find_leader(g).await {
-                    leaders.insert(g, l);
-                    break;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "no leader for group {g}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let leaders = leaders_of_every_group(&scout).await;
         let (group, leader) = leaders
             .iter()
             .map(|(&g, &l)| (g, l))
@@ -148,21 +157,7 @@ fn a_lease_read_sent_to_a_follower_goes_on_to_the_leader() {
     let tls = certs.client("sim").unwrap();
     sim.client("client", async move {
         let scout = client(&tls, 9000).await;
-        let mut leaders = BTreeMap::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        for g in 1..=GROUPS {
-            loop {
-                if let Some(l) = scout.find_leader(g).await {
-                    leaders.insert(g, l);
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no leader for group {g}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let leaders = leaders_of_every_group(&scout).await;
         let (group, leader) = leaders
             .iter()
             .map(|(&g, &l)| (g, l))
