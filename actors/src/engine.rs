@@ -36,7 +36,7 @@ use crate::faults::{DiskFaults, FaultyStore};
 use crate::group::{GetStatus, Inbound, InjectPanic, Propose, TransferLeader};
 use crate::identity::{has_files, Identity, IdentityError};
 use crate::log_writer::{LogWriter, SharedMemLog};
-use crate::node::{CreateGroup, Hosting, Lookup, NodeActor, Routes, Status, StopAll};
+use crate::node::{CreateGroup, Hosting, NodeActor, Routes, Status, StopAll};
 use crate::proto::{
     GroupStatus, MembershipInfo, NodeStats, RaftItem, Request, RequestError, Response,
     SnapshotHeader,
@@ -589,12 +589,7 @@ impl Engine {
         if let Some(e) = self.node_failed() {
             return Err(e);
         }
-        match self.inner.routes.lookup(group) {
-            Lookup::Running(r) => Ok(r),
-            Lookup::Restarting => Err(RequestError::Restarting(group)),
-            Lookup::Poisoned(p) => Err(p.error(group)),
-            Lookup::Unknown => Err(RequestError::NoSuchGroup(group)),
-        }
+        self.inner.routes.running(group)
     }
 
     async fn serve(&self, req: Request, origin: Origin) -> Response {

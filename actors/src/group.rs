@@ -344,13 +344,14 @@ impl RaftGroup {
             let rd = self.raft.ready();
             self.carry_out(rd, ctx);
         }
-        self.report_lost_state();
+        self.report_to_supervisor();
     }
 
-    /// Says loudly when a replica lost its state: this one caught up after
-    /// a boot on an empty directory, or (leading) a follower lost entries
+    /// Tells the supervisor what it tracks (a forced configuration the
+    /// core retired; this replica caught up after a boot on an empty
+    /// directory), and says loudly when (leading) a follower lost entries
     /// it had acknowledged.
-    fn report_lost_state(&mut self) {
+    fn report_to_supervisor(&mut self) {
         if self.forced_outstanding && self.raft.forced_voters().is_none() {
             self.forced_outstanding = false;
             self.retired.do_send(ForcedRetired(self.group));

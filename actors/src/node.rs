@@ -87,6 +87,17 @@ impl Routes {
         }
     }
 
+    /// The route of `group` if it runs here, else the error a request for
+    /// it gets (restarting, poisoned, not hosted).
+    pub fn running(&self, group: GroupId) -> Result<GroupRoute, RequestError> {
+        match self.lookup(group) {
+            Lookup::Running(r) => Ok(r),
+            Lookup::Restarting => Err(RequestError::Restarting(group)),
+            Lookup::Poisoned(p) => Err(p.error(group)),
+            Lookup::Unknown => Err(RequestError::NoSuchGroup(group)),
+        }
+    }
+
     /// What is known of `group`.
     pub fn lookup(&self, group: GroupId) -> Lookup {
         self.map
@@ -928,21 +939,9 @@ impl Handler<ForceVoters> for NodeActor {
 
     fn handle(&mut self, m: ForceVoters, _: &mut Context<Self>) -> Self::Result {
         let group = m.group;
-        let route = match self.routes.lookup(group) {
-            Lookup::Running(r) => r,
-            Lookup::Restarting => {
-                return Box::pin(
-                    async move { Err(RequestError::Restarting(group)) }.into_actor(self),
-                )
-            }
-            Lookup::Poisoned(p) => {
-                return Box::pin(async move { Err(p.error(group)) }.into_actor(self))
-            }
-            Lookup::Unknown => {
-                return Box::pin(
-                    async move { Err(RequestError::NoSuchGroup(group)) }.into_actor(self),
-                )
-            }
+        let route = match self.routes.running(group) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
         };
         let node = self.shared.node_id;
         Box::pin(

@@ -474,29 +474,14 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
             println!("group {}: node {} leads", a.group, a.to);
             Ok(())
         }),
-        GroupOp::Members(a) => with_client(&a.cluster, |client| async move {
-            let m = client
-                .membership(a.group)
-                .await
-                .map_err(|e| e.to_string())?;
-            print_membership(&m);
-            Ok(())
+        GroupOp::Members(a) => membership_call(&a.cluster, |client| async move {
+            client.membership(a.group).await
         }),
-        GroupOp::AddLearner(a) => with_client(&a.cluster, |client| async move {
-            let m = client
-                .add_learner(a.group, a.node)
-                .await
-                .map_err(|e| e.to_string())?;
-            print_membership(&m);
-            Ok(())
+        GroupOp::AddLearner(a) => membership_call(&a.cluster, |client| async move {
+            client.add_learner(a.group, a.node).await
         }),
-        GroupOp::Promote(a) => with_client(&a.cluster, |client| async move {
-            let m = client
-                .promote(a.group, a.node)
-                .await
-                .map_err(|e| e.to_string())?;
-            print_membership(&m);
-            Ok(())
+        GroupOp::Promote(a) => membership_call(&a.cluster, |client| async move {
+            client.promote(a.group, a.node).await
         }),
         GroupOp::UnsafeForceVoters(a) => with_client(&a.cluster, |client| async move {
             let m = client
@@ -511,15 +496,24 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
             print_membership(&m);
             Ok(())
         }),
-        GroupOp::RemoveMember(a) => with_client(&a.cluster, |client| async move {
-            let m = client
-                .remove_member(a.group, a.node)
-                .await
-                .map_err(|e| e.to_string())?;
-            print_membership(&m);
-            Ok(())
+        GroupOp::RemoveMember(a) => membership_call(&a.cluster, |client| async move {
+            client.remove_member(a.group, a.node).await
         }),
     }
+}
+
+/// Runs a membership call with a client of the cluster `c` and prints the
+/// configuration it answers.
+fn membership_call<F, Fut>(c: &ClusterArgs, op: F) -> Result<(), String>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<crate::MembershipInfo, crate::SynodError>>,
+{
+    with_client(c, |client| async move {
+        let m = op(client).await.map_err(|e| e.to_string())?;
+        print_membership(&m);
+        Ok(())
+    })
 }
 
 /// Runs `op` with a client of the cluster `c`, on a runtime of its own.

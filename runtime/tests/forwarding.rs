@@ -79,6 +79,17 @@ async fn leaders_of_every_group(scout: &Client) -> BTreeMap<u64, u64> {
     leaders
 }
 
+/// A group (and its leader) that a fresh client first sends to a follower.
+fn first_reaching_a_follower(leaders: &BTreeMap<u64, u64>) -> (u64, u64) {
+    leaders
+        .iter()
+        .map(|(&g, &l)| (g, l))
+        .find(|&(g, l)| first_target(g) != l)
+        .unwrap_or_else(|| {
+            panic!("seed {SEED}: every group is led by its first target ({leaders:?}); pick another seed")
+        })
+}
+
 #[test]
 fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,11 +104,7 @@ fn a_client_learns_the_real_leader_and_is_not_held_by_a_cut_off_follower() {
         // Find each group's leader with a client of its own.
         let scout = client(&tls, 9000).await;
         let leaders = leaders_of_every_group(&scout).await;
-        let (group, leader) = leaders
-            .iter()
-            .map(|(&g, &l)| (g, l))
-            .find(|&(g, l)| first_target(g) != l)
-            .unwrap_or_else(|| panic!("seed {SEED}: every group is led by its first target ({leaders:?}); pick another seed"));
+        let (group, leader) = first_reaching_a_follower(&leaders);
         let follower = first_target(group);
         let mut problems = Vec::new();
 
@@ -158,11 +165,7 @@ fn a_lease_read_sent_to_a_follower_goes_on_to_the_leader() {
     sim.client("client", async move {
         let scout = client(&tls, 9000).await;
         let leaders = leaders_of_every_group(&scout).await;
-        let (group, leader) = leaders
-            .iter()
-            .map(|(&g, &l)| (g, l))
-            .find(|&(g, l)| first_target(g) != l)
-            .expect("a group whose first target is a follower");
+        let (group, leader) = first_reaching_a_follower(&leaders);
         let c = client(&tls, 9001).await;
         let got = c
             .read_lease(group, synod::kv::Get { key: "k".into() })
