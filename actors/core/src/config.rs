@@ -82,6 +82,15 @@ pub struct Config {
     /// an operator vouches for it. A brand-new cluster must therefore mark
     /// its nodes new (the runtime's `synod init`). Default off.
     pub rejoining: bool,
+    /// Let an idle group quiesce: a leader with nothing in flight whose
+    /// members all hold its whole log tells them so
+    /// ([`crate::MessageBody::Quiesce`]) and stops heartbeating; quiesced
+    /// replicas neither heartbeat nor count down their election timer
+    /// until a message, a proposal, a read or the runtime
+    /// ([`crate::Raft::wake`], when the leader's node stops answering)
+    /// wakes them. The runtime then need not tick quiesced groups at all
+    /// ([`crate::Raft::quiesced`], [`crate::Raft::elapse`]). Default off.
+    pub quiesce: bool,
     /// Deliberate protocol bugs, only so the simulation can prove that it
     /// catches them. Never set this outside tests.
     #[cfg(feature = "fault-injection")]
@@ -163,6 +172,7 @@ impl Config {
             lease_reads: false,
             lease_margin_ticks: 2,
             rejoining: false,
+            quiesce: false,
             #[cfg(feature = "fault-injection")]
             bugs: Bugs::default(),
         }

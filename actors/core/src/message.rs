@@ -76,6 +76,15 @@ pub enum MessageBody {
         /// `r` began (ReadIndex, thesis §6.4).
         round: u64,
     },
+    /// The leader's group is idle and every member holds its whole log:
+    /// the receiver commits up to `commit` and quiesces (stops its election
+    /// timer) until a message, a proposal or the runtime wakes it (see
+    /// [`crate::Raft::wake`]). Not answered.
+    Quiesce {
+        /// The leader's commit index, which is also its last index and
+        /// the follower's match.
+        commit: Index,
+    },
     /// Answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse {
         /// `Some(last index)` when the follower's log ends before the

@@ -83,6 +83,8 @@ pub struct Stats {
     /// Times a leader stepped down because the configuration that
     /// removed it committed.
     pub removed_stepdowns: u64,
+    /// Times this replica quiesced (as leader or follower).
+    pub quiesced: u64,
 }
 
 /// One replica's Raft state (Figure 2) plus what pre-vote, check-quorum
@@ -164,6 +166,14 @@ pub struct Raft {
     /// Leader only: ticks since the pending transfer began; it is given up
     /// after one election timeout.
     transfer_elapsed: u32,
+    /// Quiesced (see [`Config::quiesce`]): ticks only advance the clock.
+    quiesced: bool,
+    /// `ticks` when this replica quiesced (a follower: when it last heard
+    /// its leader's group).
+    quiesced_at: u64,
+    /// Quiesced follower: ticks since the runtime last heard the leader's
+    /// node, if it knows (see [`Raft::elapse`]).
+    leader_silent: Option<u64>,
 }
 
 /// The configuration entries among `entries`, in log order.
@@ -358,6 +368,9 @@ impl Raft {
             lease_void: false,
             lead_transferee: None,
             transfer_elapsed: 0,
+            quiesced: false,
+            quiesced_at: 0,
+            leader_silent: None,
         };
         raft.rejoining = raft.config.rejoining;
         raft.last_hard_state = raft.hard_state();
@@ -476,6 +489,10 @@ impl Raft {
     /// heartbeats and check that a quorum is still in contact.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        if self.quiesced {
+            // Nothing times out while quiesced: time only passes.
+            return;
+        }
         match self.role {
             Role::Leader => {
                 self.tick_transfer();
@@ -486,10 +503,126 @@ impl Raft {
         self.debug_validate();
     }
 
+    /// Whether this replica is quiesced ([`Config::quiesce`]): it needs no
+    /// [`Raft::tick`] until something wakes it; the runtime may stop
+    /// ticking it and report the ticks it skipped with [`Raft::elapse`]
+    /// before it next feeds the replica anything.
+    pub fn quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// A quiesced replica was not ticked for `ticks` ticks (the runtime's
+    /// clock went on). `leader_silent` is how many ticks ago the runtime
+    /// last heard from the leader's node at all (its node-level liveness),
+    /// if it knows: a quiesced follower that wakes counts its leader as
+    /// heard that recently, so a replica that campaigns while the leader's
+    /// node is alive does not get its vote (the quiesced form of
+    /// check-quorum's vote refusal). It never counts the leader as heard
+    /// later than the group's own last message from it, so the promise
+    /// behind lease reads holds. No effect unless quiesced.
+    pub fn elapse(&mut self, ticks: u64, leader_silent: Option<u64>) {
+        if !self.quiesced {
+            return;
+        }
+        self.ticks += ticks;
+        self.leader_silent = leader_silent;
+    }
+
+    /// Wakes a quiesced replica, as any message, proposal or read does by
+    /// itself; the runtime calls it when the leader's node stopped
+    /// answering (with how long ago it was last heard). A woken follower's
+    /// election timer runs again from the time its leader was last heard
+    /// (so one whose leader's node is dead campaigns within an election
+    /// timeout); a woken leader heartbeats again. No effect unless
+    /// quiesced.
+    pub fn wake(&mut self, leader_silent: Option<u64>) {
+        if self.quiesced {
+            self.leader_silent = leader_silent.or(self.leader_silent);
+            self.unquiesce();
+        }
+    }
+
+    fn unquiesce(&mut self) {
+        if !self.quiesced {
+            return;
+        }
+        self.quiesced = false;
+        match self.role {
+            Role::Leader => {
+                // A fresh check-quorum window: nobody was expected to
+                // answer while quiesced.
+                self.election_elapsed = 0;
+                self.heartbeat_elapsed = 0;
+                for p in self.progress.values_mut() {
+                    p.recent_active = true;
+                }
+            }
+            _ => {
+                let since = self.ticks.saturating_sub(self.quiesced_at);
+                let heard = self.leader_silent.map_or(since, |s| s.min(since));
+                self.election_elapsed = u32::try_from(heard).unwrap_or(u32::MAX);
+            }
+        }
+        self.leader_silent = None;
+    }
+
+    /// Leader: the group is idle and every member holds the whole log, so
+    /// nothing needs a heartbeat until something happens.
+    fn quiescable(&self) -> bool {
+        let last = self.log.last_index();
+        self.role == Role::Leader
+            && self.lead_transferee.is_none()
+            && self.log.committed() == last
+            && self.log.term(last) == Some(self.term)
+            && self.pending_reads.is_empty()
+            && self.reads_awaiting_commit.is_empty()
+            && !self.needs_round
+            && !self.needs_broadcast
+            && self.progress.values().all(|p| {
+                p.match_index == last && p.state == crate::progress::ProgressState::Replicate
+            })
+    }
+
+    /// Leader: tells every member to quiesce and stops heartbeating.
+    fn quiesce(&mut self) {
+        let commit = self.log.committed();
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send(to, MessageBody::Quiesce { commit });
+        }
+        self.quiesced = true;
+        self.quiesced_at = self.ticks;
+        self.stats.quiesced += 1;
+        // The lease is not carried through quiescence: the first lease
+        // read after waking takes a heartbeat round.
+        self.lease_from = None;
+        self.round_sent.clear();
+    }
+
+    /// Follower: the leader says the group is idle.
+    fn handle_quiesce(&mut self, leader: NodeId, commit: Index) {
+        if !self.config.quiesce
+            || commit > self.log.last_index()
+            || self.rejoining
+            || !self.term_trusted()
+        {
+            // Answer as a heartbeat: the leader learns what it must repair
+            // (or that this replica stays awake) and wakes.
+            self.handle_heartbeat(leader, commit, 0);
+            return;
+        }
+        self.log.commit_to(commit);
+        self.quiesced = true;
+        self.quiesced_at = self.ticks;
+        self.leader_silent = None;
+        self.stats.quiesced += 1;
+    }
+
     /// Proposes commands. They become one contiguous run of entries in one
     /// append (and, with other proposals of the same Ready, one message per
     /// follower). Only the leader accepts proposals.
     pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<Proposed, ProposeError> {
+        self.unquiesce();
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader_hint: self.leader_id,
@@ -538,6 +671,7 @@ impl Raft {
     /// itself keeps leading (without counting itself) until the change
     /// commits, then steps down.
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Proposed, ConfChangeError> {
+        self.unquiesce();
         if self.role != Role::Leader {
             return Err(ConfChangeError::NotLeader {
                 leader_hint: self.leader_id,
@@ -656,6 +790,7 @@ impl Raft {
     /// [`ReadError::NotLeader`]; a follower's request lost on the way is
     /// never answered, so callers bound the wait.
     pub fn read_index(&mut self, id: u64) -> Result<(), ReadError> {
+        self.unquiesce();
         match (self.role, self.leader_id) {
             (Role::Leader, _) => {
                 self.leader_read(ReadRequest {
@@ -691,6 +826,7 @@ impl Raft {
     /// serves no lease read for the rest of it (the target's election
     /// passes the followers' lease).
     pub fn read_lease(&mut self, id: u64) -> Result<(), ReadError> {
+        self.unquiesce();
         if self.role == Role::Leader && self.lease_valid() {
             self.read_states.push(ReadState {
                 id,
@@ -725,8 +861,28 @@ impl Raft {
         if m.to != self.config.id || m.from == self.config.id {
             return;
         }
+        if self.quiesced {
+            let answer = matches!(
+                m.body,
+                MessageBody::HeartbeatResponse { .. } | MessageBody::AppendResponse(_)
+            );
+            let quiesce = matches!(m.body, MessageBody::Quiesce { .. });
+            // A leader stays quiesced through late answers that change
+            // nothing (checked below); anything else wakes the replica.
+            if !(quiesce || (answer && self.role == Role::Leader)) {
+                self.unquiesce();
+            }
+        }
+        self.step_inner(m);
+        if self.quiesced && self.role == Role::Leader && !self.quiescable() {
+            self.unquiesce();
+        }
+        self.maybe_end_rejoin();
+        self.debug_validate();
+    }
+
+    fn step_inner(&mut self, m: Message) {
         if !self.step_term(&m) {
-            self.debug_validate();
             return;
         }
         match m.body {
@@ -769,6 +925,10 @@ impl Raft {
                 self.follow(m.from);
                 self.handle_heartbeat(m.from, commit, round);
             }
+            MessageBody::Quiesce { commit } => {
+                self.follow(m.from);
+                self.handle_quiesce(m.from, commit);
+            }
             MessageBody::Snapshot {
                 snapshot,
                 membership,
@@ -808,8 +968,6 @@ impl Raft {
                 last_log_term,
             } => self.handle_vote(&m, last_log_index, last_log_term),
         }
-        self.maybe_end_rejoin();
-        self.debug_validate();
     }
 
     /// Reports that the entries up to `index` (whose entry has `term`), and
@@ -878,6 +1036,9 @@ impl Raft {
             }
         }
         self.debug_validate();
+        if self.quiesced && !self.quiescable() {
+            self.unquiesce();
+        }
     }
 
     /// Whether [`Raft::ready`] has anything to do.
@@ -965,6 +1126,7 @@ impl Raft {
             let leader = match m.body {
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::Quiesce { .. }
                 | MessageBody::Snapshot { .. } => Some(m.from),
                 _ => None,
             };
@@ -974,6 +1136,7 @@ impl Raft {
             match m.body {
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::Quiesce { .. }
                 | MessageBody::Snapshot { .. } => {
                     // A stale leader: answer with our term so that it steps
                     // down (§5.1). With check-quorum and pre-vote this is
@@ -1010,6 +1173,7 @@ impl Raft {
     }
 
     fn reset_election_timer(&mut self) {
+        self.quiesced = false;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let min = u64::from(self.config.election_ticks);
@@ -1051,6 +1215,10 @@ impl Raft {
     }
 
     fn tick_leader(&mut self) {
+        if self.config.quiesce && self.quiescable() {
+            self.quiesce();
+            return;
+        }
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if self.election_elapsed >= self.config.election_ticks {
@@ -1335,6 +1503,7 @@ impl Raft {
         &mut self,
         voters: BTreeSet<NodeId>,
     ) -> Result<ForcedVoters, ConfChangeError> {
+        self.unquiesce();
         if voters.is_empty() {
             return Err(ConfChangeError::LastVoter { id: self.config.id });
         }
@@ -2034,6 +2203,7 @@ impl Raft {
     /// [`crate::Config::rejoining`]) ignores `TimeoutNow`, as it never
     /// campaigns, so a transfer to it times out.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), TransferError> {
+        self.unquiesce();
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader {
                 leader_hint: self.leader_id,
@@ -2156,6 +2326,12 @@ impl Raft {
     /// panic on a violation after every input too.
     pub fn validate(&self) -> Result<(), String> {
         self.log.validate()?;
+        if self.quiesced && !matches!(self.role, Role::Leader | Role::Follower) {
+            return Err(format!("quiesced as {:?}", self.role));
+        }
+        if self.quiesced && self.role == Role::Leader && !self.quiescable() {
+            return Err("quiesced leader with work to do".into());
+        }
         if let Some(last) = self.log.entries().last() {
             if last.term > self.term {
                 return Err(format!(

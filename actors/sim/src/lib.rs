@@ -71,6 +71,8 @@ pub struct Summary {
     pub reads_checked: u64,
     /// Of them, reads a leader answered under its lease.
     pub lease_reads: u64,
+    /// Times a replica quiesced.
+    pub quiesced: u64,
     /// Leader transfers a leader accepted.
     pub transfers: u64,
     /// Transfers whose target was elected in the next term.
@@ -152,6 +154,9 @@ impl Summary {
         if self.lease_reads == 0 {
             why.push(format!("no lease read was served in {} seeds", self.seeds));
         }
+        if self.quiesced == 0 {
+            why.push(format!("no replica quiesced in {} seeds", self.seeds));
+        }
         why
     }
 }
@@ -197,6 +202,7 @@ pub fn run_many(
                 sum.transfers += o.transfers;
                 sum.reads_checked += o.reads_checked;
                 sum.lease_reads += o.lease_reads;
+                sum.quiesced += o.quiesced;
                 sum.transfers_completed += o.transfers_completed;
                 sum.conf_changes += o.conf_changes;
                 sum.conf_changes_committed += o.conf_changes_committed;

@@ -156,7 +156,7 @@ fn main() -> ExitCode {
              delayed: {}, partitions: {}, crashes: {}, wipes: {}, rejoined: {}, \
              snapshots_installed: {}, transfers: {}, transfers_completed: {}, conf_changes: {}, \
              conf_changes_committed: {}, reads: {}, reads_checked: {}, lease_reads: {}, \
-             heal_ticks: {}",
+             quiesced: {}, heal_ticks: {}",
             o.nodes,
             o.elections,
             o.leader_terms,
@@ -180,6 +180,7 @@ fn main() -> ExitCode {
             o.reads,
             o.reads_checked,
             o.lease_reads,
+            o.quiesced,
             o.heal_ticks_used
         );
         return if v > 0 {
@@ -236,7 +237,7 @@ fn main() -> ExitCode {
          messages: {}, lost: {}, duplicated: {}, reordered: {}, delayed: {}, partitions: {}, \
          crashes: {}, wipes: {}, rejoined: {}, snapshots_installed: {}, transfers: {}, \
          transfers_completed: {}, conf_changes: {}, conf_changes_committed: {}, \
-         reads_checked: {}, lease_reads: {}, max_heal_ticks: {}, \
+         reads_checked: {}, lease_reads: {}, quiesced: {}, max_heal_ticks: {}, \
          min_committed: {}, \
          min_acked: {}, seconds: {secs:.1}",
         s.seeds,
@@ -261,6 +262,7 @@ fn main() -> ExitCode {
         s.conf_changes_committed,
         s.reads_checked,
         s.lease_reads,
+        s.quiesced,
         s.max_heal_ticks,
         s.min_committed,
         s.min_acked

@@ -239,6 +239,8 @@ pub struct Outcome {
     pub reads_checked: u64,
     /// Of the reads, those a leader answered under its lease.
     pub lease_reads: u64,
+    /// Times a replica quiesced (`Config::quiesce`).
+    pub quiesced: u64,
     /// Ticks the heal phase needed to converge.
     pub heal_ticks_used: u64,
     /// The readable trace, when asked for.
@@ -349,6 +351,8 @@ struct Node {
     led_term: Option<Term>,
     /// Elections of earlier incarnations.
     past_elections: u64,
+    /// Times the replicas of earlier incarnations quiesced.
+    past_quiesced: u64,
     /// The node lost its disk and has not yet caught up: every start
     /// (after the wipe or a later crash) sets [`Config::rejoining`]. The
     /// runtime keeps this as a marker on disk, so a crash while rejoining
@@ -379,6 +383,14 @@ pub struct World {
     max_inflight_msgs: usize,
     /// Whether the replicas allow lease reads (`Config::lease_reads`).
     lease_reads: bool,
+    /// Whether idle groups quiesce (`Config::quiesce`).
+    quiesce: bool,
+    /// Node-level liveness, as the runtime's per-peer beat gives it: the
+    /// last time node `a` heard from node `b` (`(a, b)` -> time), while
+    /// `b` was up and the link from `b` to `a` was not cut.
+    heard: BTreeMap<(NodeId, NodeId), u64>,
+    /// Draws the client's idle spells when quiescence is on.
+    idle_rng: SplitMix64,
     /// Take a snapshot every this many applied entries (0: never).
     snapshot_every: u64,
     next_value: u64,
@@ -430,6 +442,8 @@ impl World {
         // Lease reads on in half the seeds (their own stream, so the other
         // draws stay as they were).
         let lease_reads = SplitMix64::new(cfg.seed ^ 0x1EA5_E000).chance(1, 2);
+        // Quiescence in half the seeds, from a stream of its own too.
+        let quiesce = SplitMix64::new(cfg.seed ^ 0x9_1E5C_E000).chance(1, 2);
         let (loss_percent, dup_percent) = (
             if cfg.faults.loss { rng.range(1, 15) } else { 0 },
             if cfg.faults.duplicate {
@@ -459,6 +473,7 @@ impl World {
                 seen_commit: 0,
                 led_term: None,
                 past_elections: 0,
+                past_quiesced: 0,
                 rejoining: false,
             })
             .collect();
@@ -485,6 +500,9 @@ impl World {
             max_entries_per_msg,
             max_inflight_msgs,
             lease_reads,
+            quiesce,
+            heard: BTreeMap::new(),
+            idle_rng: SplitMix64::new(cfg_seed ^ 0x1D1E_5EED),
             snapshot_every,
             next_value: 1,
             proposals: BTreeMap::new(),
@@ -505,7 +523,7 @@ impl World {
         let line = format!(
             "config: nodes {} pre_vote {pre_vote} check_quorum {check_quorum} \
                  max_entries_per_msg {max_entries_per_msg} max_inflight {max_inflight_msgs} \
-                 lease_reads {lease_reads} \
+                 lease_reads {lease_reads} quiesce {quiesce} \
                  snapshot_every {snapshot_every} \
                  loss {loss_percent}% dup {dup_percent}% faults {:?} bugs {:?}",
             world.cfg.nodes, world.cfg.faults, world.cfg.bugs
@@ -564,6 +582,11 @@ impl World {
             .iter()
             .map(|n| n.past_elections + n.raft.as_ref().map_or(0, |r| r.stats().elections))
             .sum();
+        self.outcome.quiesced = self
+            .nodes
+            .iter()
+            .map(|n| n.past_quiesced + n.raft.as_ref().map_or(0, |r| r.stats().quiesced))
+            .sum();
         self.outcome.leader_terms = self.election_safety.leader_terms();
         self.outcome.committed = self.state_machine_safety.max_applied();
         self.outcome.acked = self.liveness.acked();
@@ -617,6 +640,9 @@ impl World {
         match event {
             Event::Tick(i) => {
                 self.schedule(TICK, Event::Tick(i));
+                if self.nodes[i].raft.is_some() {
+                    self.beat(i);
+                }
                 if let Some(raft) = self.nodes[i].raft.as_mut() {
                     raft.tick();
                     self.process(i);
@@ -676,6 +702,7 @@ impl World {
         c.max_inflight_msgs = self.max_inflight_msgs;
         c.seed = self.cfg.seed.wrapping_mul(1_000_003) ^ (n.id << 32) ^ n.incarnation;
         c.lease_reads = self.lease_reads;
+        c.quiesce = self.quiesce;
         c.bugs = self.cfg.bugs;
         c.rejoining = n.rejoining;
         c
@@ -730,10 +757,45 @@ impl World {
         }
     }
 
+    /// Node-level liveness (the runtime's per-peer beat, modeled as
+    /// instantaneous): node `i` hears every node that is up and whose link
+    /// to it is not cut. A quiesced follower whose leader's node has been
+    /// silent for an election timeout is woken, as the runtime does.
+    fn beat(&mut self, i: usize) {
+        let me = self.nodes[i].id;
+        for j in 0..self.nodes.len() {
+            let peer = self.nodes[j].id;
+            if j != i && self.nodes[j].raft.is_some() && !self.blocked.contains(&(peer, me)) {
+                self.heard.insert((me, peer), self.now);
+            }
+        }
+        let silent = self.leader_silent(i);
+        if let (Some(raft), Some(s)) = (self.nodes[i].raft.as_mut(), silent) {
+            if raft.quiesced() && s >= u64::from(ELECTION_TICKS) {
+                let id = me;
+                raft.wake(Some(s));
+                self.trace(|| {
+                    format!("node {id} wakes: its leader's node is silent for {s} ticks")
+                });
+                self.process(i);
+            }
+        }
+    }
+
+    /// Ticks since node `i` last heard (node-level) from the leader its
+    /// replica follows, if it follows one.
+    fn leader_silent(&self, i: usize) -> Option<u64> {
+        let raft = self.nodes[i].raft.as_ref()?;
+        let leader = raft.leader_id().filter(|&l| l != raft.id())?;
+        let at = self.heard.get(&(raft.id(), leader)).copied().unwrap_or(0);
+        Some(self.now.saturating_sub(at) / TICK)
+    }
+
     fn crash(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let Some(raft) = node.raft.take() else { return };
         node.past_elections += raft.stats().elections;
+        node.past_quiesced += raft.stats().quiesced;
         node.incarnation += 1;
         let lost = node.pending.len();
         node.pending.clear();
@@ -753,7 +815,10 @@ impl World {
             return;
         }
         self.trace(|| format!("{} -> {} t{} {:?}", m.from, m.to, m.term, m.body));
+        let silent = self.leader_silent(i);
         if let Some(raft) = self.nodes[i].raft.as_mut() {
+            // As the runtime does before it feeds a quiesced group.
+            raft.elapse(0, silent);
             raft.step(m);
             self.process(i);
         }
@@ -876,7 +941,12 @@ impl World {
         if self.healing {
             return;
         }
-        let next = self.rng.range(1, 2 * TICK);
+        let mut next = self.rng.range(1, 2 * TICK);
+        if self.quiesce && self.idle_rng.chance(1, 15) {
+            // Idle spells, so the group quiesces and must wake up again
+            // (on the next write, or when its leader's node goes).
+            next += self.idle_rng.range(5 * TICK, 60 * TICK);
+        }
         self.schedule(next, Event::Client);
         let leaders: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {

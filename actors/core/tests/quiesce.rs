@@ -1,0 +1,199 @@
+//! Quiescence (`Config::quiesce`): an idle group whose members all hold
+//! the leader's whole log stops heartbeating and stops its election
+//! timers; a proposal, a read or a message wakes it; a follower whose
+//! leader's node went silent is woken by the runtime and elects a new
+//! leader.
+
+mod common;
+
+use common::cluster::Cluster;
+use common::persist;
+use synod_core::{MessageBody, Role};
+
+/// Three voters with quiescence on, node 1 leading, `n` entries committed
+/// everywhere, and the whole group quiesced.
+fn quiesced_group(n: usize) -> Cluster {
+    let mut c = Cluster::with(3, 3, |c| c.quiesce = true);
+    c.elect(1);
+    for _ in 0..n {
+        c.propose(1, "x");
+    }
+    // The leader quiesces on its next tick (everyone holds its log).
+    c.node(1).tick();
+    c.settle();
+    for id in 1..=3 {
+        assert!(c.node(id).quiesced(), "node {id} did not quiesce");
+    }
+    c
+}
+
+/// Ticks every replica `n` times, settling after each round.
+fn tick_all(c: &mut Cluster, n: usize) -> usize {
+    let mut sent = 0;
+    for _ in 0..n {
+        for id in 1..=c.nodes.len() as u64 {
+            c.node(id).tick();
+            let mut outbox = Vec::new();
+            while c.node(id).has_ready() {
+                let rd = persist(c.node(id));
+                outbox.extend(rd.messages);
+                outbox.extend(rd.persisted_messages);
+            }
+            sent += outbox.len();
+            for m in outbox {
+                if !c.cut.contains(&(m.from, m.to)) {
+                    let to = m.to;
+                    c.node(to).step(m);
+                }
+            }
+        }
+        c.settle();
+    }
+    sent
+}
+
+#[test]
+fn an_idle_group_quiesces_and_then_costs_no_message_and_no_election() {
+    let mut c = quiesced_group(2);
+    let commit = c.node(1).log().committed();
+    for id in 2..=3 {
+        assert_eq!(
+            c.node(id).log().committed(),
+            commit,
+            "the quiesce carries the commit"
+        );
+    }
+    // Ten election timeouts of silence: nothing is sent, nobody campaigns.
+    assert_eq!(tick_all(&mut c, 200), 0);
+    assert_eq!(c.leaders(), vec![1]);
+    assert_eq!(c.node(1).term(), 1);
+    for id in 1..=3 {
+        assert!(c.node(id).quiesced());
+    }
+}
+
+#[test]
+fn a_busy_group_does_not_quiesce() {
+    let mut c = Cluster::with(3, 3, |c| c.quiesce = true);
+    c.elect(1);
+    // A follower that does not hold the whole log keeps the group awake.
+    c.isolate(3);
+    c.propose(1, "x");
+    c.node(1).tick();
+    c.settle();
+    assert!(!c.node(1).quiesced());
+    // Off by default.
+    let mut off = Cluster::new(3, 3);
+    off.elect(1);
+    off.propose(1, "x");
+    tick_all(&mut off, 5);
+    assert!(!off.node(1).quiesced());
+}
+
+#[test]
+fn a_quiesced_group_wakes_on_a_proposal_and_quiesces_again() {
+    let mut c = quiesced_group(1);
+    tick_all(&mut c, 50);
+    let index = c.propose(1, "after a nap");
+    for id in 1..=3 {
+        assert!(!c.node(id).quiesced(), "node {id} still asleep");
+        assert_eq!(c.node(id).log().committed(), index, "node {id}");
+    }
+    c.node(1).tick();
+    c.settle();
+    for id in 1..=3 {
+        assert!(c.node(id).quiesced(), "node {id} did not quiesce again");
+    }
+}
+
+#[test]
+fn a_read_wakes_the_leader_and_a_lease_is_not_carried_through_quiescence() {
+    let mut c = Cluster::with(3, 3, |c| {
+        c.quiesce = true;
+        c.lease_reads = true;
+    });
+    // With lease reads, replicas grant no vote for an election timeout
+    // after they start: let all three run until one leads.
+    while c.leaders().is_empty() {
+        tick_all(&mut c, 1);
+    }
+    let l = c.leaders()[0];
+    c.propose(l, "x");
+    // A lease read works before the nap (once a round confirmed it)...
+    c.node(l).read_index(5).unwrap();
+    c.settle();
+    c.node(l).read_lease(6).unwrap();
+    let rd = persist(c.node(l));
+    assert_eq!(rd.read_states.len(), 1, "no lease before the nap");
+    c.node(l).tick();
+    c.settle();
+    assert!(c.node(l).quiesced());
+    c.node(l).read_lease(7).unwrap();
+    assert!(!c.node(l).quiesced());
+    let rd = persist(c.node(l));
+    assert!(
+        rd.read_states.is_empty(),
+        "a lease from before the nap must not answer"
+    );
+    assert!(rd
+        .messages
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::Heartbeat { .. })));
+}
+
+#[test]
+fn a_quiesced_follower_of_a_dead_leader_is_woken_and_elects_a_new_leader() {
+    let mut c = quiesced_group(1);
+    // The leader's node dies.
+    c.isolate(1);
+    // Quiesced followers do not notice by themselves...
+    assert_eq!(tick_all(&mut c, 100), 0);
+    assert_eq!(c.node(2).role(), Role::Follower);
+    // ...the runtime's node-level liveness does, an election timeout
+    // after the node's last beat, and wakes them.
+    let silent = 10;
+    c.node(2).wake(Some(silent));
+    c.node(3).wake(Some(silent));
+    let mut ticks = 0;
+    while !matches!(c.leaders().as_slice(), [1, _]) {
+        ticks += 1;
+        assert!(ticks < 40, "no new leader within two election timeouts");
+        for id in 2..=3 {
+            c.node(id).tick();
+        }
+        c.settle();
+    }
+    let new = c.leaders()[1];
+    assert!(c.node(new).term() > 1);
+    // It writes.
+    let index = c.propose(new, "y");
+    let other = 5 - new;
+    assert_eq!(c.node(other).log().committed(), index);
+}
+
+#[test]
+fn a_quiesced_follower_refuses_a_candidate_while_the_leaders_node_is_alive() {
+    let mut c = quiesced_group(1);
+    // Much later, node 3 wakes without its leader's liveness (as one whose
+    // replica restarted would be) and campaigns.
+    for id in 1..=3 {
+        for _ in 0..100 {
+            c.node(id).tick();
+        }
+    }
+    c.node(3).wake(None);
+    // Node 2's runtime last heard node 1's node a tick ago: it says so
+    // before it feeds node 2 anything, so node 2 counts its leader as live.
+    c.node(2).elapse(0, Some(1));
+    for _ in 0..40 {
+        c.node(1).tick();
+        c.node(3).tick();
+        c.settle();
+        c.node(2).elapse(0, Some(1));
+    }
+    // The leader, woken by the pre-vote, heartbeats again and node 3
+    // follows it: no new term.
+    assert_eq!(c.leaders(), vec![1]);
+    assert_eq!(c.node(3).term(), 1);
+    assert_eq!(c.node(3).leader_id(), Some(1));
+}
