@@ -30,7 +30,8 @@
 //! false`) turns it off: rounds are still counted, nothing is moved.
 //!
 //! The decision is [`plan`], a pure function of what the node sees; the
-//! task around it ([`run`]) gathers the view and carries the moves out.
+//! task around it (`run`, spawned by `Engine::start`) gathers the view
+//! and carries the moves out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
