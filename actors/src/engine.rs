@@ -411,6 +411,12 @@ impl Engine {
             net_stop: std::sync::Mutex::new(net_stop),
         });
         let _ = handler.engine.set(Arc::downgrade(&inner));
+        tokio::task::spawn_local(balance::run(
+            Arc::downgrade(&inner),
+            cfg.group.balance_interval,
+            cfg.seed ^ cfg.node_id.rotate_left(29),
+            cfg.group.balance_leaders,
+        ));
         info!(inner.shared.log, "node started"; "peers" => ?cfg.peers);
         Ok(Engine { inner })
     }
@@ -1133,6 +1139,7 @@ fn start_net_thread(
     Ok((transport, stop_tx))
 }
 
+pub mod balance;
 mod membership;
 
 #[cfg(test)]

@@ -562,6 +562,12 @@ pub struct NodeStats {
     pub frames_sent: u64,
     /// Raft items sent.
     pub items_sent: u64,
+    /// Rounds of the leader balancer (also counted when it is turned off).
+    #[serde(default)]
+    pub balance_rounds: u64,
+    /// Leaderships the leader balancer handed from this node to another.
+    #[serde(default)]
+    pub balance_transfers: u64,
 }
 
 /// The header of a snapshot stream: whose snapshot, and the InstallSnapshot

@@ -49,6 +49,13 @@ pub struct GroupConfig {
     /// `Engine::read_lease`). Every node of the cluster must agree.
     /// Default off.
     pub lease_reads: bool,
+    /// Run the node's leader balancer (see `engine::balance`): a node
+    /// leading clearly more than its share of the groups it hosts hands
+    /// some leaderships to the voters that lead the fewest. Default on.
+    pub balance_leaders: bool,
+    /// How often the leader balancer looks (each round is jittered by
+    /// ±25% per node, so nodes do not act in lockstep). Default 3 s.
+    pub balance_interval: Duration,
 }
 
 impl Default for GroupConfig {
@@ -65,6 +72,8 @@ impl Default for GroupConfig {
             restart_window: Duration::from_secs(60),
             mailbox: 1024,
             lease_reads: false,
+            balance_leaders: true,
+            balance_interval: Duration::from_secs(3),
         }
     }
 }
@@ -143,6 +152,11 @@ pub struct Counters {
     pub snapshots_saved: AtomicU64,
     /// Snapshots installed.
     pub snapshots_installed: AtomicU64,
+    /// Rounds of the leader balancer (counted when it is turned off too:
+    /// a round then does nothing).
+    pub balance_rounds: AtomicU64,
+    /// Leaderships the leader balancer handed to another node.
+    pub balance_transfers: AtomicU64,
 }
 
 /// A group's actor died: sent by a guard every group actor holds, so the
@@ -243,6 +257,8 @@ impl NodeShared {
             restarts: c.restarts.load(Ordering::Relaxed),
             snapshots_saved: c.snapshots_saved.load(Ordering::Relaxed),
             snapshots_installed: c.snapshots_installed.load(Ordering::Relaxed),
+            balance_rounds: c.balance_rounds.load(Ordering::Relaxed),
+            balance_transfers: c.balance_transfers.load(Ordering::Relaxed),
             frames_sent: net.frames_sent,
             items_sent: net.items_sent,
         }

@@ -283,6 +283,8 @@ fn every_response() -> Vec<Response> {
         snapshots_installed: 3,
         frames_sent: 100,
         items_sent: 300,
+        balance_rounds: 7,
+        balance_transfers: 2,
     };
     let mut out = vec![
         Response::Ok {

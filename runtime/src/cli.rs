@@ -288,6 +288,15 @@ pub fn run_kv(args: &KvArgs) -> Result<(), String> {
                 for &id in nodes.keys() {
                     match client.status(id).await {
                         Ok(groups) => {
+                            let led = groups.iter().filter(|s| s.leader == Some(id) && s.role == "Leader").count();
+                            let balance = match client.stats(id).await {
+                                Ok(st) => format!(
+                                    "; leader balancer: {} rounds, {} leaderships handed over",
+                                    st.balance_rounds, st.balance_transfers
+                                ),
+                                Err(_) => String::new(),
+                            };
+                            println!("node {id}: leads {led} of {} groups{balance}", groups.len());
                             for s in groups {
                                 let mut notes = String::new();
                                 if s.rejoining {

@@ -26,6 +26,7 @@
 //! max_uncommitted = 10000
 //! propose_timeout_ms = 10000
 //! lease_reads = false    # Client::read_lease without a round (bounded clock drift)
+//! balance_leaders = true # move leaderships until each node leads about its share
 //!
 //! [net]                  # optional
 //! own_thread = false     # run QUIC on a thread of its own (see Placement::Threads)
@@ -100,6 +101,11 @@ pub struct RaftConfig {
     /// answers without a heartbeat round. Assumes bounded clock drift (see
     /// docs/USER_GUIDE.md); every node must agree. Off by default.
     pub lease_reads: bool,
+    /// Run the leader balancer: a node leading clearly more than its share
+    /// of the groups hands leaderships to nodes leading fewer (leader
+    /// transfer), e.g. after a node restarted (docs/OPERATIONS.md). On by
+    /// default; each node decides for itself.
+    pub balance_leaders: bool,
 }
 
 impl Default for RaftConfig {
@@ -113,6 +119,7 @@ impl Default for RaftConfig {
             max_uncommitted: g.max_uncommitted,
             propose_timeout_ms: g.propose_timeout.as_millis() as u64,
             lease_reads: g.lease_reads,
+            balance_leaders: g.balance_leaders,
         }
     }
 }
@@ -337,6 +344,7 @@ impl NodeConfig {
             max_uncommitted: r.max_uncommitted,
             propose_timeout: Duration::from_millis(r.propose_timeout_ms),
             lease_reads: r.lease_reads,
+            balance_leaders: r.balance_leaders,
             ..GroupConfig::default()
         }
     }
@@ -424,6 +432,15 @@ mod tests {
         assert_eq!(c.raft.election_ticks, 10);
         assert_eq!(c.storage.fsync, "always");
         assert_eq!(c.log.level, "warn");
+        assert!(c.raft.balance_leaders && c.group_config().balance_leaders);
+    }
+
+    #[test]
+    fn the_leader_balancer_can_be_turned_off() {
+        let c =
+            NodeConfig::from_toml(&format!("{BASE}\n[raft]\nbalance_leaders = false\n")).unwrap();
+        c.validate().unwrap();
+        assert!(!c.group_config().balance_leaders);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// `raft.lease_reads`.
     pub lease_reads: bool,
+    /// `raft.balance_leaders` (default on).
+    pub balance_leaders: bool,
     /// `service.kv_voters`: the voters the KV groups start with (empty:
     /// every node).
     pub kv_voters: Vec<NodeId>,
@@ -72,6 +74,7 @@ impl ClusterOptions {
             fsync: "always".into(),
             log_level: "info".into(),
             lease_reads: false,
+            balance_leaders: true,
             kv_voters: Vec::new(),
             spare: 0,
         }
@@ -130,8 +133,13 @@ fn node_config(
     );
     s += &format!(
         "\n[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\nsnapshot_every = {}\n\
-         lease_reads = {}\n",
-        o.tick_ms, o.election_ticks, o.heartbeat_ticks, o.snapshot_every, o.lease_reads
+         lease_reads = {}\nbalance_leaders = {}\n",
+        o.tick_ms,
+        o.election_ticks,
+        o.heartbeat_ticks,
+        o.snapshot_every,
+        o.lease_reads,
+        o.balance_leaders
     );
     s += &format!("\n[storage]\nfsync = \"{}\"\n", o.fsync);
     s += &format!("\n[log]\nlevel = \"{}\"\n", o.log_level);
