@@ -405,7 +405,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub id: u64,
     /// Its voters, comma-separated node ids (each hosts a replica).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(id = "voters", long = "nodes", value_delimiter = ',', required = true)]
     pub nodes: Vec<NodeId>,
     /// Where the cluster is.
     #[command(flatten)]

@@ -507,8 +507,9 @@ impl Client {
     }
 
     /// A create or delete: any node can carry it out, so it goes to the
-    /// first node that can be reached (others while nothing was sent, or
-    /// the answer is safe to retry), until the deadline.
+    /// first node that can be reached, and to the next while nothing was
+    /// sent, the answer is safe to retry, or the connection broke (both
+    /// are idempotent: doing one twice is harmless), until the deadline.
     async fn call_node_op(&self, group: GroupId, req: &Request) -> Result<(), SynodError> {
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
         let ids: Vec<NodeId> = self.inner.nodes.keys().copied().collect();
@@ -528,7 +529,11 @@ impl Client {
                 Ok(Response::Err(e)) if e.is_safe_to_retry() => last_error = e.into(),
                 Ok(Response::Err(e)) => return Err(e.into()),
                 Ok(other) => return Err(unexpected(other)),
-                Err(e) if e.is_safe_to_retry() => last_error = e,
+                Err(e)
+                    if e.is_safe_to_retry() || matches!(e, SynodError::ConnectionLost { .. }) =>
+                {
+                    last_error = e
+                }
                 Err(e) => return Err(e),
             }
             tokio::time::sleep(backoff).await;
