@@ -612,9 +612,16 @@ impl Client {
                         // Not hosted there (any more): it leads nothing of
                         // the group, whatever this client remembered.
                         self.forget_leader(group, target);
-                        not_there.insert(target);
-                        if matches!(e, RequestError::GroupRemoved { .. }) {
-                            removed = Some(e.clone());
+                        // The node that says so (the one asked may have
+                        // forwarded to a stale leader that was removed).
+                        match &e {
+                            RequestError::GroupRemoved { node, .. } => {
+                                not_there.insert(*node);
+                                removed = Some(e.clone());
+                            }
+                            _ => {
+                                not_there.insert(target);
+                            }
                         }
                         if not_there.len() == ids.len() {
                             if let Some(r) = removed.take() {
