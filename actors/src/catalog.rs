@@ -8,6 +8,8 @@
 //! group 1 hosted voters 1,2,3 learners -
 //! group 2 hosted voters - learners -
 //! group 3 removed
+//! group 4 hosted voters 1,2,3 learners -
+//! group 4 service
 //! ```
 //!
 //! * `hosted` with voters: the group was created here with that bootstrap
@@ -24,6 +26,11 @@
 //!   index I in term T; given back to the core at every start until the
 //!   core retires it (a configuration written after it is committed), and
 //!   then removed.
+//! * `service`: the group was created at run time (or joined) as a group
+//!   of the node's service, the actor type the application registered for
+//!   run-time groups (`Node::serve_groups_of`); the node itself starts it
+//!   again at the next boot, once the service is registered. Groups
+//!   without it are started by the application's `spawn` at boot.
 //! * `removed`: the group removed this node; its log and snapshots were
 //!   deleted (or are deleted at the next boot if the node stopped in
 //!   between), and the application's `spawn` at boot does not bring it
@@ -33,7 +40,7 @@
 //! configuration never depends on what the application passes at a later
 //! boot (its configuration file may list more nodes after a grow).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +70,7 @@ pub struct Catalog {
     joining: bool,
     records: BTreeMap<GroupId, Record>,
     forced: BTreeMap<GroupId, ForcedVoters>,
+    service: BTreeSet<GroupId>,
 }
 
 impl Catalog {
@@ -74,15 +82,17 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => return Err(IdentityError::Io { path, source }),
         };
-        let (joining, records, forced) = parse(&text).map_err(|reason| IdentityError::Damaged {
-            path: path.clone(),
-            reason,
-        })?;
+        let (joining, records, forced, service) =
+            parse(&text).map_err(|reason| IdentityError::Damaged {
+                path: path.clone(),
+                reason,
+            })?;
         Ok(Catalog {
             dir: dir.to_path_buf(),
             joining,
             records,
             forced,
+            service,
         })
     }
 
@@ -131,8 +141,28 @@ impl Catalog {
         Ok(())
     }
 
+    /// Whether `group` is a group of the node's service (created at run
+    /// time, started by the node itself at boot).
+    pub fn is_service(&self, group: GroupId) -> bool {
+        self.service.contains(&group)
+    }
+
+    /// Records durably that `group` is a group of the node's service (a
+    /// no-op if it is already so). Kept once the group is removed, so the
+    /// node finishes an interrupted deletion itself.
+    pub fn mark_service(&mut self, group: GroupId) -> Result<(), IdentityError> {
+        if !self.service.insert(group) {
+            return Ok(());
+        }
+        if let Err(e) = self.write() {
+            self.service.remove(&group);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn write(&self) -> Result<(), IdentityError> {
-        let text = render(self.joining, &self.records, &self.forced);
+        let text = render(self.joining, &self.records, &self.forced, &self.service);
         crate::identity::write_durably(&self.dir, &self.dir.join(FILE), text.as_bytes())
     }
 
@@ -178,6 +208,7 @@ fn render(
     joining: bool,
     records: &BTreeMap<GroupId, Record>,
     forced: &BTreeMap<GroupId, ForcedVoters>,
+    service: &BTreeSet<GroupId>,
 ) -> String {
     let mut out = String::from("# synod group catalog: one line per group\n");
     if joining {
@@ -204,6 +235,9 @@ fn render(
             ids(&f.membership.learners)
         );
     }
+    for group in service {
+        let _ = writeln!(out, "group {group} service");
+    }
     out
 }
 
@@ -223,12 +257,14 @@ type Parsed = (
     bool,
     BTreeMap<GroupId, Record>,
     BTreeMap<GroupId, ForcedVoters>,
+    BTreeSet<GroupId>,
 );
 
 fn parse(text: &str) -> Result<Parsed, String> {
     let mut out = BTreeMap::new();
     let mut forced = BTreeMap::new();
     let mut joining = false;
+    let mut service = BTreeSet::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -257,6 +293,13 @@ fn parse(text: &str) -> Result<Parsed, String> {
             forced.insert(number(g)?, f);
             continue;
         }
+        if let ["group", g, "service"] = words.as_slice() {
+            let g = g
+                .parse::<GroupId>()
+                .map_err(|_| format!("line {}: `{g}` is not a group id", n + 1))?;
+            service.insert(g);
+            continue;
+        }
         let (group, record) = match words.as_slice() {
             ["group", g, "removed"] => (*g, Record::Removed),
             ["group", g, "hosted", "voters", v, "learners", l] => (
@@ -273,7 +316,7 @@ fn parse(text: &str) -> Result<Parsed, String> {
             .map_err(|_| format!("line {}: `{group}` is not a group id", n + 1))?;
         out.insert(group, record);
     }
-    Ok((joining, out, forced))
+    Ok((joining, out, forced, service))
 }
 
 #[cfg(test)]
@@ -301,6 +344,7 @@ mod tests {
             membership: Membership::with_voters([1]),
         };
         c.set_forced(1, Some(f.clone())).unwrap();
+        c.mark_service(2).unwrap();
         let again = Catalog::open(dir.path()).unwrap();
         assert!(!again.joining());
         assert_eq!(again.records(), c.records());
@@ -310,6 +354,7 @@ mod tests {
         assert_eq!(joined.records(), c.records());
         assert_eq!(again.get(3), Some(&Record::Removed));
         assert_eq!(again.forced(1), Some(&f));
+        assert!(again.is_service(2) && !again.is_service(1));
         c.set_forced(1, None).unwrap();
         assert_eq!(Catalog::open(dir.path()).unwrap().forced(1), None);
         assert_eq!(again.get(2), Some(&Record::Hosted(Membership::default())));

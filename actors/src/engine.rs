@@ -660,6 +660,13 @@ impl Engine {
             req @ (Request::HostGroup { .. } | Request::DropGroup { .. }) => {
                 return self.serve_hosting(req).await
             }
+            Request::CreateGroup { group, voters } => {
+                let r = self.create_service_group_from(group, &voters, origin).await;
+                return groups::done_answer(r);
+            }
+            Request::DeleteGroup { group } => {
+                return groups::done_answer(self.delete_group_from(group, origin).await)
+            }
             Request::TransferLeader { group, to } => {
                 return match self.transfer(group, to, origin).await {
                     Ok(()) => Response::Ok {
@@ -1140,6 +1147,7 @@ fn start_net_thread(
 }
 
 pub mod balance;
+mod groups;
 mod membership;
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ use crate::shared::{ActorDied, DeathGuard, GroupPoisoned, NodeShared};
 use crate::snapshot_exec::{SetFsm, SnapshotExecutor};
 use crate::state_machine::StateMachineFactory;
 
+mod service;
+
 /// Where a group's actors are.
 #[derive(Clone)]
 pub struct GroupRoute {
@@ -74,6 +76,12 @@ pub enum Lookup {
     Restarting,
     /// Stopped here for good: its state machine panicked on an entry.
     Poisoned(Poison),
+    /// Deleted from this node (or this node was removed from it); the
+    /// catalog says so, and group ids are not reused.
+    Removed {
+        /// This node.
+        node: synod_core::NodeId,
+    },
     /// Not hosted here.
     Unknown,
 }
@@ -94,6 +102,7 @@ impl Routes {
             Lookup::Running(r) => Ok(r),
             Lookup::Restarting => Err(RequestError::Restarting(group)),
             Lookup::Poisoned(p) => Err(p.error(group)),
+            Lookup::Removed { node } => Err(RequestError::GroupRemoved { group, node }),
             Lookup::Unknown => Err(RequestError::NoSuchGroup(group)),
         }
     }
@@ -190,6 +199,32 @@ pub enum Hosting {
 #[rtype(result = "Result<(), RequestError>")]
 pub struct HostGroup(pub GroupId);
 
+/// Registers the node's *service*: the state machine factory of groups
+/// created at run time ([`HostServiceGroup`], and [`HostGroup`] of a group
+/// the application did not create here), then starts again every group of
+/// the service the catalog says this node hosts (and finishes deleting
+/// those removed while the node stopped). Answers the groups it starts;
+/// they run once started (requests meanwhile get `Restarting`). Register
+/// it after the application spawned its own groups.
+#[derive(Message)]
+#[rtype(result = "Vec<GroupId>")]
+pub struct ServeGroups(pub StateMachineFactory);
+
+/// Host this node's replica of a group created at run time with the
+/// bootstrap voters `voters`, with the service's factory (see
+/// [`ServeGroups`]). Idempotent: a group that exists here with the same
+/// voters is a success (started if it is not running yet); with other
+/// voters, `GroupExists`; a group deleted here, `GroupRemoved`; no service,
+/// `NoGroupService`. A node that is not among `voters` does nothing.
+#[derive(Message)]
+#[rtype(result = "Result<(), RequestError>")]
+pub struct HostServiceGroup {
+    /// The group.
+    pub group: GroupId,
+    /// Its bootstrap voters.
+    pub voters: BTreeSet<synod_core::NodeId>,
+}
+
 /// Unsafe recovery: force a voter set on this node's replica of a group
 /// (see `Raft::force_voters`), recorded in the catalog so that it holds
 /// across restarts until the group's log carries a configuration again.
@@ -273,6 +308,8 @@ pub struct NodeActor {
     identity: Identity,
     /// Groups started while rejoining that have not caught up yet.
     rejoining: BTreeSet<GroupId>,
+    /// The factory of groups created at run time (see [`ServeGroups`]).
+    service: Option<StateMachineFactory>,
     log: Logger,
 }
 
@@ -285,6 +322,18 @@ impl NodeActor {
         catalog: Catalog,
     ) -> Self {
         let log = shared.log.new(slog::o!("actor" => "node"));
+        // Requests for a group removed from this node say so (not "no
+        // such group") from the first moment on.
+        for (&group, record) in catalog.records() {
+            if *record == Record::Removed {
+                routes.put(
+                    group,
+                    Lookup::Removed {
+                        node: shared.node_id,
+                    },
+                );
+            }
+        }
         NodeActor {
             shared,
             routes,
@@ -294,6 +343,7 @@ impl NodeActor {
             deleting: BTreeSet::new(),
             identity,
             rejoining: BTreeSet::new(),
+            service: None,
             log,
         }
     }
@@ -635,10 +685,33 @@ impl Handler<HostGroup> for NodeActor {
             return Box::pin(async { Ok(()) }.into_actor(self));
         }
         let node = self.shared.node_id;
-        let Some(factory) = self.dormant.get(&group).cloned() else {
+        // The application's factory for a group it created here; else the
+        // service's (a group created at run time), recorded as such so
+        // that the node brings the replica back at its next boot.
+        let service = self
+            .service
+            .clone()
+            .filter(|_| !self.dormant.contains_key(&group));
+        if service.is_some() {
+            if let Err(e) = self.catalog.mark_service(group) {
+                let reason = format!("cannot record it in the catalog: {e}");
+                return Box::pin(
+                    async move {
+                        Err(RequestError::CannotHost {
+                            group,
+                            node,
+                            reason,
+                        })
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+        let Some(factory) = self.dormant.get(&group).cloned().or(service) else {
             let reason = format!(
                 "node {node} does not know group {group}: create it there first (the application \
-                 spawns it on every node, members or not; the KV service does for its groups)"
+                 spawns it on every node, members or not; the KV service does for its groups), \
+                 or register a service for groups created at run time"
             );
             return Box::pin(
                 async move {
@@ -715,6 +788,7 @@ impl Handler<DropGroup> for NodeActor {
                 .into_actor(self),
             );
         }
+        self.routes.put(group, Lookup::Removed { node });
         info!(self.log, "group removed from this node; deleting its log and snapshots"; "group" => group);
         self.deleting.insert(group);
         let shared = Arc::clone(&self.shared);

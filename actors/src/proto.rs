@@ -115,6 +115,26 @@ pub enum Request {
         /// The group.
         group: GroupId,
     },
+    /// Create `group` at run time with the bootstrap voters `voters`, as a
+    /// group of the nodes' service (the actor type each node registered for
+    /// groups created at run time). From a client: the node asked makes
+    /// every voter host a replica. From a node: host this node's replica
+    /// (never forwarded further). Idempotent. See
+    /// `Engine::create_service_group`.
+    CreateGroup {
+        /// The group.
+        group: GroupId,
+        /// The nodes that start as its voters.
+        voters: Vec<NodeId>,
+    },
+    /// Delete `group` at run time. From a client: the node asked makes
+    /// every node drop its replica (actors stopped, log and snapshots
+    /// deleted). From a node: drop this node's replica. Idempotent. See
+    /// `Engine::delete_group`.
+    DeleteGroup {
+        /// The group.
+        group: GroupId,
+    },
     /// **Unsafe recovery**: force `voters` on the replica of `group` of
     /// the node asked (never forwarded). See `Engine::unsafe_force_voters`.
     ForceVoters {
@@ -141,6 +161,8 @@ impl Request {
             | Request::ChangeMembership { group, .. }
             | Request::HostGroup { group }
             | Request::DropGroup { group }
+            | Request::CreateGroup { group, .. }
+            | Request::DeleteGroup { group }
             | Request::ForceVoters { group, .. } => Some(*group),
             Request::Status | Request::Stats => None,
         }
@@ -191,6 +213,8 @@ pub enum Response {
 /// | `ChangeInProgress` | (a membership change) refused for now | yes |
 /// | `LearnerBehind`  | (a promotion) refused for now  | yes           |
 /// | `BadChange`, `NoQuorumLeft`, `UnknownNode`, `CannotHost` | (a membership change) refused | no |
+/// | `NoGroupService`, `GroupExists`, `GroupRemoved` | (a run-time create) refused | no |
+/// | `MemberUnreachable` | (a run-time create or delete) done on the nodes that answered | once the node is up |
 ///
 /// [`RequestError::is_safe_to_retry`] is the one place that rule lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -403,6 +427,63 @@ pub enum RequestError {
         /// The node.
         node: NodeId,
         /// Why, and what to do.
+        reason: String,
+    },
+    /// The node creates no groups at run time: its application registered
+    /// no service (the actor type of run-time groups; `synod node` serves
+    /// its key-value store). Nothing changed on that node.
+    #[error(
+        "node {node} creates no groups at run time: its application registered no service for \
+         them (Node::serve_groups_of); nothing changed there: register one, or list other nodes"
+    )]
+    NoGroupService {
+        /// The node.
+        node: NodeId,
+    },
+    /// The group already exists with other bootstrap voters than the create
+    /// asked for. Nothing changed: use another group id, or the same voters
+    /// (then the create succeeds, it is idempotent).
+    #[error(
+        "group {group} already exists with voters {voters:?} (as node {node} records its \
+         creation; empty: node {node} joined it later); nothing changed: choose another group \
+         id, or create it with the same voters"
+    )]
+    GroupExists {
+        /// The group.
+        group: GroupId,
+        /// The node that answered.
+        node: NodeId,
+        /// The voters the group was created with there.
+        voters: Vec<NodeId>,
+    },
+    /// The group was deleted from the node (or the node was removed from
+    /// it), and group ids are not reused: a request for it gets this
+    /// instead of `NoSuchGroup`, and creating it again is refused. Nothing
+    /// changed: use another group id.
+    #[error(
+        "group {group} was deleted from node {node} (or node {node} was removed from it); group \
+         ids are not reused: nothing changed, use another group id"
+    )]
+    GroupRemoved {
+        /// The group.
+        group: GroupId,
+        /// The node that says so.
+        node: NodeId,
+    },
+    /// A run-time create or delete could not reach a node it must reach
+    /// (a voter of the new group; a node that may hold a replica of the
+    /// deleted one). The other nodes did their part; the operation is
+    /// idempotent, so running it again once the node is up completes it.
+    #[error(
+        "group {group}: node {node} could not be reached ({reason}); the other nodes did their \
+         part: run the same command again when node {node} is up, it completes the job"
+    )]
+    MemberUnreachable {
+        /// The group.
+        group: GroupId,
+        /// The node.
+        node: NodeId,
+        /// What went wrong.
         reason: String,
     },
 }

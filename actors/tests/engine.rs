@@ -771,3 +771,53 @@ async fn a_follower_whose_sync_failed_cannot_complete_a_quorum() {
         e.shutdown().await;
     }
 }
+
+/// Groups created at run time (issue 10): a node without a service says
+/// so with a typed error, a node that is no voter carries a create out for
+/// the others, and registering the service later lets the same create
+/// (idempotent) complete; a delete reaches every replica.
+#[actix_rt::test]
+async fn groups_created_at_run_time_need_a_service_on_each_voter() {
+    let dir = tempfile::tempdir().unwrap();
+    let engines = cluster(dir.path(), 100).await;
+    for e in &engines[..2] {
+        assert!(e.serve_groups(factory()).await.is_empty());
+    }
+    match engines[0].create_service_group(7, &[1, 2, 3]).await {
+        Err(RequestError::NoGroupService { node: 3 }) => {}
+        other => panic!("expected NoGroupService from node 3, got {other:?}"),
+    }
+    // Asked at node 3, which is no voter (and has no service).
+    engines[2].create_service_group(8, &[1, 2]).await.unwrap();
+    let hosts = |e: &Engine, g: u64| {
+        let e = e.clone();
+        async move { e.status().await.iter().any(|s| s.group == g) }
+    };
+    assert!(!hosts(&engines[2], 8).await);
+    let one = Bytes::copy_from_slice(&1u64.to_le_bytes());
+    assert_eq!(num(&engines[0].command(8, one.clone()).await.unwrap()), 1);
+    engines[2].serve_groups(factory()).await;
+    engines[1]
+        .create_service_group(7, &[1, 2, 3])
+        .await
+        .unwrap();
+    assert!(hosts(&engines[2], 7).await);
+    assert_eq!(num(&engines[2].command(7, one.clone()).await.unwrap()), 1);
+    match engines[2].create_service_group(7, &[1, 2]).await {
+        Err(RequestError::GroupExists {
+            group: 7, voters, ..
+        }) => assert_eq!(voters, vec![1, 2, 3]),
+        other => panic!("expected GroupExists, got {other:?}"),
+    }
+    engines[2].delete_group(7).await.unwrap();
+    for e in &engines {
+        assert!(!hosts(e, 7).await);
+        match e.command(7, one.clone()).await {
+            Err(RequestError::GroupRemoved { group: 7, .. }) => {}
+            other => panic!("expected GroupRemoved, got {other:?}"),
+        }
+    }
+    engines[0].delete_group(7).await.unwrap();
+    // Group 1 (created by the application) was never disturbed.
+    assert!(add(&engines[0], 2).await.is_ok());
+}

@@ -144,6 +144,15 @@ pub fn run_node(args: &NodeArgs) -> Result<(), String> {
             };
             spawned.map_err(|e| format!("group {group}: {e}"))?;
         }
+        // Groups created at run time (`synod group create`) are key-value
+        // stores too; the ones this node hosts start again now.
+        let resumed = node
+            .serve_groups_of(KvStore::default())
+            .await
+            .map_err(|e| format!("node {}: {e}", config.id))?;
+        if !resumed.is_empty() {
+            slog::info!(logger, "groups created at run time started again"; "groups" => resumed.len());
+        }
         tokio::select! {
             _ = wait_for_signal() => {}
             reason = node.failed() => {
@@ -383,11 +392,44 @@ pub enum GroupOp {
     /// Remove a voter or learner (the leader included) and delete its
     /// replica on that node. Idempotent: run it again if the node was down.
     RemoveMember(MemberArgs),
+    /// Create a group at run time on the nodes given (its voters); each
+    /// hosts a replica of its service (`synod node`: the key-value store).
+    /// Idempotent: run it again if a node was down.
+    Create(CreateArgs),
+    /// Delete a group: every replica stops and its log and snapshots are
+    /// deleted; the id is not reused. Idempotent: run it again if a node
+    /// was down.
+    Delete(DeleteArgs),
     /// UNSAFE: force a new voter set on one surviving node's replica of a
     /// group that lost a majority of its voters for good. Run it on every
     /// survivor with the same --voters. Entries only the lost voters held
     /// are lost; read docs/OPERATIONS.md first.
     UnsafeForceVoters(ForceArgs),
+}
+
+/// `synod group create`.
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// The new group's id (not one in use or deleted before).
+    #[arg(long)]
+    pub id: u64,
+    /// Its voters, comma-separated node ids (each hosts a replica).
+    #[arg(id = "voters", long = "nodes", value_delimiter = ',', required = true)]
+    pub nodes: Vec<NodeId>,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `synod group delete`.
+#[derive(Args, Debug, Clone)]
+pub struct DeleteArgs {
+    /// The group to delete.
+    #[arg(long)]
+    pub id: u64,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `synod group unsafe-force-voters`.
@@ -507,6 +549,20 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
         }),
         GroupOp::RemoveMember(a) => membership_call(&a.cluster, |client| async move {
             client.remove_member(a.group, a.node).await
+        }),
+        GroupOp::Create(a) => with_client(&a.cluster, |client| async move {
+            client
+                .create_group(a.id, &a.nodes)
+                .await
+                .map_err(|e| e.to_string())?;
+            let nodes: Vec<String> = a.nodes.iter().map(|n| n.to_string()).collect();
+            println!("group {}: hosted by nodes {}", a.id, nodes.join(","));
+            Ok(())
+        }),
+        GroupOp::Delete(a) => with_client(&a.cluster, |client| async move {
+            client.delete_group(a.id).await.map_err(|e| e.to_string())?;
+            println!("group {}: deleted", a.id);
+            Ok(())
         }),
     }
 }

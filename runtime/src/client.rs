@@ -475,6 +475,73 @@ impl Client {
         }
     }
 
+    /// Creates `group` at run time with the bootstrap voters `voters` (see
+    /// [`crate::Node::create_group`]: every voter hosts a replica of its
+    /// node's service type, `synod node`'s being the key-value store).
+    /// Sent to one node, which asks every voter; another node is tried
+    /// while none can be reached. Idempotent: a group that exists with the
+    /// same voters is a success, so after [`SynodError::MemberUnreachable`]
+    /// (a voter was down) or an unknown outcome, call it again.
+    pub async fn create_group(&self, group: GroupId, voters: &[NodeId]) -> Result<(), SynodError> {
+        let req = Request::CreateGroup {
+            group,
+            voters: voters.to_vec(),
+        };
+        self.call_node_op(group, &req).await
+    }
+
+    /// Deletes `group` cluster-wide (see [`crate::Node::delete_group`]):
+    /// every replica stops, its log entries and snapshots are deleted, and
+    /// requests for the group then fail with [`SynodError::GroupRemoved`].
+    /// Idempotent: deleting a group that does not exist (any more) is a
+    /// success; after [`SynodError::MemberUnreachable`], call it again once
+    /// that node is up.
+    pub async fn delete_group(&self, group: GroupId) -> Result<(), SynodError> {
+        let r = self
+            .call_node_op(group, &Request::DeleteGroup { group })
+            .await;
+        if let Ok(mut l) = self.inner.leaders.lock() {
+            l.remove(&group);
+        }
+        r
+    }
+
+    /// A create or delete: any node can carry it out, so it goes to the
+    /// first node that can be reached, and to the next while nothing was
+    /// sent, the answer is safe to retry, or the connection broke (both
+    /// are idempotent: doing one twice is harmless), until the deadline.
+    async fn call_node_op(&self, group: GroupId, req: &Request) -> Result<(), SynodError> {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let ids: Vec<NodeId> = self.inner.nodes.keys().copied().collect();
+        let mut last_error = SynodError::Unavailable("no node answered".into());
+        let mut backoff = Duration::from_millis(5);
+        let start = (group as usize) % ids.len();
+        for attempt in 0.. {
+            let node = ids[(start + attempt) % ids.len()];
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last_error);
+            }
+            if self.is_down(node) && attempt < ids.len() {
+                continue;
+            }
+            match self.ask_until(node, req, deadline).await {
+                Ok(Response::Ok { .. }) => return Ok(()),
+                Ok(Response::Err(e)) if e.is_safe_to_retry() => last_error = e.into(),
+                Ok(Response::Err(e)) => return Err(e.into()),
+                Ok(other) => return Err(unexpected(other)),
+                Err(e)
+                    if e.is_safe_to_retry() || matches!(e, SynodError::ConnectionLost { .. }) =>
+                {
+                    last_error = e
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+        Err(last_error)
+    }
+
     /// Any request for `group`: leader finding and safe retries; the
     /// answer is `Response::Ok` or `Response::Membership`.
     async fn call_any(&self, group: GroupId, req: Request) -> Result<Response, SynodError> {
@@ -493,6 +560,11 @@ impl Client {
             .unwrap_or(ids[next]);
         let mut backoff = Duration::from_millis(5);
         let mut last_error = SynodError::Unavailable("no node answered".into());
+        // Nodes that said the group is not there (deleted, or never
+        // hosted): once every node said so and one said it was deleted,
+        // waiting longer cannot help.
+        let mut not_there = std::collections::BTreeSet::new();
+        let mut removed = None;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
@@ -533,10 +605,29 @@ impl Client {
                     last_error = SynodError::NodeFailed { node, reason };
                 }
                 Ok(Response::Err(e)) if try_elsewhere(&e) => {
-                    if matches!(e, RequestError::NoSuchGroup(_)) {
+                    if matches!(
+                        e,
+                        RequestError::NoSuchGroup(_) | RequestError::GroupRemoved { .. }
+                    ) {
                         // Not hosted there (any more): it leads nothing of
                         // the group, whatever this client remembered.
                         self.forget_leader(group, target);
+                        // The node that says so (the one asked may have
+                        // forwarded to a stale leader that was removed).
+                        match &e {
+                            RequestError::GroupRemoved { node, .. } => {
+                                not_there.insert(*node);
+                                removed = Some(e.clone());
+                            }
+                            _ => {
+                                not_there.insert(target);
+                            }
+                        }
+                        if not_there.len() == ids.len() {
+                            if let Some(r) = removed.take() {
+                                return Err(r.into());
+                            }
+                        }
                     }
                     last_error = e.into();
                 }
@@ -568,10 +659,15 @@ impl Client {
 }
 
 /// Errors after which the call moves on to another node: those safe to
-/// retry, and `NoSuchGroup` (nothing was proposed, and another node may
-/// already host a group this one has not created yet).
+/// retry, `NoSuchGroup` (nothing was proposed, and another node may
+/// already host a group this one has not created yet) and `GroupRemoved`
+/// (the node asked was removed from a group that lives on elsewhere).
 fn try_elsewhere(e: &RequestError) -> bool {
-    e.is_safe_to_retry() || matches!(e, RequestError::NoSuchGroup(_))
+    e.is_safe_to_retry()
+        || matches!(
+            e,
+            RequestError::NoSuchGroup(_) | RequestError::GroupRemoved { .. }
+        )
 }
 
 /// Decodes a node's answer to `req`. The node answers after it handled

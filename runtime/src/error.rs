@@ -31,6 +31,9 @@ use synod_storage::GroupId;
 /// | `ChangeInProgress` | (a membership change) refused for now | yes |
 /// | `LearnerBehind`  | (a promotion) refused for now | yes          |
 /// | `BadChange`, `NoQuorumLeft`, `UnknownNode`, `CannotHost` | (a membership change) refused | no |
+/// | `NoGroupService`, `GroupExists` | (a run-time create) refused | no |
+/// | `GroupRemoved` | (the group was deleted) not applied | no: ids are not reused |
+/// | `MemberUnreachable` | (a run-time create or delete) done on the nodes that answered | once the node is up |
 ///
 /// [`SynodError::is_safe_to_retry`] says which; it agrees with
 /// `RequestError::is_safe_to_retry` for every error a node sends.
@@ -253,6 +256,62 @@ pub enum SynodError {
         /// Why, and what to do.
         reason: String,
     },
+    /// (A run-time create) the node creates no groups at run time: its
+    /// application registered no service for them
+    /// ([`Node::serve_groups_of`](crate::Node::serve_groups_of); `synod
+    /// node` serves its key-value store). Nothing changed there.
+    #[error(
+        "node {node} creates no groups at run time: its application registered no service for \
+         them (Node::serve_groups_of); nothing changed there: register one, or list other nodes"
+    )]
+    NoGroupService {
+        /// The node.
+        node: NodeId,
+    },
+    /// (A run-time create) the group already exists with other voters.
+    /// Nothing changed: choose another id, or the same voters (a create of
+    /// an existing group with its voters succeeds).
+    #[error(
+        "group {group} already exists with voters {voters:?} (as node {node} records its \
+         creation; empty: node {node} joined it later or does not know them); nothing changed: \
+         choose another group id, or create it with the same voters"
+    )]
+    GroupExists {
+        /// The group.
+        group: GroupId,
+        /// The node that answered.
+        node: NodeId,
+        /// The voters the group was created with there.
+        voters: Vec<NodeId>,
+    },
+    /// The group was deleted (from `node`, or `node` was removed from it).
+    /// A request for it was not applied; creating it again is refused:
+    /// group ids are not reused.
+    #[error(
+        "group {group} was deleted from node {node} (or node {node} was removed from it); group \
+         ids are not reused: nothing changed, use another group id"
+    )]
+    GroupRemoved {
+        /// The group.
+        group: GroupId,
+        /// The node that says so.
+        node: NodeId,
+    },
+    /// (A run-time create or delete) `node` could not be reached; the other
+    /// nodes did their part. Run the same call again once it is up: both
+    /// are idempotent, and the retry completes the job.
+    #[error(
+        "group {group}: node {node} could not be reached ({reason}); the other nodes did their \
+         part: run the same command again when node {node} is up, it completes the job"
+    )]
+    MemberUnreachable {
+        /// The group.
+        group: GroupId,
+        /// The node.
+        node: NodeId,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl SynodError {
@@ -345,6 +404,26 @@ impl From<RequestError> for SynodError {
                 node,
                 reason,
             } => SynodError::CannotHost {
+                group,
+                node,
+                reason,
+            },
+            RequestError::NoGroupService { node } => SynodError::NoGroupService { node },
+            RequestError::GroupExists {
+                group,
+                node,
+                voters,
+            } => SynodError::GroupExists {
+                group,
+                node,
+                voters,
+            },
+            RequestError::GroupRemoved { group, node } => SynodError::GroupRemoved { group, node },
+            RequestError::MemberUnreachable {
+                group,
+                node,
+                reason,
+            } => SynodError::MemberUnreachable {
                 group,
                 node,
                 reason,
@@ -454,6 +533,18 @@ mod tests {
                 group: 1,
                 to: 2,
                 leader: None,
+            },
+            RequestError::NoGroupService { node: 2 },
+            RequestError::GroupExists {
+                group: 1,
+                node: 2,
+                voters: vec![1, 2],
+            },
+            RequestError::GroupRemoved { group: 1, node: 2 },
+            RequestError::MemberUnreachable {
+                group: 1,
+                node: 3,
+                reason: "down".into(),
             },
         ]
     }

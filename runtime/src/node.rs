@@ -145,25 +145,78 @@ impl Node {
         A: ReplicatedActor,
         F: Fn() -> A + Send + Sync + 'static,
     {
-        let handlers = Arc::new(Handlers::<A>::collect());
-        if let Some(name) = handlers.duplicates().first() {
-            return Err(StartError::DuplicateMessage {
-                actor: std::any::type_name::<A>(),
-                name,
-            });
-        }
-        let factory = Arc::new(move || {
-            Box::new(Typed {
-                actor: initial(),
-                handlers: Arc::clone(&handlers),
-            }) as Box<dyn StateMachine>
-        });
+        let factory = factory_of(initial)?;
         self.engine.create_group_on(group, factory, members).await?;
-        Ok(ReplicatedAddr {
+        Ok(self.replicated(group))
+    }
+
+    /// Makes `A` (starting as `initial`) this node's *service*: the actor
+    /// type of the groups created at run time ([`Node::create_group`],
+    /// [`crate::Client::create_group`], `synod group create`) that list
+    /// this node among their voters, and of a replica this node is added to
+    /// (as a learner) whose group the application did not spawn here.
+    /// `synod node` serves [`crate::kv::KvStore`].
+    ///
+    /// It also starts again the groups created at run time that this node
+    /// hosts (its catalog, `data_dir/GROUPS`, records them durably, so a
+    /// restarted node brings back exactly those) and returns their ids;
+    /// each serves once it has started. Call it once per start, **after**
+    /// spawning the application's own groups (their ids and the run-time
+    /// ones are one name space). A node without a service answers a
+    /// create that names it with [`SynodError::NoGroupService`].
+    pub async fn serve_groups_of<A>(&self, initial: A) -> Result<Vec<GroupId>, StartError>
+    where
+        A: ReplicatedActor + Clone + Sync,
+    {
+        let factory = factory_of(move || initial.clone())?;
+        Ok(self.engine.serve_groups(factory).await)
+    }
+
+    /// Creates `group` at run time, cluster-wide, with the bootstrap voters
+    /// `voters` (say `&[1, 2, 3]` of five nodes; this node need not be one
+    /// of them): every voter hosts a replica of its service type (see
+    /// [`Node::serve_groups_of`]) and they elect a leader; the other nodes
+    /// neither store nor tick the group. Returns once every voter hosts its
+    /// replica; then send to it with [`Node::replicated`] or a
+    /// [`crate::Client`].
+    ///
+    /// Idempotent: creating a group that exists with the same voters
+    /// succeeds. Errors: [`SynodError::GroupExists`] (other voters),
+    /// [`SynodError::GroupRemoved`] (the id was deleted: ids are not
+    /// reused), [`SynodError::NoGroupService`], [`SynodError::UnknownNode`],
+    /// [`SynodError::BadChange`] (no voters, node 0),
+    /// [`SynodError::CannotHost`] (a voter initialized with `synod init
+    /// --join`, or a disk error), [`SynodError::MemberUnreachable`] (a voter
+    /// was down: the others host the group; call again once it is up).
+    pub async fn create_group(&self, group: GroupId, voters: &[NodeId]) -> Result<(), SynodError> {
+        Ok(self.engine.create_service_group(group, voters).await?)
+    }
+
+    /// Deletes `group` cluster-wide: every node that hosts a replica stops
+    /// it and deletes its log entries and snapshots, and records the group
+    /// as removed, so no restart brings it back; requests for it then fail
+    /// with [`SynodError::GroupRemoved`], and so does creating the id again
+    /// (ids are not reused). Works for any group (a spawned one too: the
+    /// application's `spawn` at the next boot then starts nothing).
+    ///
+    /// Idempotent: deleting a group that does not exist (any more)
+    /// succeeds. [`SynodError::MemberUnreachable`] names a node that may
+    /// hold a replica and was down: call again once it is up.
+    pub async fn delete_group(&self, group: GroupId) -> Result<(), SynodError> {
+        Ok(self.engine.delete_group(group).await?)
+    }
+
+    /// The typed address of `group` on this node, an `A` (a group created
+    /// at run time, say). Nothing is checked here: a request for a group
+    /// this node does not host is forwarded nowhere and fails with
+    /// [`SynodError::NoSuchGroup`] (use a [`crate::Client`] to reach a
+    /// group wherever it is).
+    pub fn replicated<A: ReplicatedActor>(&self, group: GroupId) -> ReplicatedAddr<A> {
+        ReplicatedAddr {
             engine: self.engine.clone(),
             group,
             _actor: PhantomData,
-        })
+        }
     }
 
     /// Every group hosted here, as this node sees it.
@@ -201,6 +254,27 @@ impl Node {
     pub async fn shutdown(&self) {
         self.engine.shutdown().await;
     }
+}
+
+/// The state machine factory of actor `A`, each starting as `initial()`.
+fn factory_of<A, F>(initial: F) -> Result<synod_actors::StateMachineFactory, StartError>
+where
+    A: ReplicatedActor,
+    F: Fn() -> A + Send + Sync + 'static,
+{
+    let handlers = Arc::new(Handlers::<A>::collect());
+    if let Some(name) = handlers.duplicates().first() {
+        return Err(StartError::DuplicateMessage {
+            actor: std::any::type_name::<A>(),
+            name,
+        });
+    }
+    Ok(Arc::new(move || {
+        Box::new(Typed {
+            actor: initial(),
+            handlers: Arc::clone(&handlers),
+        }) as Box<dyn StateMachine>
+    }))
 }
 
 /// A seed for the election timers that differs per node and per boot.

@@ -272,7 +272,7 @@ impl Engine {
         }
     }
 
-    fn check_node(&self, group: GroupId, node: NodeId) -> Result<(), RequestError> {
+    pub(super) fn check_node(&self, group: GroupId, node: NodeId) -> Result<(), RequestError> {
         if node == 0 {
             return Err(RequestError::BadChange {
                 group,
@@ -443,7 +443,7 @@ impl Engine {
 
     /// Sends `req` to node `to` and decodes its answer. `Err` only when no
     /// answer came: not sent, lost, or past `deadline`.
-    async fn ask_node(
+    pub(super) async fn ask_node(
         &self,
         to: NodeId,
         req: &Request,

@@ -25,7 +25,8 @@ enum Command {
     Certs(CertsArgs),
     /// Talk to a cluster's key-value groups.
     Kv(KvArgs),
-    /// Manage a group: members, add-learner, promote, remove-member, transfer-leader.
+    /// Manage groups: create, delete, members, add-learner, promote, remove-member,
+    /// transfer-leader.
     Group(GroupArgs),
 }
 
