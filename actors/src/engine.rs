@@ -216,6 +216,8 @@ struct Committed {
 /// The transport's view of the node: where inbound traffic goes.
 struct NodeHandler {
     routes: Arc<Routes>,
+    /// Every peer heard counts for node-level liveness (`crate::clock`).
+    liveness: Arc<crate::clock::Liveness>,
     engine: OnceLock<Weak<Inner>>,
     node_id: NodeId,
     /// Largest answer the transport sends (`EngineConfig::max_frame_bytes`).
@@ -223,10 +225,15 @@ struct NodeHandler {
 }
 
 impl Handler<RaftItem> for NodeHandler {
-    fn raft(&self, _from: u64, batch: Vec<RaftItem>) -> BoxFuture<()> {
+    fn raft(&self, from: u64, batch: Vec<RaftItem>) -> BoxFuture<()> {
+        self.liveness.heard_from(from);
         let mut per_group: BTreeMap<GroupId, Vec<synod_core::Message>> = BTreeMap::new();
         for item in batch {
-            if item.msg.to == self.node_id {
+            if item.group == crate::clock::NODE_BEAT {
+                if let synod_core::MessageBody::Heartbeat { commit: nonce, .. } = item.msg.body {
+                    self.liveness.beat_from(from, nonce);
+                }
+            } else if item.msg.to == self.node_id {
                 per_group.entry(item.group).or_default().push(item.msg);
             }
         }
@@ -318,8 +325,10 @@ impl Engine {
                 source,
             })?;
         let routes = Arc::new(Routes::default());
+        let liveness = Arc::new(crate::clock::Liveness::default());
         let handler = Arc::new(NodeHandler {
             routes: Arc::clone(&routes),
+            liveness: Arc::clone(&liveness),
             engine: OnceLock::new(),
             node_id: cfg.node_id,
             max_frame_bytes: cfg.max_frame_bytes,
@@ -400,7 +409,10 @@ impl Engine {
             transport: Some(transport.clone()),
             offload_io: !local,
             rejoining: identity.rejoining.into(),
+            liveness,
+            ticking: crate::clock::Ticking::default(),
         });
+        crate::clock::NodeClock::new(Arc::clone(&shared), Arc::clone(&routes)).start();
         let node =
             NodeActor::new(Arc::clone(&shared), Arc::clone(&routes), identity, catalog).start();
         let inner = Arc::new(Inner {

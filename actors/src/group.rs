@@ -39,10 +39,19 @@ use crate::replicator::{Outbound, Replicator, StopReplicator};
 use crate::shared::{DeathGuard, NodeShared};
 use crate::state_machine::ENTRY_COMMAND;
 
-/// Logical time passes (driven by the group's own interval timer).
+/// Logical time passes (sent by the node clock, `crate::clock`, to the
+/// groups that are awake).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Tick;
+pub(crate) struct Tick;
+
+/// The node clock found the node of this group's leader silent for
+/// `silent` ticks: wake a quiesced follower so that it elects a leader.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Wake {
+    pub(crate) silent: u64,
+}
 
 /// Carry out what the core has ready (scheduled after the mailbox drains).
 #[derive(Message)]
@@ -225,6 +234,13 @@ pub struct RaftGroup {
     /// Reads waiting for the core's read index, by request id.
     reads: BTreeMap<u64, (Bytes, Reply)>,
     next_read: u64,
+    /// This incarnation's id in the node clock's set of awake groups.
+    tick_id: u64,
+    /// Whether the node clock ticks this group (it is not quiesced).
+    ticking: bool,
+    /// The node clock when it last stopped ticking this group (or when
+    /// its core last learned of the time missed since).
+    slept_at: u64,
     log: Logger,
     _guard: DeathGuard,
 }
@@ -278,6 +294,9 @@ impl RaftGroup {
             forced_outstanding,
             leader_hint,
             lost_logged: 0,
+            tick_id: 0,
+            ticking: false,
+            slept_at: 0,
             log,
             _guard: guard,
         }
@@ -327,7 +346,38 @@ impl RaftGroup {
         }
     }
 
+    /// A quiesced core is not ticked: before it gets any input, it learns
+    /// the ticks it missed and how long ago its leader's node was last
+    /// heard (see `crate::clock`).
+    fn catch_up_clock(&mut self) {
+        if self.ticking || !self.raft.quiesced() {
+            return;
+        }
+        let now = self.shared.liveness.now();
+        let leader = self.raft.leader_id().filter(|&l| l != self.shared.node_id);
+        let silent = leader.and_then(|l| self.shared.liveness.silent(l));
+        self.raft.elapse(now.saturating_sub(self.slept_at), silent);
+        self.slept_at = now;
+    }
+
+    /// Keeps the node clock ticking exactly the awake groups.
+    fn sync_ticking(&mut self, ctx: &mut Context<Self>) {
+        let quiesced = self.raft.quiesced() && !self.failed;
+        if quiesced && self.ticking {
+            self.shared.ticking.remove(self.group, self.tick_id);
+            self.ticking = false;
+            self.slept_at = self.shared.liveness.now();
+        } else if !quiesced && !self.ticking && !self.failed {
+            self.catch_up_clock();
+            self.shared
+                .ticking
+                .insert(self.group, self.tick_id, ctx.address());
+            self.ticking = true;
+        }
+    }
+
     fn schedule(&mut self, ctx: &mut Context<Self>) {
+        self.sync_ticking(ctx);
         if !self.ready_scheduled {
             self.ready_scheduled = true;
             ctx.notify(ProcessReady);
@@ -344,6 +394,7 @@ impl RaftGroup {
             let rd = self.raft.ready();
             self.carry_out(rd, ctx);
         }
+        self.sync_ticking(ctx);
         self.report_to_supervisor();
     }
 
@@ -578,10 +629,13 @@ impl Actor for RaftGroup {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.shared.cfg.mailbox);
-        ctx.run_interval(self.shared.cfg.tick, |_, ctx| ctx.notify(Tick));
+        self.tick_id = self.shared.ticking.new_id();
+        self.slept_at = self.shared.liveness.now();
+        self.sync_ticking(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.shared.ticking.remove(self.group, self.tick_id);
         for (_, r) in std::mem::take(&mut self.replicators) {
             r.do_send(StopReplicator);
         }
@@ -609,7 +663,22 @@ impl Handler<Tick> for RaftGroup {
         self.reads.retain(|_, (_, reply)| !reply.is_closed());
         if self.raft.has_ready() {
             self.schedule(ctx);
+        } else {
+            self.sync_ticking(ctx);
         }
+    }
+}
+
+impl Handler<Wake> for RaftGroup {
+    type Result = ();
+
+    fn handle(&mut self, Wake { silent }: Wake, ctx: &mut Context<Self>) {
+        if self.halted(ctx) || !self.raft.quiesced() {
+            return;
+        }
+        self.catch_up_clock();
+        self.raft.wake(Some(silent));
+        self.schedule(ctx);
     }
 }
 
@@ -625,6 +694,7 @@ impl Handler<Inbound> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, Inbound(msgs): Inbound, ctx: &mut Context<Self>) {
+        self.catch_up_clock();
         if self.halted(ctx) {
             return;
         }
@@ -639,6 +709,7 @@ impl Handler<Propose> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, m: Propose, ctx: &mut Context<Self>) {
+        self.catch_up_clock();
         if self.halted(ctx) {
             // Not proposed: safe to retry elsewhere.
             let _ = m.reply.send(Err(self.node_failed()));
@@ -675,6 +746,7 @@ impl Handler<Read> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, m: Read, ctx: &mut Context<Self>) {
+        self.catch_up_clock();
         if self.halted(ctx) {
             let _ = m.reply.send(Err(self.node_failed()));
             return;
@@ -779,6 +851,7 @@ impl Handler<StepSnapshot> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, StepSnapshot(m): StepSnapshot, ctx: &mut Context<Self>) {
+        self.catch_up_clock();
         if self.halted(ctx) {
             return;
         }
@@ -791,6 +864,7 @@ impl Handler<ReportSnapshot> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, m: ReportSnapshot, ctx: &mut Context<Self>) {
+        self.catch_up_clock();
         if self.halted(ctx) {
             return;
         }
@@ -844,6 +918,7 @@ impl Handler<TransferLeader> for RaftGroup {
         TransferLeader { to }: TransferLeader,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
+        self.catch_up_clock();
         if self.halted(ctx) {
             return Err(self.node_failed());
         }
@@ -886,6 +961,7 @@ impl Handler<ChangeMembership> for RaftGroup {
     type Result = ();
 
     fn handle(&mut self, m: ChangeMembership, ctx: &mut Context<Self>) {
+        self.catch_up_clock();
         if self.halted(ctx) {
             let _ = m.reply.send(Err(self.node_failed()));
             return;
@@ -963,6 +1039,7 @@ impl Handler<ForceVoters> for RaftGroup {
         ForceVoters(voters): ForceVoters,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
+        self.catch_up_clock();
         if self.halted(ctx) {
             return Err(self.node_failed());
         }

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod clock;
 pub mod engine;
 pub mod faults;
 pub mod fsm;

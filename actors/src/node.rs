@@ -133,6 +133,23 @@ impl Routes {
             m.remove(&group);
         }
     }
+
+    /// The RaftGroups running here whose leader is `peer`.
+    pub(crate) fn led_by(&self, peer: synod_core::NodeId) -> Vec<Addr<RaftGroup>> {
+        let Ok(m) = self.map.read() else {
+            return Vec::new();
+        };
+        m.values()
+            .filter_map(|l| match l {
+                Lookup::Running(r)
+                    if r.leader_hint.load(std::sync::atomic::Ordering::Relaxed) == peer =>
+                {
+                    Some(r.raft.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Stops an actor (graceful: after the messages already queued).
@@ -432,6 +449,7 @@ async fn start_group(
     config.heartbeat_ticks = cfg.heartbeat_ticks;
     config.max_uncommitted_entries = cfg.max_uncommitted;
     config.lease_reads = cfg.lease_reads;
+    config.quiesce = cfg.quiesce;
     // A node that booted on an empty data directory restricts its votes in
     // every group until that group caught up (see `crate::identity`).
     config.rejoining = shared.rejoining.load(Ordering::Relaxed);
@@ -617,6 +635,10 @@ impl Handler<CreateGroup> for NodeActor {
 
     fn handle(&mut self, m: CreateGroup, ctx: &mut Context<Self>) -> Self::Result {
         let group = m.group;
+        if group == crate::clock::NODE_BEAT {
+            let e = format!("group id {group} is reserved (node-level beats); use another id");
+            return Box::pin(async move { Err(e) }.into_actor(self));
+        }
         if self.groups.contains_key(&group) || self.deleting.contains(&group) {
             let e = format!("group {group} already exists on this node");
             return Box::pin(async move { Err(e) }.into_actor(self));

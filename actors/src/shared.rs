@@ -53,6 +53,10 @@ pub struct GroupConfig {
     /// leading clearly more than its share of the groups it hosts hands
     /// some leaderships to the voters that lead the fewest. Default on.
     pub balance_leaders: bool,
+    /// Let idle groups quiesce (`synod_core::Config::quiesce`): no
+    /// heartbeats and no ticks until something happens; the node clock's
+    /// per-peer beat stands in for their leaders' heartbeats. Default on.
+    pub quiesce: bool,
     /// How often the leader balancer looks (each round is jittered by
     /// ±25% per node, so nodes do not act in lockstep). Default 3 s.
     pub balance_interval: Duration,
@@ -73,6 +77,7 @@ impl Default for GroupConfig {
             mailbox: 1024,
             lease_reads: false,
             balance_leaders: true,
+            quiesce: true,
             balance_interval: Duration::from_secs(3),
         }
     }
@@ -230,6 +235,10 @@ pub struct NodeShared {
     /// boot) and has not caught up in every group since: groups start with
     /// `Config::rejoining` (see `crate::identity`).
     pub rejoining: std::sync::atomic::AtomicBool,
+    /// The node clock's count and what each peer was last heard.
+    pub liveness: Arc<crate::clock::Liveness>,
+    /// The awake groups, which the node clock ticks.
+    pub ticking: crate::clock::Ticking,
     /// Whether slow file I/O (snapshot saves) may go to threads of its own
     /// (production) or must stay inline (simulation: no OS threads).
     pub offload_io: bool,

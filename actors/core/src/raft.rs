@@ -542,6 +542,15 @@ impl Raft {
         }
     }
 
+    /// A proposal, read or transfer reached a quiesced leader (at a
+    /// follower it changes nothing here: what it sends the leader wakes
+    /// that, and the answer wakes this replica).
+    fn wake_leader(&mut self) {
+        if self.role == Role::Leader {
+            self.unquiesce();
+        }
+    }
+
     fn unquiesce(&mut self) {
         if !self.quiesced {
             return;
@@ -622,7 +631,7 @@ impl Raft {
     /// append (and, with other proposals of the same Ready, one message per
     /// follower). Only the leader accepts proposals.
     pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<Proposed, ProposeError> {
-        self.unquiesce();
+        self.wake_leader();
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader_hint: self.leader_id,
@@ -671,7 +680,7 @@ impl Raft {
     /// itself keeps leading (without counting itself) until the change
     /// commits, then steps down.
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Proposed, ConfChangeError> {
-        self.unquiesce();
+        self.wake_leader();
         if self.role != Role::Leader {
             return Err(ConfChangeError::NotLeader {
                 leader_hint: self.leader_id,
@@ -790,7 +799,7 @@ impl Raft {
     /// [`ReadError::NotLeader`]; a follower's request lost on the way is
     /// never answered, so callers bound the wait.
     pub fn read_index(&mut self, id: u64) -> Result<(), ReadError> {
-        self.unquiesce();
+        self.wake_leader();
         match (self.role, self.leader_id) {
             (Role::Leader, _) => {
                 self.leader_read(ReadRequest {
@@ -826,7 +835,7 @@ impl Raft {
     /// serves no lease read for the rest of it (the target's election
     /// passes the followers' lease).
     pub fn read_lease(&mut self, id: u64) -> Result<(), ReadError> {
-        self.unquiesce();
+        self.wake_leader();
         if self.role == Role::Leader && self.lease_valid() {
             self.read_states.push(ReadState {
                 id,
@@ -2203,7 +2212,7 @@ impl Raft {
     /// [`crate::Config::rejoining`]) ignores `TimeoutNow`, as it never
     /// campaigns, so a transfer to it times out.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), TransferError> {
-        self.unquiesce();
+        self.wake_leader();
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader {
                 leader_hint: self.leader_id,
