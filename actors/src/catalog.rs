@@ -1,7 +1,12 @@
 //! The group catalog: which groups this node hosts, with the configuration
 //! each started from, and which it was removed from. One small text file,
-//! `GROUPS`, in the data directory, rewritten durably (temporary file,
-//! fsync, rename, fsync of the directory) on every change:
+//! `GROUPS`, in the data directory. A change appends one line and syncs it
+//! (a later line about a group supersedes an earlier one), so creating
+//! ten thousand groups costs ten thousand small appends, not ten thousand
+//! rewrites of a growing file; every boot rewrites it compacted, durably
+//! (temporary file, fsync, rename, fsync of the directory). A last line
+//! without its newline is a torn append that was never acknowledged, and
+//! is ignored:
 //!
 //! ```text
 //! # synod group catalog: one line per group
@@ -31,6 +36,8 @@
 //!   run-time groups (`Node::serve_groups_of`); the node itself starts it
 //!   again at the next boot, once the service is registered. Groups
 //!   without it are started by the application's `spawn` at boot.
+//! * `group G unforced` (journal only): the override of `forced` was
+//!   retired.
 //! * `removed`: the group removed this node; its log and snapshots were
 //!   deleted (or are deleted at the next boot if the node stopped in
 //!   between), and the application's `spawn` at boot does not bring it
@@ -82,18 +89,48 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => return Err(IdentityError::Io { path, source }),
         };
+        // An append torn by a crash was never acknowledged: drop it.
+        let whole = match text.rfind('\n') {
+            Some(end) => &text[..=end],
+            None => "",
+        };
         let (joining, records, forced, service) =
-            parse(&text).map_err(|reason| IdentityError::Damaged {
+            parse(whole).map_err(|reason| IdentityError::Damaged {
                 path: path.clone(),
                 reason,
             })?;
-        Ok(Catalog {
+        let c = Catalog {
             dir: dir.to_path_buf(),
             joining,
             records,
             forced,
             service,
-        })
+        };
+        if !text.is_empty() && text != render(c.joining, &c.records, &c.forced, &c.service) {
+            // Compact the journal once per boot.
+            c.write()?;
+        }
+        Ok(c)
+    }
+
+    /// Appends `line` durably; a catalog not on disk yet is written whole
+    /// (a new file needs its directory synced too).
+    fn append(&self, line: &str) -> Result<(), IdentityError> {
+        use std::io::Write as _;
+        let path = self.dir.join(FILE);
+        if !path.exists() {
+            return self.write();
+        }
+        let io = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(line.as_bytes()).map_err(io)?;
+        f.sync_data().map_err(io)
     }
 
     /// Marks the (new) data directory `dir` as a node's that joins a
@@ -127,11 +164,15 @@ impl Catalog {
         if self.forced.get(&group) == forced.as_ref() {
             return Ok(());
         }
+        let line = match &forced {
+            Some(f) => forced_line(group, f),
+            None => format!("group {group} unforced\n"),
+        };
         let before = match forced {
             Some(f) => self.forced.insert(group, f),
             None => self.forced.remove(&group),
         };
-        if let Err(e) = self.write() {
+        if let Err(e) = self.append(&line) {
             match before {
                 Some(f) => self.forced.insert(group, f),
                 None => self.forced.remove(&group),
@@ -154,7 +195,7 @@ impl Catalog {
         if !self.service.insert(group) {
             return Ok(());
         }
-        if let Err(e) = self.write() {
+        if let Err(e) = self.append(&format!("group {group} service\n")) {
             self.service.remove(&group);
             return Err(e);
         }
@@ -181,8 +222,9 @@ impl Catalog {
         if self.records.get(&group) == Some(&record) {
             return Ok(());
         }
+        let line = record_line(group, &record);
         let before = self.records.insert(group, record);
-        if let Err(e) = self.write() {
+        if let Err(e) = self.append(&line) {
             // Memory keeps saying what the disk says.
             match before {
                 Some(r) => self.records.insert(group, r),
@@ -214,30 +256,39 @@ fn render(
     if joining {
         out.push_str("joining\n");
     }
-    for (group, r) in records {
-        let _ = match r {
-            Record::Hosted(m) => writeln!(
-                out,
-                "group {group} hosted voters {} learners {}",
-                ids(&m.voters),
-                ids(&m.learners)
-            ),
-            Record::Removed => writeln!(out, "group {group} removed"),
-        };
+    for (&group, r) in records {
+        out.push_str(&record_line(group, r));
     }
-    for (group, f) in forced {
-        let _ = writeln!(
-            out,
-            "group {group} forced at {} term {} voters {} learners {}",
-            f.at,
-            f.term,
-            ids(&f.membership.voters),
-            ids(&f.membership.learners)
-        );
+    for (&group, f) in forced {
+        out.push_str(&forced_line(group, f));
     }
     for group in service {
         let _ = writeln!(out, "group {group} service");
     }
+    out
+}
+
+fn record_line(group: GroupId, r: &Record) -> String {
+    match r {
+        Record::Hosted(m) => format!(
+            "group {group} hosted voters {} learners {}\n",
+            ids(&m.voters),
+            ids(&m.learners)
+        ),
+        Record::Removed => format!("group {group} removed\n"),
+    }
+}
+
+fn forced_line(group: GroupId, f: &ForcedVoters) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "group {group} forced at {} term {} voters {} learners {}",
+        f.at,
+        f.term,
+        ids(&f.membership.voters),
+        ids(&f.membership.learners)
+    );
     out
 }
 
@@ -291,6 +342,13 @@ fn parse(text: &str) -> Result<Parsed, String> {
                 },
             };
             forced.insert(number(g)?, f);
+            continue;
+        }
+        if let ["group", g, "unforced"] = words.as_slice() {
+            let g = g
+                .parse::<GroupId>()
+                .map_err(|_| format!("line {}: `{g}` is not a group id", n + 1))?;
+            forced.remove(&g);
             continue;
         }
         if let ["group", g, "service"] = words.as_slice() {
@@ -358,6 +416,32 @@ mod tests {
         c.set_forced(1, None).unwrap();
         assert_eq!(Catalog::open(dir.path()).unwrap().forced(1), None);
         assert_eq!(again.get(2), Some(&Record::Hosted(Membership::default())));
+    }
+
+    #[test]
+    fn changes_are_appended_then_compacted_and_a_torn_append_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let mut c = Catalog::open(dir.path()).unwrap();
+        for g in 1..=100 {
+            c.set(g, Record::Hosted(Membership::with_voters([1, 2, 3])))
+                .unwrap();
+        }
+        c.set(7, Record::Removed).unwrap();
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        // One line per change: appended, not rewritten.
+        assert_eq!(lines, 1 + 100 + 1);
+        // A crash in the middle of an append leaves a line without its end.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("group 8 rem");
+        std::fs::write(&path, text).unwrap();
+        let again = Catalog::open(dir.path()).unwrap();
+        assert_eq!(again.records(), c.records());
+        assert_eq!(again.get(7), Some(&Record::Removed), "the later line wins");
+        // The boot compacted the journal: one line per group.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1 + 100);
+        assert!(!text.contains("group 8 rem"), "{text}");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! no heartbeat and counts down no election timer. Every message from a
 //! peer (a beat or Raft traffic of any group) counts as hearing that node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -100,7 +100,9 @@ impl Liveness {
 /// The awake groups of a node: those the clock ticks.
 #[derive(Default)]
 pub struct Ticking {
-    groups: Mutex<HashMap<GroupId, (u64, Addr<RaftGroup>)>>,
+    /// Ordered, so that a seeded simulation ticks groups in the same
+    /// order every run.
+    groups: Mutex<BTreeMap<GroupId, (u64, Addr<RaftGroup>)>>,
     next_id: AtomicU64,
 }
 
@@ -230,7 +232,7 @@ impl Routes {
     pub(crate) fn wake_led_by(&self, peer: NodeId, silent: u64) -> usize {
         let routes = self.led_by(peer);
         for r in &routes {
-            r.do_send(Wake { silent });
+            r.do_send(Wake { peer, silent });
         }
         routes.len()
     }

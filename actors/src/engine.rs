@@ -239,12 +239,18 @@ impl Handler<RaftItem> for NodeHandler {
         }
         let routes = Arc::clone(&self.routes);
         Box::pin(async move {
-            for (group, msgs) in per_group {
-                if let Some(r) = routes.get(group) {
-                    // Awaiting a full mailbox is the back-pressure.
-                    let _ = r.raft.send(Inbound(msgs)).await;
-                }
-            }
+            // Handed to every group at once, then awaited together: awaiting
+            // each group's handler in turn cost one round trip to the actor
+            // thread per group and frame, and with thousands of groups in
+            // a frame (an election storm after a node died) the next frame
+            // waited for seconds, past every election timeout. Awaiting
+            // full mailboxes is still the back-pressure.
+            let sends = per_group.into_iter().filter_map(|(group, msgs)| {
+                routes
+                    .get(group)
+                    .map(|r| async move { r.raft.send(Inbound(msgs)).await })
+            });
+            futures_util::future::join_all(sends).await;
         })
     }
 
@@ -651,6 +657,7 @@ impl Engine {
             }
             Request::Status => return Response::Status(self.status().await),
             Request::Stats => return Response::Stats(self.stats()),
+            Request::Leaders => return Response::Leaders(self.leaders()),
             Request::Membership { group } => {
                 return membership_answer(self.membership_from(group, origin).await)
             }
@@ -954,6 +961,12 @@ impl Engine {
     /// The state of every group on this node.
     pub async fn status(&self) -> Vec<GroupStatus> {
         self.inner.node.send(Status).await.unwrap_or_default()
+    }
+
+    /// `(group, leader)` for every group running here, as its replica
+    /// here believes (0: none known); asks no group.
+    pub fn leaders(&self) -> Vec<(GroupId, NodeId)> {
+        self.inner.routes.leaders()
     }
 
     /// This node's counters.

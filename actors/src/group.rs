@@ -50,6 +50,9 @@ pub(crate) struct Tick;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Wake {
+    /// The silent node (this node itself: a peer came back, so the groups
+    /// led here heartbeat it once).
+    pub(crate) peer: NodeId,
     pub(crate) silent: u64,
 }
 
@@ -672,12 +675,38 @@ impl Handler<Tick> for RaftGroup {
 impl Handler<Wake> for RaftGroup {
     type Result = ();
 
-    fn handle(&mut self, Wake { silent }: Wake, ctx: &mut Context<Self>) {
-        if self.halted(ctx) || !self.raft.quiesced() {
+    fn handle(&mut self, Wake { peer, silent }: Wake, ctx: &mut Context<Self>) {
+        if self.halted(ctx) {
             return;
         }
         self.catch_up_clock();
         self.raft.wake(Some(silent));
+        let me = self.shared.node_id;
+        if peer != me && self.raft.leader_id() == Some(peer) {
+            // The leader's node is gone. Thousands of groups lost their
+            // leader at once: with random timeouts alone, the survivors of
+            // many of them campaign together and split their votes. The
+            // voters left take turns instead (the order rotated by group,
+            // so the new leaderships spread): the first campaigns in 3
+            // ticks, the next half an election timeout later if still
+            // needed. Not at once: the other voters' clocks notice the
+            // silence up to a tick or two later, and until then they count
+            // the leader as live and refuse the (pre-)vote, which would
+            // cost the group a whole election timeout.
+            let voters: Vec<NodeId> = self
+                .raft
+                .membership()
+                .voters
+                .iter()
+                .copied()
+                .filter(|&v| v != peer)
+                .collect();
+            if let Some(pos) = voters.iter().position(|&v| v == me) {
+                let rank = (pos + self.group as usize) % voters.len();
+                let step = (self.shared.cfg.election_ticks / 2).max(1);
+                self.raft.campaign_within(3 + rank as u32 * step);
+            }
+        }
         self.schedule(ctx);
     }
 }

@@ -134,21 +134,63 @@ impl Routes {
         }
     }
 
+    /// How many groups run here, and how many of them `node` leads (as
+    /// their replicas here believe).
+    pub(crate) fn led_count(&self, node: synod_core::NodeId) -> (usize, usize) {
+        let Ok(m) = self.map.read() else {
+            return (0, 0);
+        };
+        let mut running = 0;
+        let mut led = 0;
+        for l in m.values() {
+            if let Lookup::Running(r) = l {
+                running += 1;
+                if r.leader_hint.load(std::sync::atomic::Ordering::Relaxed) == node {
+                    led += 1;
+                }
+            }
+        }
+        (running, led)
+    }
+
+    /// `(group, leader hint)` of every group running here, by group.
+    pub(crate) fn leaders(&self) -> Vec<(GroupId, synod_core::NodeId)> {
+        let Ok(m) = self.map.read() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(GroupId, synod_core::NodeId)> = m
+            .iter()
+            .filter_map(|(&g, l)| match l {
+                Lookup::Running(r) => {
+                    Some((g, r.leader_hint.load(std::sync::atomic::Ordering::Relaxed)))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The RaftGroups running here whose leader is `peer`.
     pub(crate) fn led_by(&self, peer: synod_core::NodeId) -> Vec<Addr<RaftGroup>> {
         let Ok(m) = self.map.read() else {
             return Vec::new();
         };
-        m.values()
-            .filter_map(|l| match l {
+        let mut led: Vec<(GroupId, Addr<RaftGroup>)> = m
+            .iter()
+            .filter_map(|(&g, l)| match l {
                 Lookup::Running(r)
                     if r.leader_hint.load(std::sync::atomic::Ordering::Relaxed) == peer =>
                 {
-                    Some(r.raft.clone())
+                    Some((g, r.raft.clone()))
                 }
                 _ => None,
             })
-            .collect()
+            .collect();
+        // In group order: a seeded simulation wakes them the same way
+        // every run.
+        led.sort_unstable_by_key(|(g, _)| *g);
+        led.into_iter().map(|(_, a)| a).collect()
     }
 }
 
@@ -974,12 +1016,20 @@ impl Handler<Status> for NodeActor {
             })
             .collect();
         Box::pin(async move {
-            let mut out = Vec::new();
-            for (group, route, state, restarts, poison) in routes {
-                let status = match route {
-                    Some(r) => r.raft.send(GetStatus).await.ok(),
-                    None => None,
-                };
+            // Asked of every group at once: with thousands of groups, one
+            // busy group must not hold up the answer for the others.
+            let asked = futures_util::future::join_all(routes.iter().map(|row| {
+                let route = row.1.clone();
+                async move {
+                    match route {
+                        Some(r) => r.raft.send(GetStatus).await.ok(),
+                        None => None,
+                    }
+                }
+            }))
+            .await;
+            let mut out = Vec::with_capacity(routes.len());
+            for ((group, _, state, restarts, poison), status) in routes.into_iter().zip(asked) {
                 out.push(status.unwrap_or(GroupStatus {
                     group,
                     role: format!("{state:?}"),

@@ -143,6 +143,9 @@ pub enum Request {
         /// The surviving voters.
         voters: Vec<NodeId>,
     },
+    /// Who each group hosted here follows, as its replica here believes:
+    /// cheap (no group is asked), for watching thousands of groups.
+    Leaders,
 }
 
 impl Request {
@@ -164,7 +167,7 @@ impl Request {
             | Request::CreateGroup { group, .. }
             | Request::DeleteGroup { group }
             | Request::ForceVoters { group, .. } => Some(*group),
-            Request::Status | Request::Stats => None,
+            Request::Status | Request::Stats | Request::Leaders => None,
         }
     }
 }
@@ -190,6 +193,9 @@ pub enum Response {
     /// A group's configuration: the answer to [`Request::Membership`] and
     /// to the membership changes.
     Membership(MembershipInfo),
+    /// Answer to [`Request::Leaders`]: `(group, leader)` for every group
+    /// running here, 0 for no known leader.
+    Leaders(Vec<(GroupId, NodeId)>),
 }
 
 /// Why a request failed, and what is known of its outcome.
@@ -649,6 +655,9 @@ pub struct NodeStats {
     /// Leaderships the leader balancer handed from this node to another.
     #[serde(default)]
     pub balance_transfers: u64,
+    /// Groups the node clock ticks now (the others are quiesced).
+    #[serde(default)]
+    pub awake_groups: u64,
 }
 
 /// The header of a snapshot stream: whose snapshot, and the InstallSnapshot

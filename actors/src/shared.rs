@@ -268,6 +268,7 @@ impl NodeShared {
             snapshots_installed: c.snapshots_installed.load(Ordering::Relaxed),
             balance_rounds: c.balance_rounds.load(Ordering::Relaxed),
             balance_transfers: c.balance_transfers.load(Ordering::Relaxed),
+            awake_groups: self.ticking.len() as u64,
             frames_sent: net.frames_sent,
             items_sent: net.items_sent,
         }

@@ -285,6 +285,7 @@ fn every_response() -> Vec<Response> {
         items_sent: 300,
         balance_rounds: 7,
         balance_transfers: 2,
+        awake_groups: 12,
     };
     let mut out = vec![
         Response::Ok {

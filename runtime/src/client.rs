@@ -222,6 +222,16 @@ impl Client {
         }
     }
 
+    /// `(group, leader)` for every group running on node `node`, as its
+    /// replica there believes (0: no leader known). Cheap: the node asks
+    /// no group, so it suits watching thousands of groups.
+    pub async fn leaders(&self, node: NodeId) -> Result<Vec<(GroupId, NodeId)>, SynodError> {
+        match self.ask(node, &Request::Leaders).await? {
+            Response::Leaders(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Node `node`'s counters.
     pub async fn stats(&self, node: NodeId) -> Result<NodeStats, SynodError> {
         match self.ask(node, &Request::Stats).await? {

@@ -27,6 +27,7 @@
 //! propose_timeout_ms = 10000
 //! lease_reads = false    # Client::read_lease without a round (bounded clock drift)
 //! balance_leaders = true # move leaderships until each node leads about its share
+//! quiesce = true         # idle groups stop heartbeating and ticking (every node must agree)
 //!
 //! [net]                  # optional
 //! own_thread = false     # run QUIC on a thread of its own (see Placement::Threads)
@@ -106,6 +107,11 @@ pub struct RaftConfig {
     /// transfer), e.g. after a node restarted (docs/OPERATIONS.md). On by
     /// default; each node decides for itself.
     pub balance_leaders: bool,
+    /// Let idle groups quiesce: no heartbeats and no ticks until something
+    /// happens, node-level beats standing in for their leaders'
+    /// heartbeats (docs/ARCHITECTURE.md, "Ten thousand groups"). On by
+    /// default; every node of a cluster should agree.
+    pub quiesce: bool,
 }
 
 impl Default for RaftConfig {
@@ -120,6 +126,7 @@ impl Default for RaftConfig {
             propose_timeout_ms: g.propose_timeout.as_millis() as u64,
             lease_reads: g.lease_reads,
             balance_leaders: g.balance_leaders,
+            quiesce: g.quiesce,
         }
     }
 }
@@ -345,6 +352,7 @@ impl NodeConfig {
             propose_timeout: Duration::from_millis(r.propose_timeout_ms),
             lease_reads: r.lease_reads,
             balance_leaders: r.balance_leaders,
+            quiesce: r.quiesce,
             ..GroupConfig::default()
         }
     }
@@ -433,6 +441,15 @@ mod tests {
         assert_eq!(c.storage.fsync, "always");
         assert_eq!(c.log.level, "warn");
         assert!(c.raft.balance_leaders && c.group_config().balance_leaders);
+    }
+
+    #[test]
+    fn quiescence_is_on_by_default_and_can_be_turned_off() {
+        let c = NodeConfig::from_toml(BASE).unwrap();
+        assert!(c.raft.quiesce && c.group_config().quiesce);
+        let c = NodeConfig::from_toml(&format!("{BASE}\n[raft]\nquiesce = false\n")).unwrap();
+        c.validate().unwrap();
+        assert!(!c.group_config().quiesce);
     }
 
     #[test]

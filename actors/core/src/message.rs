@@ -81,8 +81,9 @@ pub enum MessageBody {
     /// timer) until a message, a proposal or the runtime wakes it (see
     /// [`crate::Raft::wake`]). Not answered.
     Quiesce {
-        /// The leader's commit index, which is also its last index and
-        /// the follower's match.
+        /// The leader's commit index, which is also its last index (an
+        /// entry of its term) and the follower's match. A follower whose
+        /// log does not end there stays awake.
         commit: Index,
     },
     /// Answer to [`MessageBody::Heartbeat`].

@@ -176,6 +176,14 @@ pub struct Raft {
     leader_silent: Option<u64>,
 }
 
+/// Whether a member holds the leader's whole log (and is replicated to
+/// normally, not rejoining).
+fn caught_up(p: &Progress, last: Index) -> bool {
+    // A member still rejoining (it lost its state) needs heartbeats to
+    // finish: it only asks for its rejoin index when it hears the leader.
+    p.match_index == last && p.state == crate::progress::ProgressState::Replicate && !p.rejoining
+}
+
 /// The configuration entries among `entries`, in log order.
 fn conf_entries(entries: &[Entry]) -> Vec<(Index, Membership)> {
     entries
@@ -533,12 +541,21 @@ impl Raft {
     /// answering (with how long ago it was last heard). A woken follower's
     /// election timer runs again from the time its leader was last heard
     /// (so one whose leader's node is dead campaigns within an election
-    /// timeout); a woken leader heartbeats again. No effect unless
-    /// quiesced.
+    /// timeout); a woken leader heartbeats again. An awake leader counts
+    /// every member as live for a while again (one whose node is back is
+    /// then heartbeated and repaired before the group quiesces).
     pub fn wake(&mut self, leader_silent: Option<u64>) {
         if self.quiesced {
             self.leader_silent = leader_silent.or(self.leader_silent);
             self.unquiesce();
+        } else if self.role == Role::Leader {
+            // A leader about to quiesce without a member it found silent
+            // (the runtime wakes it because that member's node is back)
+            // gives it a whole round to answer first.
+            for p in self.progress.values_mut() {
+                p.recent_active = true;
+                p.active_before = true;
+            }
         }
     }
 
@@ -549,6 +566,28 @@ impl Raft {
         if self.role == Role::Leader {
             self.unquiesce();
         }
+    }
+
+    /// Makes this follower's election timer fire within `delay` ticks
+    /// (the runtime's stagger after its leader's node died: one surviving
+    /// voter goes first, so thousands of groups do not all split their
+    /// votes at once). Never sooner than an election timeout after the
+    /// leader was last heard, so no lease a leader may still hold is cut
+    /// short; no effect on a leader, a quiesced replica or a non-voter.
+    pub fn campaign_within(&mut self, delay: u32) {
+        if self.role == Role::Leader || self.quiesced || !self.is_voter(self.config.id) {
+            return;
+        }
+        // Fire in `wait` ticks: at least `delay`, and not before a whole
+        // election timeout since the leader was last heard.
+        let lease_left = self
+            .config
+            .election_ticks
+            .saturating_sub(self.election_elapsed);
+        let wait = delay.max(1).max(lease_left);
+        let elapsed = self.randomized_election_timeout.saturating_sub(wait);
+        // Never later than the timer would have fired anyway.
+        self.election_elapsed = self.election_elapsed.max(elapsed);
     }
 
     fn unquiesce(&mut self) {
@@ -564,6 +603,7 @@ impl Raft {
                 self.heartbeat_elapsed = 0;
                 for p in self.progress.values_mut() {
                     p.recent_active = true;
+                    p.active_before = true;
                 }
             }
             _ => {
@@ -587,15 +627,26 @@ impl Raft {
             && self.reads_awaiting_commit.is_empty()
             && !self.needs_round
             && !self.needs_broadcast
-            && self.progress.values().all(|p| {
-                p.match_index == last && p.state == crate::progress::ProgressState::Replicate
-            })
+            && self
+                .progress
+                .values()
+                .all(|p| caught_up(p, last) || !(p.recent_active || p.active_before))
     }
 
-    /// Leader: tells every member to quiesce and stops heartbeating.
+    /// Leader: tells every member that holds the whole log to quiesce and
+    /// stops heartbeating. A member that did not answer for a whole
+    /// check-quorum window (its node is down, most likely) does not keep
+    /// the group awake: it is told nothing, and when it is back it
+    /// campaigns or its node's return wakes the group, which repairs it.
     fn quiesce(&mut self) {
         let commit = self.log.committed();
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        let last = self.log.last_index();
+        let peers: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| caught_up(p, last))
+            .map(|(&id, _)| id)
+            .collect();
         for to in peers {
             self.send(to, MessageBody::Quiesce { commit });
         }
@@ -610,8 +661,13 @@ impl Raft {
 
     /// Follower: the leader says the group is idle.
     fn handle_quiesce(&mut self, leader: NodeId, commit: Index) {
+        // The leader quiesces holding `commit` as its last entry, of its
+        // term. A follower whose log ends elsewhere lags (or the message is
+        // an old one, overtaken by later appends): it stays awake.
+        let last = self.log.last_index();
         if !self.config.quiesce
-            || commit > self.log.last_index()
+            || commit != last
+            || self.log.term(last) != Some(self.term)
             || self.rejoining
             || !self.term_trusted()
         {
@@ -1247,6 +1303,7 @@ impl Raft {
                     return;
                 }
                 for p in self.progress.values_mut() {
+                    p.active_before = p.recent_active;
                     p.recent_active = false;
                 }
             }

@@ -763,10 +763,23 @@ impl World {
     /// silent for an election timeout is woken, as the runtime does.
     fn beat(&mut self, i: usize) {
         let me = self.nodes[i].id;
+        let mut back = false;
         for j in 0..self.nodes.len() {
             let peer = self.nodes[j].id;
             if j != i && self.nodes[j].raft.is_some() && !self.blocked.contains(&(peer, me)) {
-                self.heard.insert((me, peer), self.now);
+                let at = self.heard.insert((me, peer), self.now).unwrap_or(0);
+                back |= self.now.saturating_sub(at) / TICK >= u64::from(ELECTION_TICKS);
+            }
+        }
+        if back {
+            // A peer is heard again after a silence: the runtime wakes the
+            // groups led here, which then repair it if it lags.
+            if let Some(raft) = self.nodes[i].raft.as_mut() {
+                if raft.role() == Role::Leader {
+                    raft.wake(None);
+                    self.trace(|| format!("node {me} wakes: a peer is back"));
+                    self.process(i);
+                }
             }
         }
         let silent = self.leader_silent(i);

@@ -3,8 +3,10 @@
 //! Elections put leaders wherever a timer fired first, and a node that
 //! restarts comes back leading nothing (the others took its groups over).
 //! Every node runs a balancer: every few seconds (jittered per node, so
-//! the nodes do not act in lockstep) it reads the status of every group it
-//! hosts, counts who leads each one, and computes each node's *share*: the
+//! the nodes do not act in lockstep) it counts the groups it leads (from
+//! the leader hints, no message); if that is more than an even split of
+//! the groups it hosts, it reads the status of every group it hosts,
+//! counts who leads each one, and computes each node's *share*: the
 //! sum, over the groups where the node is a voter, of `1 / voters`. A node
 //! that leads clearly more than its share (more than `ceil(share) + slack`,
 //! or more than `ceil(share)` while some node leads clearly less than its
@@ -285,6 +287,15 @@ impl Engine {
             return;
         }
         let me = self.node_id();
+        // A cheap look first: a node that leads no more than an even split
+        // of the groups it hosts is not above its share (every group has at
+        // most as many voters as the cluster has nodes), and only a node
+        // above its share acts. The full status of thousands of groups is
+        // read only when it may be.
+        let (hosted, led) = self.inner.routes.led_count(me);
+        if led * shared.voters.len() <= hosted {
+            return;
+        }
         let statuses = self.status().await;
         let view = views(me, &statuses, |n| self.is_connected(n));
         let moves = plan(me, &view, policy);
