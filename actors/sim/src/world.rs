@@ -389,6 +389,8 @@ pub struct World {
     /// last time node `a` heard from node `b` (`(a, b)` -> time), while
     /// `b` was up and the link from `b` to `a` was not cut.
     heard: BTreeMap<(NodeId, NodeId), u64>,
+    /// The incarnation of node `b` that node `a` last heard.
+    boots: BTreeMap<(NodeId, NodeId), u64>,
     /// Draws the client's idle spells when quiescence is on.
     idle_rng: SplitMix64,
     /// Take a snapshot every this many applied entries (0: never).
@@ -502,6 +504,7 @@ impl World {
             lease_reads,
             quiesce,
             heard: BTreeMap::new(),
+            boots: BTreeMap::new(),
             idle_rng: SplitMix64::new(cfg_seed ^ 0x1D1E_5EED),
             snapshot_every,
             next_value: 1,
@@ -769,11 +772,20 @@ impl World {
             if j != i && self.nodes[j].raft.is_some() && !self.blocked.contains(&(peer, me)) {
                 let at = self.heard.insert((me, peer), self.now).unwrap_or(0);
                 back |= self.now.saturating_sub(at) / TICK >= u64::from(ELECTION_TICKS);
+                // The runtime's beats carry a boot nonce: a restart is
+                // noticed even when it was quicker than an election
+                // timeout (a wiped replica says nothing by itself).
+                let boot = self.nodes[j].incarnation;
+                back |= self
+                    .boots
+                    .insert((me, peer), boot)
+                    .is_some_and(|b| b != boot);
             }
         }
         if back {
-            // A peer is heard again after a silence: the runtime wakes the
-            // groups led here, which then repair it if it lags.
+            // A peer is heard again after a silence, or restarted: the
+            // runtime wakes the groups led here, which then repair it if
+            // it lags.
             if let Some(raft) = self.nodes[i].raft.as_mut() {
                 if raft.role() == Role::Leader {
                     raft.wake(None);
