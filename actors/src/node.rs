@@ -734,7 +734,29 @@ impl NodeActor {
         &mut self,
         group: GroupId,
     ) -> ResponseActFuture<Self, Result<T, RequestError>> {
-        Box::pin(async move { Err(RequestError::Restarting(group)) }.into_actor(self))
+        self.answer_now(Err(RequestError::Restarting(group)))
+    }
+
+    /// An answer known at once, as the future a handler returns.
+    fn answer_now<T: 'static>(
+        &mut self,
+        r: Result<T, RequestError>,
+    ) -> ResponseActFuture<Self, Result<T, RequestError>> {
+        Box::pin(async move { r }.into_actor(self))
+    }
+
+    /// This node cannot host (or stop hosting) `group`, and why.
+    fn cannot_host<T: 'static>(
+        &mut self,
+        group: GroupId,
+        reason: String,
+    ) -> ResponseActFuture<Self, Result<T, RequestError>> {
+        let node = self.shared.node_id;
+        self.answer_now(Err(RequestError::CannotHost {
+            group,
+            node,
+            reason,
+        }))
     }
 }
 
@@ -759,16 +781,7 @@ impl Handler<HostGroup> for NodeActor {
         if service.is_some() {
             if let Err(e) = self.catalog.mark_service(group) {
                 let reason = format!("cannot record it in the catalog: {e}");
-                return Box::pin(
-                    async move {
-                        Err(RequestError::CannotHost {
-                            group,
-                            node,
-                            reason,
-                        })
-                    }
-                    .into_actor(self),
-                );
+                return self.cannot_host(group, reason);
             }
         }
         let Some(factory) = self.dormant.get(&group).cloned().or(service) else {
@@ -777,16 +790,7 @@ impl Handler<HostGroup> for NodeActor {
                  spawns it on every node, members or not; the KV service does for its groups), \
                  or register a service for groups created at run time"
             );
-            return Box::pin(
-                async move {
-                    Err(RequestError::CannotHost {
-                        group,
-                        node,
-                        reason,
-                    })
-                }
-                .into_actor(self),
-            );
+            return self.cannot_host(group, reason);
         };
         // An empty replica: first delete whatever an earlier replica left
         // (a snapshot still being written when it was dropped, say).
@@ -841,16 +845,7 @@ impl Handler<DropGroup> for NodeActor {
         let node = self.shared.node_id;
         if let Err(e) = self.catalog.set(group, Record::Removed) {
             let reason = format!("cannot mark it removed in the catalog: {e}");
-            return Box::pin(
-                async move {
-                    Err(RequestError::CannotHost {
-                        group,
-                        node,
-                        reason,
-                    })
-                }
-                .into_actor(self),
-            );
+            return self.cannot_host(group, reason);
         }
         self.routes.put(group, Lookup::Removed { node });
         info!(self.log, "group removed from this node; deleting its log and snapshots"; "group" => group);

@@ -3,31 +3,15 @@
 //! balancer hands leaderships back until every node leads about its share.
 //! Turned off (`[raft] balance_leaders = false`), nothing is moved.
 
+mod common;
+
+use common::eventually;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use synod::local::{ClusterOptions, LocalCluster};
 use synod::Client;
 
 const GROUPS: u64 = 24;
-
-/// Retries `f` every 50 ms until it succeeds or `secs` pass.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{what}: still failing after {secs} s: {e}"),
-        }
-    }
-}
 
 fn start(dir: &std::path::Path, balance_leaders: bool) -> LocalCluster {
     let mut opts =

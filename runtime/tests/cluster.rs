@@ -4,6 +4,9 @@
 //! whole-cluster crash, SIGSTOP/SIGCONT, and configuration errors. Every
 //! acknowledged write must survive all of it.
 
+mod common;
+
+use common::eventually;
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -21,24 +24,6 @@ fn options(dir: &Path, groups: u64) -> ClusterOptions {
     // Short timeouts keep the tests fast: elections after 200-400 ms.
     o.tick_ms = 20;
     o
-}
-
-/// Retries `f` until it succeeds or the deadline passes.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{what}: still failing after {secs} s: {e}"),
-        }
-    }
 }
 
 /// The acknowledged value of every key written, per group.

@@ -6,6 +6,9 @@
 //! and idempotence of both; then the same through the `synod` command
 //! line, and a voter that is down while the group is created or deleted.
 
+mod common;
+
+use common::eventually;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,24 +25,6 @@ fn options(dir: &Path) -> ClusterOptions {
     // Snapshots every 20 entries: a deleted group has some to delete.
     o.snapshot_every = 20;
     o
-}
-
-/// Retries `f` until it succeeds or the deadline passes.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{what}: still failing after {secs} s: {e}"),
-        }
-    }
 }
 
 /// Whether node `node` hosts `group` (its status lists it).

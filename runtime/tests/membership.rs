@@ -4,6 +4,9 @@
 //! leads, move leadership back and forth, and replace a node whose disk was
 //! wiped. Every acknowledged write is read back at the end.
 
+mod common;
+
+use common::eventually;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -25,24 +28,6 @@ fn options(dir: &Path, nodes: u64, spare: u64) -> ClusterOptions {
     // Snapshots every 100 entries: a new member catches up by snapshot.
     o.snapshot_every = 100;
     o
-}
-
-/// Retries `f` until it succeeds or the deadline passes.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{what}: still failing after {secs} s: {e}"),
-        }
-    }
 }
 
 /// What the background writer saw.

@@ -75,15 +75,12 @@ impl Handler<HostServiceGroup> for NodeActor {
     fn handle(&mut self, m: HostServiceGroup, ctx: &mut Context<Self>) -> Self::Result {
         let group = m.group;
         let node = self.shared.node_id;
-        let answer = |act: &mut NodeActor, r: Result<(), RequestError>| -> Self::Result {
-            Box::pin(async move { r }.into_actor(act))
-        };
         if self.deleting.contains(&group) {
             return self.busy(group);
         }
         if !m.voters.contains(&node) {
             // Not a member: nothing to host here.
-            return answer(self, Ok(()));
+            return self.answer_now(Ok(()));
         }
         let exists = |voters: &std::collections::BTreeSet<u64>| RequestError::GroupExists {
             group,
@@ -92,16 +89,16 @@ impl Handler<HostServiceGroup> for NodeActor {
         };
         let bootstrap = match self.catalog.get(group).cloned() {
             Some(Record::Removed) => {
-                return answer(self, Err(RequestError::GroupRemoved { group, node }))
+                return self.answer_now(Err(RequestError::GroupRemoved { group, node }))
             }
             Some(Record::Hosted(b)) => {
                 if b.voters != m.voters || !b.learners.is_empty() {
-                    return answer(self, Err(exists(&b.voters)));
+                    return self.answer_now(Err(exists(&b.voters)));
                 }
                 // Same voters: it exists. Running, or the application's own
                 // group (it starts it itself): nothing to do.
                 if self.groups.contains_key(&group) || !self.catalog.is_service(group) {
-                    return answer(self, Ok(()));
+                    return self.answer_now(Ok(()));
                 }
                 b
             }
@@ -109,7 +106,7 @@ impl Handler<HostServiceGroup> for NodeActor {
                 if self.dormant.contains_key(&group) {
                     // The application created a group of that id here, on
                     // other nodes: ids are one name space.
-                    return answer(self, Err(exists(&Default::default())));
+                    return self.answer_now(Err(exists(&Default::default())));
                 }
                 if self.catalog.joining() {
                     let reason = "it was initialized with `synod init --join`, so it starts no \
@@ -117,31 +114,17 @@ impl Handler<HostServiceGroup> for NodeActor {
                                   before its disk was replaced); create the group without it, \
                                   then add it with `synod group add-learner` and `promote`"
                         .to_string();
-                    return answer(
-                        self,
-                        Err(RequestError::CannotHost {
-                            group,
-                            node,
-                            reason,
-                        }),
-                    );
+                    return self.cannot_host(group, reason);
                 }
                 Membership::with_voters(m.voters.iter().copied())
             }
         };
         let Some(factory) = self.service.clone() else {
-            return answer(self, Err(RequestError::NoGroupService { node }));
+            return self.answer_now(Err(RequestError::NoGroupService { node }));
         };
         if let Err(e) = self.catalog.mark_service(group) {
             let reason = format!("cannot record it in the catalog: {e}");
-            return answer(
-                self,
-                Err(RequestError::CannotHost {
-                    group,
-                    node,
-                    reason,
-                }),
-            );
+            return self.cannot_host(group, reason);
         }
         Box::pin(
             self.host(group, factory, bootstrap, ctx)
