@@ -137,10 +137,12 @@ impl Ticking {
         self.len() == 0
     }
 
-    fn tick_all(&self) {
+    fn tick_all(&self, down: &Arc<[NodeId]>) {
         if let Ok(g) = self.groups.lock() {
             for (_, addr) in g.values() {
-                addr.do_send(Tick);
+                addr.do_send(Tick {
+                    down: Arc::clone(down),
+                });
             }
         }
     }
@@ -187,7 +189,6 @@ impl NodeClock {
                 );
             }
         }
-        self.shared.ticking.tick_all();
         let timeout = u64::from(self.shared.cfg.election_ticks);
         // A peer that restarted, or is heard again after a silence, may
         // have lost what it held (a wiped disk) or missed a Quiesce: the
@@ -210,6 +211,11 @@ impl NodeClock {
                 }
             }
         }
+        // Each group learns which member nodes are down with its tick: a
+        // leader quiesces without waiting for those (and only those).
+        let mut down: Vec<NodeId> = self.dead.iter().copied().collect();
+        down.sort_unstable();
+        self.shared.ticking.tick_all(&down.into());
         if !back.is_empty() {
             let woken = self.routes.wake_led_by(me, 0);
             slog::debug!(self.shared.log, "peer nodes (re)appeared: waking the groups led here";

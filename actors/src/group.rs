@@ -40,10 +40,13 @@ use crate::shared::{DeathGuard, NodeShared};
 use crate::state_machine::ENTRY_COMMAND;
 
 /// Logical time passes (sent by the node clock, `crate::clock`, to the
-/// groups that are awake).
+/// groups that are awake), with the peer nodes that are down now.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Tick;
+pub(crate) struct Tick {
+    /// Peer nodes silent for an election timeout (sorted).
+    pub(crate) down: Arc<[NodeId]>,
+}
 
 /// The node clock found the node of this group's leader silent for
 /// `silent` ticks: wake a quiesced follower so that it elects a leader.
@@ -657,10 +660,11 @@ impl Handler<SetFsm> for RaftGroup {
 impl Handler<Tick> for RaftGroup {
     type Result = ();
 
-    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Tick { down }: Tick, ctx: &mut Context<Self>) {
         if self.halted(ctx) {
             return;
         }
+        self.raft.set_down(&down);
         self.raft.tick();
         // Callers that gave up (their deadline passed) free their slot.
         self.reads.retain(|_, (_, reply)| !reply.is_closed());

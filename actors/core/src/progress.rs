@@ -40,11 +40,6 @@ pub struct Progress {
     capacity: usize,
     /// Whether the follower answered since the last check-quorum round.
     pub recent_active: bool,
-    /// Whether it answered in the round before (or the leader has not led
-    /// for a whole round yet): a follower with neither has been silent for
-    /// at least a whole election timeout, and does not keep an idle group
-    /// from quiescing.
-    pub active_before: bool,
     /// Fences acknowledgements: raised when the follower says it lost its
     /// state and starts rejoining. Appends and snapshots carry it, and an
     /// acknowledgement counts only if it echoes the current value, so one
@@ -73,7 +68,6 @@ impl Progress {
             inflight: VecDeque::with_capacity(capacity.min(1024)),
             capacity,
             recent_active: false,
-            active_before: true,
             epoch: 0,
             fenced_for: 0,
             rejoining: false,

@@ -174,6 +174,9 @@ pub struct Raft {
     /// Quiesced follower: ticks since the runtime last heard the leader's
     /// node, if it knows (see [`Raft::elapse`]).
     leader_silent: Option<u64>,
+    /// The member nodes the runtime says are down (node-level liveness,
+    /// see [`Raft::set_down`]): a quiescing leader does not wait for them.
+    down: Vec<NodeId>,
 }
 
 /// Whether a member holds the leader's whole log (and is replicated to
@@ -379,6 +382,7 @@ impl Raft {
             quiesced: false,
             quiesced_at: 0,
             leader_silent: None,
+            down: Vec::new(),
         };
         raft.rejoining = raft.config.rejoining;
         raft.last_hard_state = raft.hard_state();
@@ -541,21 +545,14 @@ impl Raft {
     /// answering (with how long ago it was last heard). A woken follower's
     /// election timer runs again from the time its leader was last heard
     /// (so one whose leader's node is dead campaigns within an election
-    /// timeout); a woken leader heartbeats again. An awake leader counts
-    /// every member as live for a while again (one whose node is back is
-    /// then heartbeated and repaired before the group quiesces).
+    /// timeout); a woken leader heartbeats again (or, quiescing again at
+    /// once, tells every caught-up member so: a member that lost its log
+    /// answers that as a heartbeat, which keeps the group awake until it
+    /// is repaired). No effect on an awake replica.
     pub fn wake(&mut self, leader_silent: Option<u64>) {
         if self.quiesced {
             self.leader_silent = leader_silent.or(self.leader_silent);
             self.unquiesce();
-        } else if self.role == Role::Leader {
-            // A leader about to quiesce without a member it found silent
-            // (the runtime wakes it because that member's node is back)
-            // gives it a whole round to answer first.
-            for p in self.progress.values_mut() {
-                p.recent_active = true;
-                p.active_before = true;
-            }
         }
     }
 
@@ -603,7 +600,6 @@ impl Raft {
                 self.heartbeat_elapsed = 0;
                 for p in self.progress.values_mut() {
                     p.recent_active = true;
-                    p.active_before = true;
                 }
             }
             _ => {
@@ -629,15 +625,28 @@ impl Raft {
             && !self.needs_broadcast
             && self
                 .progress
-                .values()
-                .all(|p| caught_up(p, last) || !(p.recent_active || p.active_before))
+                .iter()
+                .all(|(id, p)| caught_up(p, last) || self.down.contains(id))
+    }
+
+    /// Runtime input, node-level liveness: the nodes that are down now
+    /// (silent for an election timeout, as the node's per-peer beat
+    /// says), in any order. A leader quiesces without waiting for a member
+    /// whose node is down to catch up (when that node is back, the
+    /// runtime wakes the group, which repairs it); every other member
+    /// must hold the whole log first, however long it takes to answer. A
+    /// core told nothing waits for every member.
+    pub fn set_down(&mut self, down: &[NodeId]) {
+        if self.down != down {
+            self.down = down.to_vec();
+        }
     }
 
     /// Leader: tells every member that holds the whole log to quiesce and
-    /// stops heartbeating. A member that did not answer for a whole
-    /// check-quorum window (its node is down, most likely) does not keep
-    /// the group awake: it is told nothing, and when it is back it
-    /// campaigns or its node's return wakes the group, which repairs it.
+    /// stops heartbeating. A member whose node is down (see
+    /// [`Raft::set_down`]) does not keep the group awake: it is told
+    /// nothing, and when it is back it campaigns or its node's return
+    /// wakes the group, which repairs it.
     fn quiesce(&mut self) {
         let commit = self.log.committed();
         let last = self.log.last_index();
@@ -1303,7 +1312,6 @@ impl Raft {
                     return;
                 }
                 for p in self.progress.values_mut() {
-                    p.active_before = p.recent_active;
                     p.recent_active = false;
                 }
             }

@@ -197,3 +197,46 @@ fn a_quiesced_follower_refuses_a_candidate_while_the_leaders_node_is_alive() {
     assert_eq!(c.node(3).term(), 1);
     assert_eq!(c.node(3).leader_id(), Some(1));
 }
+
+#[test]
+fn a_silent_member_keeps_the_group_awake_until_the_runtime_says_its_node_is_down() {
+    let mut c = Cluster::with(3, 3, |c| c.quiesce = true);
+    c.elect(1);
+    c.isolate(3);
+    c.propose(1, "x");
+    // Many check-quorum windows without an answer from node 3 (a learner
+    // still starting, or a replica busy with a snapshot, answers late):
+    // as long as its node is not known to be down, the leader must not
+    // leave it behind by quiescing.
+    for _ in 0..200 {
+        c.node(1).tick();
+        c.node(2).tick();
+        c.settle();
+    }
+    assert!(!c.node(1).quiesced(), "quiesced without a live member");
+    assert_eq!(c.leaders(), vec![1]);
+    // The runtime finds node 3's node silent for an election timeout: the
+    // group quiesces without it.
+    c.node(1).set_down(&[3]);
+    c.node(1).tick();
+    c.settle();
+    assert!(c.node(1).quiesced());
+    assert!(c.node(2).quiesced());
+    // Node 3 is back: the runtime says so and wakes the group led here,
+    // which stays awake until node 3 holds the whole log, then quiesces.
+    c.reconnect(3);
+    c.node(1).set_down(&[]);
+    c.node(1).wake(None);
+    for _ in 0..20 {
+        for id in 1..=3 {
+            c.node(id).tick();
+        }
+        c.settle();
+    }
+    let commit = c.node(1).log().committed();
+    assert_eq!(c.node(3).log().committed(), commit);
+    for id in 1..=3 {
+        assert!(c.node(id).quiesced(), "node {id} did not quiesce again");
+    }
+    assert_eq!(c.leaders(), vec![1]);
+}

@@ -92,6 +92,8 @@ pub struct Summary {
     /// wiped seed may acknowledge nothing before the heal; its safety
     /// checks still run, and `min_committed` still covers it.
     pub min_acked: u64,
+    /// The seeds that set `min_committed` and `min_acked` (to replay).
+    pub min_seeds: (u64, u64),
 }
 
 impl Summary {
@@ -108,14 +110,14 @@ impl Summary {
         }
         if self.min_committed < min_committed {
             why.push(format!(
-                "a seed committed only {} entries (floor {min_committed})",
-                self.min_committed
+                "seed {} committed only {} entries (floor {min_committed})",
+                self.min_seeds.0, self.min_committed
             ));
         }
         if self.min_acked < min_acked {
             why.push(format!(
-                "a seed acknowledged only {} writes (floor {min_acked})",
-                self.min_acked
+                "seed {} acknowledged only {} writes (floor {min_acked})",
+                self.min_seeds.1, self.min_acked
             ));
         }
         if self.seeds < 100 {
@@ -172,6 +174,7 @@ pub fn run_many(
     let summary = Mutex::new(Summary {
         min_committed: u64::MAX,
         min_acked: u64::MAX,
+        min_seeds: (0, 0),
         ..Summary::default()
     });
     std::thread::scope(|s| {
@@ -211,9 +214,13 @@ pub fn run_many(
                     // about progress.
                     sum.failures.push(o);
                 } else {
-                    sum.min_committed = sum.min_committed.min(o.committed);
-                    if o.wipes == 0 {
-                        sum.min_acked = sum.min_acked.min(o.acked as u64);
+                    if o.committed < sum.min_committed {
+                        sum.min_committed = o.committed;
+                        sum.min_seeds.0 = o.seed;
+                    }
+                    if o.wipes == 0 && (o.acked as u64) < sum.min_acked {
+                        sum.min_acked = o.acked as u64;
+                        sum.min_seeds.1 = o.seed;
                     }
                 }
             });

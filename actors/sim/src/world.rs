@@ -646,7 +646,9 @@ impl World {
                 if self.nodes[i].raft.is_some() {
                     self.beat(i);
                 }
+                let down = self.down_from(i);
                 if let Some(raft) = self.nodes[i].raft.as_mut() {
+                    raft.set_down(&down);
                     raft.tick();
                     self.process(i);
                 }
@@ -805,6 +807,22 @@ impl World {
                 self.process(i);
             }
         }
+    }
+
+    /// The nodes node `i` has not heard (node-level) for an election
+    /// timeout: the runtime's node clock tells each group so before it
+    /// ticks it.
+    fn down_from(&self, i: usize) -> Vec<NodeId> {
+        let me = self.nodes[i].id;
+        self.nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&peer| peer != me)
+            .filter(|&peer| {
+                let at = self.heard.get(&(me, peer)).copied().unwrap_or(0);
+                self.now.saturating_sub(at) / TICK >= u64::from(ELECTION_TICKS)
+            })
+            .collect()
     }
 
     /// Ticks since node `i` last heard (node-level) from the leader its
