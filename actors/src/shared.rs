@@ -55,11 +55,7 @@ pub struct GroupConfig {
     pub balance_leaders: bool,
     /// Let idle groups quiesce (`synod_core::Config::quiesce`): no
     /// heartbeats and no ticks until something happens; the node clock's
-    /// per-peer beat stands in for their leaders' heartbeats. Default off
-    /// for now: with it on, a membership process test timed out once in
-    /// two runs on a loaded machine (a learner that never caught up), not
-    /// yet understood; `synod-bench groups` and the simulations run with
-    /// it on.
+    /// per-peer beat stands in for their leaders' heartbeats. Default on.
     pub quiesce: bool,
     /// How often the leader balancer looks (each round is jittered by
     /// ±25% per node, so nodes do not act in lockstep). Default 3 s.
@@ -81,7 +77,7 @@ impl Default for GroupConfig {
             mailbox: 1024,
             lease_reads: false,
             balance_leaders: true,
-            quiesce: false,
+            quiesce: true,
             balance_interval: Duration::from_secs(3),
         }
     }

@@ -123,9 +123,6 @@ async fn run_async(a: &GroupsArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
     opts.kv_groups = a.groups;
-    // Quiescence is what makes ten thousand idle groups cheap (off by
-    // default until issue 10's open points are closed).
-    opts.quiesce = true;
     opts.log_level = "warn".into();
     let started = Instant::now();
     let mut cluster = LocalCluster::start(opts)?;

@@ -27,7 +27,7 @@
 //! propose_timeout_ms = 10000
 //! lease_reads = false    # Client::read_lease without a round (bounded clock drift)
 //! balance_leaders = true # move leaderships until each node leads about its share
-//! quiesce = false        # idle groups stop heartbeating and ticking (every node must agree)
+//! quiesce = true         # idle groups stop heartbeating and ticking (every node must agree)
 //!
 //! [net]                  # optional
 //! own_thread = false     # run QUIC on a thread of its own (see Placement::Threads)
@@ -109,9 +109,8 @@ pub struct RaftConfig {
     pub balance_leaders: bool,
     /// Let idle groups quiesce: no heartbeats and no ticks until something
     /// happens, node-level beats standing in for their leaders'
-    /// heartbeats (docs/ARCHITECTURE.md, "Ten thousand groups"). Off by
-    /// default for now (docs/OPERATIONS.md says why); every node of a
-    /// cluster should agree.
+    /// heartbeats (docs/ARCHITECTURE.md, "Ten thousand groups"). On by
+    /// default; every node of a cluster should agree.
     pub quiesce: bool,
 }
 
@@ -445,12 +444,12 @@ mod tests {
     }
 
     #[test]
-    fn quiescence_is_off_by_default_and_can_be_turned_on() {
+    fn quiescence_is_on_by_default_and_can_be_turned_off() {
         let c = NodeConfig::from_toml(BASE).unwrap();
-        assert!(!c.raft.quiesce && !c.group_config().quiesce);
-        let c = NodeConfig::from_toml(&format!("{BASE}\n[raft]\nquiesce = true\n")).unwrap();
+        assert!(c.raft.quiesce && c.group_config().quiesce);
+        let c = NodeConfig::from_toml(&format!("{BASE}\n[raft]\nquiesce = false\n")).unwrap();
         c.validate().unwrap();
-        assert!(c.group_config().quiesce);
+        assert!(!c.group_config().quiesce);
     }
 
     #[test]

@@ -49,8 +49,6 @@ pub struct ClusterOptions {
     pub lease_reads: bool,
     /// `raft.balance_leaders` (default on).
     pub balance_leaders: bool,
-    /// `raft.quiesce` (default off, as the product's).
-    pub quiesce: bool,
     /// `service.kv_voters`: the voters the KV groups start with (empty:
     /// every node).
     pub kv_voters: Vec<NodeId>,
@@ -77,7 +75,6 @@ impl ClusterOptions {
             log_level: "info".into(),
             lease_reads: false,
             balance_leaders: true,
-            quiesce: false,
             kv_voters: Vec::new(),
             spare: 0,
         }
@@ -136,14 +133,13 @@ fn node_config(
     );
     s += &format!(
         "\n[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\nsnapshot_every = {}\n\
-         lease_reads = {}\nbalance_leaders = {}\nquiesce = {}\n",
+         lease_reads = {}\nbalance_leaders = {}\n",
         o.tick_ms,
         o.election_ticks,
         o.heartbeat_ticks,
         o.snapshot_every,
         o.lease_reads,
-        o.balance_leaders,
-        o.quiesce
+        o.balance_leaders
     );
     s += &format!("\n[storage]\nfsync = \"{}\"\n", o.fsync);
     s += &format!("\n[log]\nlevel = \"{}\"\n", o.log_level);
