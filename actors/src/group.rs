@@ -373,6 +373,19 @@ impl RaftGroup {
             self.shared.ticking.remove(self.group, self.tick_id);
             self.ticking = false;
             self.slept_at = self.shared.liveness.now();
+            // A Quiesce that arrived after the clock found the leader's
+            // node silent (and sent its Wake) must not put this follower
+            // to sleep for good.
+            let me = self.shared.node_id;
+            if let Some(leader) = self.raft.leader_id().filter(|&l| l != me) {
+                let silent = self.shared.liveness.silent(leader).unwrap_or(0);
+                if silent >= u64::from(self.shared.cfg.election_ticks) {
+                    ctx.notify(Wake {
+                        peer: leader,
+                        silent,
+                    });
+                }
+            }
         } else if !quiesced && !self.ticking && !self.failed {
             self.catch_up_clock();
             self.shared

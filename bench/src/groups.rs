@@ -39,6 +39,12 @@ pub struct GroupsArgs {
     /// Directory for the cluster (default: under the current one).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Keep the cluster directory (node logs, data) and print its path.
+    #[arg(long)]
+    pub keep: bool,
+    /// The nodes' log level (their logs are in the cluster directory).
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
 }
 
 /// Runs the workload and prints its summary line.
@@ -123,7 +129,7 @@ async fn run_async(a: &GroupsArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
     opts.kv_groups = a.groups;
-    opts.log_level = "warn".into();
+    opts.log_level = a.log_level.clone();
     let started = Instant::now();
     let mut cluster = LocalCluster::start(opts)?;
     let mut cfg = cluster.client_config().map_err(|e| e.to_string())?;
@@ -276,6 +282,9 @@ async fn run_async(a: &GroupsArgs) -> Result<(), String> {
     );
     client.close().await;
     drop(cluster);
+    if a.keep {
+        eprintln!("kept the cluster directory: {}", dir.keep().display());
+    }
     Ok(())
 }
 

@@ -565,12 +565,14 @@ impl Raft {
         }
     }
 
-    /// Makes this follower's election timer fire within `delay` ticks
-    /// (the runtime's stagger after its leader's node died: one surviving
-    /// voter goes first, so thousands of groups do not all split their
-    /// votes at once). Never sooner than an election timeout after the
-    /// leader was last heard, so no lease a leader may still hold is cut
-    /// short; no effect on a leader, a quiesced replica or a non-voter.
+    /// Makes this follower's election timer fire in `delay` ticks, no
+    /// sooner and no later (the runtime's stagger after its leader's node
+    /// died: one surviving voter goes first and the others wait their
+    /// turn, so thousands of groups do not all split their votes at once;
+    /// a random timer that fired earlier would race the voter whose turn
+    /// it is). Never sooner than an election timeout after the leader was
+    /// last heard, so no lease a leader may still hold is cut short; no
+    /// effect on a leader, a quiesced replica or a non-voter.
     pub fn campaign_within(&mut self, delay: u32) {
         if self.role == Role::Leader || self.quiesced || !self.is_voter(self.config.id) {
             return;
@@ -582,9 +584,12 @@ impl Raft {
             .election_ticks
             .saturating_sub(self.election_elapsed);
         let wait = delay.max(1).max(lease_left);
-        let elapsed = self.randomized_election_timeout.saturating_sub(wait);
-        // Never later than the timer would have fired anyway.
-        self.election_elapsed = self.election_elapsed.max(elapsed);
+        // The timeout moves, not the time since the leader was heard:
+        // that one is what this replica's refusal of other candidates
+        // rests on, and lowering it would refuse the voter whose turn it
+        // is. Until the timer's next reset (a vote granted, a leader
+        // heard, this campaign).
+        self.randomized_election_timeout = self.election_elapsed.saturating_add(wait);
     }
 
     fn unquiesce(&mut self) {

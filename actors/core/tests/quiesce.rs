@@ -240,3 +240,34 @@ fn a_silent_member_keeps_the_group_awake_until_the_runtime_says_its_node_is_down
     }
     assert_eq!(c.leaders(), vec![1]);
 }
+
+#[test]
+fn after_the_leaders_node_dies_the_survivors_campaign_in_the_runtimes_order() {
+    // Whatever each follower's random timeout, the voter told to go first
+    // wins and the one told to wait does not race it (with thousands of
+    // groups, such races split votes and cost whole election timeouts).
+    for seed in 0..50 {
+        let mut c = Cluster::with(3, 3, |c| c.seed = seed * 7 + c.id);
+        c.elect(1);
+        c.isolate(1);
+        let e = synod_core::Config::new(1, 1..=3).election_ticks;
+        // The runtime finds node 1's node silent one tick short of an
+        // election timeout here (its clock and the groups' differ by a
+        // tick): node 2 goes first, node 3 half an election timeout later.
+        for _ in 0..e - 1 {
+            c.node(2).tick();
+            c.node(3).tick();
+        }
+        c.settle();
+        c.node(2).campaign_within(3);
+        c.node(3).campaign_within(3 + e / 2);
+        for _ in 0..e {
+            c.node(2).tick();
+            c.node(3).tick();
+            c.settle();
+        }
+        assert_eq!(c.node(2).role(), Role::Leader, "seed {seed}");
+        assert_eq!(c.node(2).term(), 2, "seed {seed}: one election");
+        assert_eq!(c.node(3).leader_id(), Some(2), "seed {seed}");
+    }
+}

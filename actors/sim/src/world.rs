@@ -391,6 +391,9 @@ pub struct World {
     heard: BTreeMap<(NodeId, NodeId), u64>,
     /// The incarnation of node `b` that node `a` last heard.
     boots: BTreeMap<(NodeId, NodeId), u64>,
+    /// `(a, b)`: node `a` found node `b` silent for an election timeout
+    /// (and woke the groups `b` led), until it hears `b` again.
+    dead: BTreeSet<(NodeId, NodeId)>,
     /// Draws the client's idle spells when quiescence is on.
     idle_rng: SplitMix64,
     /// Take a snapshot every this many applied entries (0: never).
@@ -505,6 +508,7 @@ impl World {
             quiesce,
             heard: BTreeMap::new(),
             boots: BTreeMap::new(),
+            dead: BTreeSet::new(),
             idle_rng: SplitMix64::new(cfg_seed ^ 0x1D1E_5EED),
             snapshot_every,
             next_value: 1,
@@ -794,6 +798,35 @@ impl World {
                     self.trace(|| format!("node {me} wakes: a peer is back"));
                     self.process(i);
                 }
+            }
+        }
+        let silent = self.leader_silent(i);
+        let seed = self.outcome.seed;
+        if let (Some(raft), Some(s)) = (self.nodes[i].raft.as_mut(), silent) {
+            let leader = raft.leader_id().unwrap_or(0);
+            let dead = s >= u64::from(ELECTION_TICKS);
+            if !dead {
+                self.dead.remove(&(me, leader));
+            } else if self.dead.insert((me, leader)) {
+                // The runtime's clock: the leader's node just turned
+                // silent. Its followers here wake, and the surviving
+                // voters take turns to campaign (the order rotated by
+                // group; here by seed).
+                raft.wake(Some(s));
+                let voters: Vec<NodeId> = raft
+                    .membership()
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|&v| v != leader)
+                    .collect();
+                if let Some(pos) = voters.iter().position(|&v| v == me) {
+                    let rank = (pos + seed as usize) % voters.len();
+                    raft.campaign_within(3 + rank as u32 * (ELECTION_TICKS / 2));
+                }
+                self.trace(|| format!("node {me} finds its leader {leader}'s node silent"));
+                self.process(i);
+                return;
             }
         }
         let silent = self.leader_silent(i);
