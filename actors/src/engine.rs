@@ -609,7 +609,7 @@ impl Engine {
     /// The actors of `group` on this node, or why a request cannot reach
     /// them (the node failed, the group restarts, is poisoned or is not
     /// hosted here).
-    fn route(&self, group: GroupId) -> Result<crate::node::GroupRoute, RequestError> {
+    fn route(&self, group: GroupId) -> Result<Arc<crate::node::GroupRoute>, RequestError> {
         if let Some(e) = self.node_failed() {
             return Err(e);
         }

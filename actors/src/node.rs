@@ -70,8 +70,9 @@ pub struct Routes {
 /// What the routing table says about a group.
 #[derive(Clone)]
 pub enum Lookup {
-    /// Running here.
-    Running(GroupRoute),
+    /// Running here (shared: a lookup per inbound frame and request clones
+    /// one pointer, not three actor addresses).
+    Running(Arc<GroupRoute>),
     /// Known, but starting or restarting.
     Restarting,
     /// Stopped here for good: its state machine panicked on an entry.
@@ -88,7 +89,7 @@ pub enum Lookup {
 
 impl Routes {
     /// The route of `group`, if it is running.
-    pub fn get(&self, group: GroupId) -> Option<GroupRoute> {
+    pub fn get(&self, group: GroupId) -> Option<Arc<GroupRoute>> {
         match self.lookup(group) {
             Lookup::Running(r) => Some(r),
             _ => None,
@@ -97,7 +98,7 @@ impl Routes {
 
     /// The route of `group` if it runs here, else the error a request for
     /// it gets (restarting, poisoned, not hosted).
-    pub fn running(&self, group: GroupId) -> Result<GroupRoute, RequestError> {
+    pub fn running(&self, group: GroupId) -> Result<Arc<GroupRoute>, RequestError> {
         match self.lookup(group) {
             Lookup::Running(r) => Ok(r),
             Lookup::Restarting => Err(RequestError::Restarting(group)),
@@ -119,7 +120,10 @@ impl Routes {
 
     /// `Some(route)`: running; `None`: starting or restarting.
     fn set(&self, group: GroupId, route: Option<GroupRoute>) {
-        self.put(group, route.map_or(Lookup::Restarting, Lookup::Running));
+        self.put(
+            group,
+            route.map_or(Lookup::Restarting, |r| Lookup::Running(Arc::new(r))),
+        );
     }
 
     fn put(&self, group: GroupId, lookup: Lookup) {

@@ -3,6 +3,11 @@
 //! figures and the commands that produced them.
 use clap::{Parser, Subcommand};
 
+/// mimalloc: glibc's malloc cost a third of the write rate with 10,000
+/// groups per node (docs/BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cluster;
 mod groups;
 mod wal;

@@ -7,6 +7,10 @@
 
 // serde derives the encoding of the actor's state (for snapshots) and of
 // its messages (for the log and the network).
+/// mimalloc, as the `synod` binary (docs/BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use serde::{Deserialize, Serialize};
 use synod::{ApplyContext, Handler, Handlers, Node, NodeConfig, QueryHandler, ReplicatedActor};
 

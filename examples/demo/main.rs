@@ -7,6 +7,10 @@
 //!
 //! `cargo run --release --bin synod-demo [-- --seconds 6 --clients 64 --groups 8]`
 
+/// mimalloc, as the `synod` binary (docs/BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;

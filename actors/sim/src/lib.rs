@@ -100,9 +100,29 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// `(acked, seed)` of the seeds without a wipe or violation that
+    /// acknowledged fewer than `floor` writes, fewest first.
+    pub fn starved(&self, floor: u64) -> Vec<(u64, u64)> {
+        let mut starved: Vec<(u64, u64)> = self
+            .acked_by_seed
+            .iter()
+            .filter(|(acked, _)| *acked < floor)
+            .copied()
+            .collect();
+        starved.sort_unstable();
+        starved
+    }
+
+    /// How many starved seeds (see [`Summary::starved`]) a batch may hold
+    /// and still count as having made progress: one in 1,000, rounded up.
+    pub fn starved_allowed(&self) -> usize {
+        (self.seeds as usize).div_ceil(1000)
+    }
+
     /// Why this batch proves less than it seems, if it does: a seed that
     /// committed fewer than `min_committed` entries, more than one seed in
-    /// 1,000 that acknowledged fewer than `min_acked` writes, or (over 100
+    /// 1,000 (rounded up) that acknowledged fewer than `min_acked` writes,
+    /// or (over 100
     /// seeds or more) a fault kind
     /// of `faults` that never fired, crashes that never led to a snapshot
     /// install, or transfers none of which completed. Empty when the batch
@@ -123,16 +143,9 @@ impl Summary {
         // seed in a few thousand never keeps a leader long enough to
         // acknowledge more than a handful of writes, and which one it is
         // moves with every change to the timers. More than one in 1,000
-        // (or any, under 1,000 seeds) means the core stopped making
-        // progress.
-        let mut starved: Vec<(u64, u64)> = self
-            .acked_by_seed
-            .iter()
-            .filter(|(acked, _)| *acked < min_acked)
-            .copied()
-            .collect();
-        starved.sort_unstable();
-        let allowed = self.seeds as usize / 1000;
+        // (rounded up) means the core stopped making progress.
+        let starved = self.starved(min_acked);
+        let allowed = self.starved_allowed();
         if starved.len() > allowed {
             let some: Vec<String> = starved
                 .iter()
@@ -141,7 +154,7 @@ impl Summary {
                 .collect();
             why.push(format!(
                 "{} seeds acknowledged fewer than {min_acked} writes, more than the {allowed} \
-                 allowed (one in 1,000): {}",
+                 allowed (one in 1,000, rounded up): {}",
                 starved.len(),
                 some.join(", ")
             ));

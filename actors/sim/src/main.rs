@@ -54,8 +54,8 @@ struct Cli {
     /// Fail a batch in which a seed committed fewer entries.
     #[arg(long, default_value_t = 20)]
     min_committed: u64,
-    /// Fail a batch in which more than one seed in 1,000 (any, under
-    /// 1,000 seeds) acknowledged fewer writes.
+    /// Fail a batch in which more than one seed in 1,000 (rounded up)
+    /// acknowledged fewer writes.
     #[arg(long, default_value_t = 5)]
     min_acked: u64,
     /// Print the trace of the run (with --seed).

@@ -336,7 +336,9 @@ fn a_wiped_replica_that_votes_freely_is_caught_with_wipes_alone() {
         rejoin_votes_freely: true,
         ..Bugs::default()
     };
-    let seeds = 1..61;
+    // 10 of these 120 seeds catch it with today's simulator (4 of the
+    // first 60 since the runtime's campaign order is modeled).
+    let seeds = 1..121;
     let clean = run_many(seeds.clone(), 2, &|s| make(s, Bugs::default()));
     let first = clean
         .failures
@@ -398,9 +400,11 @@ fn trusting_a_wiped_replica_before_a_leader_confirmed_it_is_caught() {
         rejoin_without_fence: true,
         ..Bugs::default()
     };
-    // The range holds two of the few seeds that catch it (2935, 3213 in
-    // 0..4000 with today's simulator; it moves when the simulator does).
-    let seeds = 2900..3250;
+    // The range holds one of the few seeds that catch it (1322 and 2106
+    // in 0..6000 with today's simulator, which models the runtime's
+    // campaign order; 2935 and 3213 before: it moves when the simulator
+    // does).
+    let seeds = 1300..1350;
     let clean = run_many(seeds.clone(), 2, &|s| wiping(s, Bugs::default()));
     let first = clean
         .failures

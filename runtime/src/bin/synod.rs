@@ -5,6 +5,12 @@ use synod::cli::{
     NodeArgs,
 };
 
+/// mimalloc: glibc's malloc cost a third of the write rate with 10,000
+/// groups per node (docs/BENCHMARKS.md, "Allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Synod: replicated actors on multi-raft over QUIC.
 #[derive(Parser, Debug)]
 #[command(name = "synod", version, about)]
