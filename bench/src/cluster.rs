@@ -34,7 +34,7 @@ pub struct ClusterArgs {
     pub value_size: usize,
     /// `storage.fsync` of the nodes: always, never, or an interval.
     #[arg(long, default_value = "always")]
-    pub fsync: String,
+    pub fsync: synod::Fsync,
     /// Directory for the cluster (default: under the current one).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
@@ -92,8 +92,8 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
     opts.kv_groups = a.groups;
-    opts.fsync = a.fsync.clone();
-    opts.log_level = "warn".into();
+    opts.fsync = a.fsync;
+    opts.log_level = synod::LogLevel::Warn;
     opts.lease_reads = a.op == Op::ReadLease;
     let cluster = LocalCluster::start(opts)?;
     let clients: Vec<synod::Client> = (0..a.connections.max(1))

@@ -44,7 +44,7 @@ pub struct GroupsArgs {
     pub keep: bool,
     /// The nodes' log level (their logs are in the cluster directory).
     #[arg(long, default_value = "warn")]
-    pub log_level: String,
+    pub log_level: synod::LogLevel,
 }
 
 /// Runs the workload and prints its summary line.
@@ -129,7 +129,7 @@ async fn run_async(a: &GroupsArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
     opts.kv_groups = a.groups;
-    opts.log_level = a.log_level.clone();
+    opts.log_level = a.log_level;
     let started = Instant::now();
     let mut cluster = LocalCluster::start(opts)?;
     let mut cfg = cluster.client_config().map_err(|e| e.to_string())?;

@@ -101,7 +101,7 @@ async fn demo(cli: &Cli) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
     opts.kv_groups = cli.groups;
-    opts.log_level = "warn".into();
+    opts.log_level = synod::LogLevel::Warn;
     let election = Duration::from_millis(opts.tick_ms * opts.election_ticks as u64);
     println!(
         "synod-demo: starting 3 nodes, {} groups, election timeout {}-{} ms, fsync always, data in {}",

@@ -12,7 +12,7 @@ use synod_core::NodeId;
 use synod_net::TlsMaterial;
 
 use crate::client::{Client, ClientConfig};
-use crate::config::{parse_level, NodeConfig, PeerConfig};
+use crate::config::{Fsync, LogLevel, NodeConfig, PeerConfig};
 use crate::kv::{Get, KvStore, Len, Put};
 use crate::node::Node;
 
@@ -36,10 +36,10 @@ pub struct NodeArgs {
     pub peers: Vec<PeerConfig>,
     /// Override `log.level`.
     #[arg(long)]
-    pub log_level: Option<String>,
+    pub log_level: Option<LogLevel>,
     /// Override `storage.fsync`.
     #[arg(long)]
-    pub fsync: Option<String>,
+    pub fsync: Option<Fsync>,
     /// Override `service.kv_groups`.
     #[arg(long)]
     pub kv_groups: Option<u64>,
@@ -73,11 +73,11 @@ impl NodeArgs {
         if !self.peers.is_empty() {
             c.peers = self.peers.clone();
         }
-        if let Some(v) = &self.log_level {
-            c.log.level = v.clone();
+        if let Some(v) = self.log_level {
+            c.log.level = v;
         }
-        if let Some(v) = &self.fsync {
-            c.storage.fsync = v.clone();
+        if let Some(v) = self.fsync {
+            c.storage.fsync = v;
         }
         if let Some(v) = self.kv_groups {
             c.service.kv_groups = v;
@@ -128,7 +128,7 @@ pub fn run_init(args: &InitArgs) -> Result<(), String> {
 /// SIGINT or SIGTERM. Blocks; creates its own actix `System`.
 pub fn run_node(args: &NodeArgs) -> Result<(), String> {
     let config = args.load()?;
-    let level = parse_level(&config.log.level).map_err(|e| e.to_string())?;
+    let level = config.log.level.slog();
     let (logger, _guard) = crate::logging::stderr_logger(level, config.id);
     let system = actix_rt::System::new();
     system.block_on(async move {

@@ -33,11 +33,11 @@
 //! own_thread = false     # run QUIC on a thread of its own (see Placement::Threads)
 //!
 //! [storage]              # all optional
-//! fsync = "always"       # "always", "never", or an interval like "10ms"
+//! fsync = "always"       # "always", "never", or an interval like "10ms", "1s"
 //! segment_mb = 64
 //!
 //! [log]
-//! level = "warn"         # "error", "warn", "info", "debug"
+//! level = "warn"         # "critical", "error", "warn", "info", "debug", "trace"
 //!
 //! [service]              # what `synod node` hosts
 //! kv_groups = 8          # groups 1..=8 of the built-in KvStore
@@ -131,12 +131,149 @@ impl Default for RaftConfig {
     }
 }
 
+/// When the WAL makes its writes durable (`storage.fsync`), parsed once,
+/// when the configuration is read.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum Fsync {
+    /// `"always"`: every write is synced before it is acknowledged.
+    #[default]
+    Always,
+    /// `"never"`: the OS decides (a crash loses acknowledged writes).
+    Never,
+    /// An interval (`"10ms"`, `"1s"`, any `humantime` duration): a
+    /// crash loses up to that much of acknowledged writes.
+    Every(Duration),
+}
+
+impl Fsync {
+    /// The WAL's policy.
+    pub fn policy(self) -> SyncPolicy {
+        match self {
+            Fsync::Always => SyncPolicy::Always,
+            Fsync::Never => SyncPolicy::Never,
+            Fsync::Every(d) => SyncPolicy::Every(d),
+        }
+    }
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Fsync, ConfigError> {
+        match s.trim() {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            other => humantime::parse_duration(other)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Fsync::Every)
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "storage.fsync {other:?}: use \"always\", \"never\" or an interval \
+                         like \"10ms\" or \"1s\""
+                    ))
+                }),
+        }
+    }
+}
+
+impl TryFrom<String> for Fsync {
+    type Error = ConfigError;
+
+    fn try_from(s: String) -> Result<Fsync, ConfigError> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fsync::Always => f.write_str("always"),
+            Fsync::Never => f.write_str("never"),
+            Fsync::Every(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+/// The lowest level a node logs (`log.level`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum LogLevel {
+    /// Only what stops the node.
+    Critical,
+    /// Errors.
+    Error,
+    /// Warnings (the default; `"warning"` too).
+    #[default]
+    Warn,
+    /// Lifecycle events: elections, groups started, peers connected.
+    Info,
+    /// Everything the node does, per group.
+    Debug,
+    /// More.
+    Trace,
+}
+
+impl LogLevel {
+    /// The slog level.
+    pub fn slog(self) -> slog::Level {
+        match self {
+            LogLevel::Critical => slog::Level::Critical,
+            LogLevel::Error => slog::Level::Error,
+            LogLevel::Warn => slog::Level::Warning,
+            LogLevel::Info => slog::Level::Info,
+            LogLevel::Debug => slog::Level::Debug,
+            LogLevel::Trace => slog::Level::Trace,
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<LogLevel, ConfigError> {
+        match s.trim() {
+            "critical" => Ok(LogLevel::Critical),
+            "error" => Ok(LogLevel::Error),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            other => Err(ConfigError::Invalid(format!(
+                "log.level {other:?}: use critical, error, warn, info, debug or trace"
+            ))),
+        }
+    }
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = ConfigError;
+
+    fn try_from(s: String) -> Result<LogLevel, ConfigError> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogLevel::Critical => "critical",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        })
+    }
+}
+
 /// WAL settings.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `"always"` (default), `"never"`, or an interval such as `"10ms"`.
-    pub fsync: String,
+    pub fsync: Fsync,
     /// Segment size in MiB.
     pub segment_mb: u64,
 }
@@ -144,7 +281,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            fsync: "always".into(),
+            fsync: Fsync::Always,
             segment_mb: 64,
         }
     }
@@ -163,13 +300,13 @@ pub struct NetSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Lowest level written to stderr.
-    pub level: String,
+    pub level: LogLevel,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "warn".into(),
+            level: LogLevel::Warn,
         }
     }
 }
@@ -317,11 +454,9 @@ impl NodeConfig {
         if r.max_uncommitted == 0 || r.propose_timeout_ms == 0 {
             return invalid("raft.max_uncommitted and raft.propose_timeout_ms must be >= 1".into());
         }
-        parse_fsync(&self.storage.fsync)?;
         if self.storage.segment_mb == 0 || self.storage.segment_mb > 2048 {
             return invalid("storage.segment_mb must be between 1 and 2048".into());
         }
-        parse_level(&self.log.level)?;
         Ok(())
     }
 
@@ -361,47 +496,9 @@ impl NodeConfig {
     pub fn wal_options(&self) -> WalOptions {
         WalOptions {
             segment_size: self.storage.segment_mb << 20,
-            sync: parse_fsync(&self.storage.fsync).unwrap_or(SyncPolicy::Always),
+            sync: self.storage.fsync.policy(),
             ..WalOptions::default()
         }
-    }
-}
-
-/// Parses `always`, `never` or an interval (`10ms`, `1s`).
-pub fn parse_fsync(s: &str) -> Result<SyncPolicy, ConfigError> {
-    match s.trim() {
-        "always" => Ok(SyncPolicy::Always),
-        "never" => Ok(SyncPolicy::Never),
-        other => parse_duration(other).map(SyncPolicy::Every).ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "storage.fsync {other:?}: use \"always\", \"never\" or an interval like \"10ms\""
-            ))
-        }),
-    }
-}
-
-fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        _ => None,
-    }
-}
-
-/// Parses a log level name.
-pub fn parse_level(s: &str) -> Result<slog::Level, ConfigError> {
-    match s {
-        "critical" => Ok(slog::Level::Critical),
-        "error" => Ok(slog::Level::Error),
-        "warn" | "warning" => Ok(slog::Level::Warning),
-        "info" => Ok(slog::Level::Info),
-        "debug" => Ok(slog::Level::Debug),
-        "trace" => Ok(slog::Level::Trace),
-        other => Err(ConfigError::Invalid(format!(
-            "log.level {other:?}: use error, warn, info or debug"
-        ))),
     }
 }
 
@@ -438,8 +535,8 @@ mod tests {
         let c = NodeConfig::from_toml(BASE).unwrap();
         c.validate().unwrap();
         assert_eq!(c.raft.election_ticks, 10);
-        assert_eq!(c.storage.fsync, "always");
-        assert_eq!(c.log.level, "warn");
+        assert_eq!(c.storage.fsync, Fsync::Always);
+        assert_eq!(c.log.level, LogLevel::Warn);
         assert!(c.raft.balance_leaders && c.group_config().balance_leaders);
     }
 
@@ -478,13 +575,44 @@ mod tests {
     }
 
     #[test]
-    fn fsync_policies_parse() {
-        assert_eq!(parse_fsync("always").unwrap(), SyncPolicy::Always);
-        assert_eq!(parse_fsync("never").unwrap(), SyncPolicy::Never);
+    fn fsync_policies_and_levels_parse_once_into_types() {
+        let fsync = |s: &str| s.parse::<Fsync>().map(Fsync::policy);
+        assert_eq!(fsync("always").unwrap(), SyncPolicy::Always);
+        assert_eq!(fsync("never").unwrap(), SyncPolicy::Never);
         assert_eq!(
-            parse_fsync("10ms").unwrap(),
+            fsync("10ms").unwrap(),
             SyncPolicy::Every(Duration::from_millis(10))
         );
-        assert!(parse_fsync("10").is_err());
+        assert_eq!(
+            fsync("1s 500ms").unwrap(),
+            SyncPolicy::Every(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            fsync("2min").unwrap(),
+            SyncPolicy::Every(Duration::from_secs(120))
+        );
+        assert!(fsync("10").is_err(), "a bare number has no unit");
+        assert!(fsync("0s").is_err(), "a zero interval");
+        // What the local cluster writes back parses to the same value.
+        for f in [
+            Fsync::Always,
+            Fsync::Never,
+            Fsync::Every(Duration::from_millis(2500)),
+        ] {
+            assert_eq!(f.to_string().parse::<Fsync>().unwrap(), f);
+        }
+        let c = NodeConfig::from_toml(&format!(
+            "{BASE}\n[storage]\nfsync = \"5ms\"\n[log]\nlevel = \"warning\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.wal_options().sync,
+            SyncPolicy::Every(Duration::from_millis(5))
+        );
+        assert_eq!(c.log.level, LogLevel::Warn);
+        assert_eq!(c.log.level.slog(), slog::Level::Warning);
+        for l in ["critical", "error", "warn", "info", "debug", "trace"] {
+            assert_eq!(l.parse::<LogLevel>().unwrap().to_string(), l);
+        }
     }
 }

@@ -67,7 +67,7 @@ pub mod node;
 
 pub use actor::{ApplyContext, Handler, Handlers, Message, Query, QueryHandler, ReplicatedActor};
 pub use client::{Client, ClientConfig};
-pub use config::NodeConfig;
+pub use config::{Fsync, LogLevel, NodeConfig};
 pub use error::{ConfigError, StartError, SynodError};
 pub use node::{Node, ReplicatedAddr};
 pub use synod_actors::{GroupStatus, MemberProgress, MembershipInfo, NodeStats};

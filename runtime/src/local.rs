@@ -17,6 +17,7 @@ use synod_core::NodeId;
 use synod_net::tls::dev::{self, DevCerts};
 
 use crate::client::{Client, ClientConfig};
+use crate::config::{Fsync, LogLevel};
 use crate::error::SynodError;
 
 /// What cluster to start.
@@ -42,9 +43,9 @@ pub struct ClusterOptions {
     /// Entries between snapshots.
     pub snapshot_every: u64,
     /// `storage.fsync`.
-    pub fsync: String,
+    pub fsync: Fsync,
     /// `log.level`.
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// `raft.lease_reads`.
     pub lease_reads: bool,
     /// `raft.balance_leaders` (default on).
@@ -71,8 +72,8 @@ impl ClusterOptions {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_every: 10_000,
-            fsync: "always".into(),
-            log_level: "info".into(),
+            fsync: Fsync::Always,
+            log_level: LogLevel::Info,
             lease_reads: false,
             balance_leaders: true,
             kv_voters: Vec::new(),
