@@ -106,15 +106,7 @@ async fn await_leaders(
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    synod::local::rss_kib_of(pid).unwrap_or(0)
 }
 
 async fn run_async(a: &GroupsArgs) -> Result<(), String> {

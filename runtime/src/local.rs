@@ -19,6 +19,7 @@ use synod_net::tls::dev::{self, DevCerts};
 use crate::client::{Client, ClientConfig};
 use crate::config::{Fsync, LogLevel};
 use crate::error::SynodError;
+use nix::sys::signal::Signal;
 
 /// What cluster to start.
 #[derive(Clone, Debug)]
@@ -265,27 +266,21 @@ impl LocalCluster {
         child.wait().ok()
     }
 
-    fn signal(&self, id: NodeId, sig: &str) -> Result<(), String> {
+    fn signal(&self, id: NodeId, sig: Signal) -> Result<(), String> {
         let pid = self.pid(id).ok_or(format!("node {id} is not running"))?;
-        let status = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .map_err(|e| format!("kill {sig}: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill {sig} {pid} failed"))
-        }
+        let raw = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig)
+            .map_err(|e| format!("{sig} to node {id} (pid {pid}): {e}"))
     }
 
     /// SIGSTOP: the process freezes (a long GC pause, a stuck VM).
     pub fn pause(&self, id: NodeId) -> Result<(), String> {
-        self.signal(id, "-STOP")
+        self.signal(id, Signal::SIGSTOP)
     }
 
     /// SIGCONT after [`LocalCluster::pause`].
     pub fn resume(&self, id: NodeId) -> Result<(), String> {
-        self.signal(id, "-CONT")
+        self.signal(id, Signal::SIGCONT)
     }
 
     /// Starts node `id` again (after a kill), on the same data directory.
@@ -313,7 +308,7 @@ impl LocalCluster {
     pub fn stop_all(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for &id in &ids {
-            let _ = self.signal(id, "-TERM");
+            let _ = self.signal(id, Signal::SIGTERM);
         }
         for id in ids {
             if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
@@ -422,21 +417,79 @@ pub async fn caught_up(
     }
 }
 
-/// The state letter of a process from `/proc/<pid>/stat` (the field after
-/// the command name, which is in parentheses and may hold spaces).
-pub fn process_state_of(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+fn stat_of(pid: u32) -> Option<procfs::process::Stat> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()
 }
 
-/// CPU time of a process from `/proc/<pid>/stat` (utime + stime, in the
-/// kernel's USER_HZ of 100 ticks per second).
+/// The state letter of a process (`R`, `S`, `T` when stopped, ...), from
+/// `/proc/<pid>/stat`.
+pub fn process_state_of(pid: u32) -> Option<char> {
+    Some(stat_of(pid)?.state)
+}
+
+/// Resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .status()
+        .ok()?
+        .vmrss
+}
+
+/// CPU time of a process (user + system), from `/proc/<pid>/stat`, in the
+/// kernel's clock ticks as the kernel reports their rate.
 pub fn cpu_time_of(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
+    let stat = stat_of(pid)?;
+    let hz = procfs::ticks_per_second().max(1);
+    let ticks = stat.utime + stat.stime;
+    Some(Duration::from_nanos(
+        ticks.saturating_mul(1_000_000_000) / hz,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_seen_running_with_memory_and_cpu_time() {
+        let me = std::process::id();
+        // Burn some CPU so the kernel has counted at least a tick.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while cpu_time_of(me).unwrap_or_default() < Duration::from_millis(20) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no CPU time counted"
+            );
+        }
+        std::hint::black_box(x);
+        // The main thread waits for this test's thread: R or S.
+        assert!(matches!(process_state_of(me), Some('R' | 'S')));
+        assert!(rss_kib_of(me).is_some_and(|k| k > 0));
+        assert_eq!(process_state_of(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_stopped_child_is_seen_stopped_and_resumes() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while process_state_of(child.id()) != Some('T') {
+            assert!(std::time::Instant::now() < deadline, "never stopped");
+            std::thread::yield_now();
+        }
+        nix::sys::signal::kill(pid, Signal::SIGCONT).expect("SIGCONT");
+        while process_state_of(child.id()) == Some('T') {
+            assert!(std::time::Instant::now() < deadline, "never resumed");
+            std::thread::yield_now();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
