@@ -38,6 +38,7 @@ use synod_storage::GroupId;
 /// [`SynodError::is_safe_to_retry`] says which; it agrees with
 /// `RequestError::is_safe_to_retry` for every error a node sends.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SynodError {
     /// The node asked is not the group's leader (and could not forward).
     /// Nothing was proposed; send the request to the leader.
@@ -434,6 +435,7 @@ impl From<RequestError> for SynodError {
 
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
@@ -461,6 +463,7 @@ pub enum ConfigError {
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// The configuration is wrong.
     #[error(transparent)]
