@@ -169,8 +169,13 @@ impl NodeClock {
     fn tick(&mut self) {
         let now = self.shared.liveness.advance();
         let me = self.shared.node_id;
+        // A node whose log failed hosts no working group (each halts and
+        // answers nothing): it stops beating too, so its peers find it
+        // down and their leaders quiesce without it rather than
+        // heartbeating its silent replicas forever.
+        let alive = self.shared.log_writer.failure().is_none();
         for &peer in &self.shared.voters {
-            if peer != me {
+            if peer != me && alive {
                 self.shared.net.send(
                     peer,
                     RaftItem {

@@ -416,8 +416,17 @@ async fn a_failed_disk_write_stops_the_node_and_nothing_is_rebuilt_from_memory()
         let healthy: Vec<&Engine> = engines.iter().filter(|e| e.failure().is_none()).collect();
         // Exactly the other two (an empty filter would check nothing).
         assert_eq!(healthy.len(), 2, "{fault:?}");
-        for e in healthy {
+        for e in &healthy {
             assert_eq!(num(&e.read(1, Bytes::new()).await.unwrap()), total);
+        }
+        // The failed node stops beating too: the others find it down, and
+        // their idle groups quiesce without it instead of heartbeating its
+        // silent replicas forever.
+        for e in healthy {
+            eventually("the healthy nodes' groups quiesce", || async {
+                e.stats().awake_groups == 0
+            })
+            .await;
         }
         for e in &engines {
             e.shutdown().await;

@@ -587,8 +587,9 @@ impl Raft {
         // The timeout moves, not the time since the leader was heard:
         // that one is what this replica's refusal of other candidates
         // rests on, and lowering it would refuse the voter whose turn it
-        // is. Until the timer's next reset (a vote granted, a leader
-        // heard, this campaign).
+        // is. It holds until the timeout is drawn again (a new term, this
+        // replica's own campaign), so through a whole term of following
+        // a leader (bounded: at most `delay` or an election timeout).
         self.randomized_election_timeout = self.election_elapsed.saturating_add(wait);
     }
 
