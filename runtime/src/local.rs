@@ -417,11 +417,12 @@ pub async fn caught_up(
     }
 }
 
+fn process(pid: u32) -> Option<procfs::process::Process> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?).ok()
+}
+
 fn stat_of(pid: u32) -> Option<procfs::process::Stat> {
-    procfs::process::Process::new(i32::try_from(pid).ok()?)
-        .ok()?
-        .stat()
-        .ok()
+    process(pid)?.stat().ok()
 }
 
 /// The state letter of a process (`R`, `S`, `T` when stopped, ...), from
@@ -432,11 +433,7 @@ pub fn process_state_of(pid: u32) -> Option<char> {
 
 /// Resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_kib_of(pid: u32) -> Option<u64> {
-    procfs::process::Process::new(i32::try_from(pid).ok()?)
-        .ok()?
-        .status()
-        .ok()?
-        .vmrss
+    process(pid)?.status().ok()?.vmrss
 }
 
 /// CPU time of a process (user + system), from `/proc/<pid>/stat`, in the
