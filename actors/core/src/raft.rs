@@ -122,6 +122,12 @@ pub struct Raft {
     /// proposals and commit advances so that many of them share one
     /// message per follower).
     needs_broadcast: bool,
+    /// Leader only: the commit index advanced and was not announced,
+    /// because the group is idle but for members whose append of the
+    /// whole log is in flight (see [`Raft::commit_can_wait`]): when they
+    /// answer, the Quiesce announces it; otherwise the next heartbeat or
+    /// append does.
+    commit_unannounced: bool,
     messages: Vec<Message>,
     persisted_messages: Vec<Message>,
     /// A snapshot installed in place of the log, for the next Ready.
@@ -358,6 +364,7 @@ impl Raft {
             randomized_election_timeout: 0,
             rng,
             needs_broadcast: false,
+            commit_unannounced: false,
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             installed_snapshot: None,
@@ -635,6 +642,44 @@ impl Raft {
                 .all(|(id, p)| caught_up(p, last) || self.down.contains(id))
     }
 
+    /// Leader, at a Ready with a commit to announce: quiesce at once
+    /// instead of broadcasting it? Only when the group is idle anyway
+    /// (see [`Raft::quiescable`]) and lease reads are off: quiescing drops
+    /// the lease, and a busy group whose pipeline drains between batches
+    /// would then pay a heartbeat round for nearly every lease read.
+    fn quiesce_on_commit(&self) -> bool {
+        self.config.quiesce && !self.config.lease_reads && !self.quiesced && self.quiescable()
+    }
+
+    /// Leader, at a Ready with a commit to announce and the group not
+    /// quiescable yet: may the announcement wait? Only if quiescing on
+    /// commit is allowed, nothing but the commit index would go out, and
+    /// every member that does not hold the whole log yet is down or has
+    /// its append of the whole log in flight (so its answer quiesces the
+    /// group, announcing the commit). If that answer never comes, the
+    /// leader stays awake and its next heartbeat (or append) carries the
+    /// commit: a follower learns it at most a heartbeat interval later.
+    fn commit_can_wait(&self) -> bool {
+        let last = self.log.last_index();
+        self.config.quiesce
+            && !self.config.lease_reads
+            && !self.quiesced
+            && self.role == Role::Leader
+            && self.lead_transferee.is_none()
+            && self.log.committed() == last
+            && self.log.term(last) == Some(self.term)
+            && self.pending_reads.is_empty()
+            && self.reads_awaiting_commit.is_empty()
+            && !self.needs_round
+            && self.progress.iter().all(|(id, p)| {
+                caught_up(p, last)
+                    || self.down.contains(id)
+                    || (p.state == crate::progress::ProgressState::Replicate
+                        && p.next_index > last
+                        && !p.rejoining)
+            })
+    }
+
     /// Runtime input, node-level liveness: the nodes that are down now
     /// (silent for an election timeout, as the node's per-peer beat
     /// says), in any order. A leader quiesces without waiting for a member
@@ -665,6 +710,7 @@ impl Raft {
         for to in peers {
             self.send(to, MessageBody::Quiesce { commit });
         }
+        self.commit_unannounced = false;
         self.quiesced = true;
         self.quiesced_at = self.ticks;
         self.stats.quiesced += 1;
@@ -1124,6 +1170,7 @@ impl Raft {
     /// Whether [`Raft::ready`] has anything to do.
     pub fn has_ready(&self) -> bool {
         self.needs_broadcast
+            || (self.commit_unannounced && self.role == Role::Leader && self.quiesce_on_commit())
             || !self.messages.is_empty()
             || !self.persisted_messages.is_empty()
             || self.log.has_unstable()
@@ -1139,10 +1186,25 @@ impl Raft {
     /// for the order in which to carry it out.
     pub fn ready(&mut self) -> Ready {
         self.retire_forced();
-        if self.needs_broadcast && self.role == Role::Leader {
-            self.broadcast_append();
+        if std::mem::take(&mut self.needs_broadcast) && self.role == Role::Leader {
+            if self.quiesce_on_commit() {
+                // Every member already holds the whole log, now committed:
+                // the Quiesce carries the commit index, and unlike an
+                // empty append it needs no answer. A group woken by one
+                // write costs one append round and one Quiesce, not a
+                // second round for the commit and a Quiesce a tick later.
+                self.quiesce();
+            } else if self.commit_can_wait() {
+                // The append would carry nothing but the commit index, and
+                // the last answers are on their way: the Quiesce that
+                // follows them will carry it.
+                self.commit_unannounced = true;
+            } else {
+                self.broadcast_append();
+            }
+        } else if self.commit_unannounced && self.role == Role::Leader && self.quiesce_on_commit() {
+            self.quiesce();
         }
-        self.needs_broadcast = false;
         if self.needs_round && self.role == Role::Leader {
             // One round for every read registered since the last Ready.
             self.broadcast_heartbeat();
@@ -1232,6 +1294,15 @@ impl Raft {
                 MessageBody::PreVote { .. } => {
                     self.send(m.from, MessageBody::PreVoteResponse { granted: false });
                 }
+                MessageBody::Vote { .. } => {
+                    // §5.1: the refusal carries our term, so the candidate
+                    // adopts it. Without it a candidate that hears from no
+                    // one else campaigns in terms everyone ignores, and a
+                    // group whose other voters cannot win (a shorter log)
+                    // or may not campaign (rejoining after a wipe) never
+                    // elects anyone (simulation seed 2263).
+                    self.send(m.from, MessageBody::VoteResponse { granted: false });
+                }
                 _ => {}
             }
             false
@@ -1253,6 +1324,7 @@ impl Raft {
     }
 
     fn reset_election_timer(&mut self) {
+        self.commit_unannounced = false;
         self.quiesced = false;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
@@ -1959,6 +2031,7 @@ impl Raft {
     }
 
     fn broadcast_append(&mut self) {
+        self.commit_unannounced = false;
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in peers {
             self.send_append(to, true);
@@ -1966,6 +2039,7 @@ impl Raft {
     }
 
     fn broadcast_heartbeat(&mut self) {
+        self.commit_unannounced = false;
         self.round += 1;
         let round = self.round;
         if self.round_sent.len() >= MAX_ROUNDS_TRACKED {

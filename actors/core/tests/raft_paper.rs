@@ -127,6 +127,52 @@ fn s5_1_stale_term_request_is_answered_with_current_term() {
     assert!(rd.hard_state.is_none());
 }
 
+#[test]
+fn s5_1_a_stale_candidate_is_refused_with_the_current_term_and_adopts_it() {
+    // Without the answer a candidate that hears from no one else keeps
+    // campaigning in terms everyone ignores (simulation seed 2263: the
+    // voters that heard it could not win or were rejoining).
+    let mut r = Raft::restore(
+        config(1, 3),
+        HardState {
+            term: 9,
+            vote: None,
+            commit: 0,
+        },
+        vec![],
+        0,
+    )
+    .unwrap();
+    let vote = MessageBody::Vote {
+        last_log_index: 5,
+        last_log_term: 3,
+    };
+    r.step(msg(2, 1, 4, vote));
+    let rd = r.ready();
+    assert_eq!(
+        rd.messages,
+        vec![msg(1, 2, 9, MessageBody::VoteResponse { granted: false })]
+    );
+    assert_eq!(r.term(), 9);
+    // The candidate takes the term and follows; its next campaign is in
+    // term 10, which the others hear.
+    let mut c = Raft::restore(
+        config(2, 3),
+        HardState {
+            term: 3,
+            vote: Some(2),
+            commit: 0,
+        },
+        vec![],
+        0,
+    )
+    .unwrap();
+    tick_until(&mut c, Role::Candidate);
+    let _ = c.ready();
+    c.step(rd.messages[0].clone());
+    assert_eq!((c.term(), c.role()), (9, Role::Follower));
+}
+
 // ---------------------------------------------------------------------
 // §5.2 Leader election
 // ---------------------------------------------------------------------

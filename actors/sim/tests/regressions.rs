@@ -22,6 +22,10 @@ const REGRESSIONS: &[(u64, &str)] = &[
     // A 690-entry backlog at one entry per message and a window of one
     // needs more than a fixed heal deadline (a simulator fix).
     (138, "convergence deadline must scale with the backlog"),
+    // Voters {1, 2, 5}: 1's log was short, 2 was rejoining after a wipe,
+    // and 5 campaigned in terms below theirs, which both ignored, so 5
+    // never learned the term it had to beat: nobody was elected again.
+    (2263, "a stale candidate's vote request went unanswered"),
 ];
 
 /// Seeds the `wipe` fault found (with `all,wipe` at the time; `all` now),
