@@ -94,16 +94,53 @@ fn a_busy_group_does_not_quiesce() {
 fn a_quiesced_group_wakes_on_a_proposal_and_quiesces_again() {
     let mut c = quiesced_group(1);
     tick_all(&mut c, 50);
-    let index = c.propose(1, "after a nap");
+    let p = c.node(1).propose(vec!["after a nap".into()]).unwrap();
+    assert!(
+        !c.node(1).quiesced(),
+        "the proposal did not wake the leader"
+    );
+    let sent = c.settle_logged();
     for id in 1..=3 {
-        assert!(!c.node(id).quiesced(), "node {id} still asleep");
-        assert_eq!(c.node(id).log().committed(), index, "node {id}");
-    }
-    c.node(1).tick();
-    c.settle();
-    for id in 1..=3 {
+        assert_eq!(c.node(id).log().committed(), p.last_index, "node {id}");
         assert!(c.node(id).quiesced(), "node {id} did not quiesce again");
     }
+    // One append round, and the Quiesce carries the commit at once: no
+    // empty append for the commit, no answer to it, no tick awake.
+    let kinds: Vec<&str> = sent
+        .iter()
+        .map(|m| match m.body {
+            MessageBody::Append { .. } => "append",
+            MessageBody::AppendResponse { .. } => "answer",
+            MessageBody::Quiesce { .. } => "quiesce",
+            _ => "other",
+        })
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|&&x| x == k).count();
+    assert_eq!(
+        (
+            count("append"),
+            count("answer"),
+            count("quiesce"),
+            kinds.len()
+        ),
+        (2, 2, 2, 6),
+        "{kinds:?}"
+    );
+    // With lease reads the group stays awake until its next tick instead
+    // (quiescing drops the lease).
+    let mut l = Cluster::with(3, 3, |c| {
+        c.quiesce = true;
+        c.lease_reads = true;
+    });
+    while l.leaders().is_empty() {
+        tick_all(&mut l, 1);
+    }
+    let leader = l.leaders()[0];
+    l.propose(leader, "x");
+    assert!(!l.node(leader).quiesced());
+    l.node(leader).tick();
+    l.settle();
+    assert!(l.node(leader).quiesced());
 }
 
 #[test]
@@ -270,4 +307,79 @@ fn after_the_leaders_node_dies_the_survivors_campaign_in_the_runtimes_order() {
         assert_eq!(c.node(2).term(), 2, "seed {seed}: one election");
         assert_eq!(c.node(3).leader_id(), Some(2), "seed {seed}");
     }
+}
+
+/// Drains `id`'s Readies; the messages they send.
+fn drain(c: &mut Cluster, id: u64) -> Vec<synod_core::Message> {
+    let mut out = Vec::new();
+    while c.node(id).has_ready() {
+        let rd = persist(c.node(id));
+        out.extend(rd.messages);
+        out.extend(rd.persisted_messages);
+    }
+    out
+}
+
+#[test]
+fn the_commit_waits_for_the_last_answer_and_rides_on_the_quiesce() {
+    let mut c = quiesced_group(1);
+    let p = c.node(1).propose(vec!["x".into()]).unwrap();
+    let appends = drain(&mut c, 1);
+    assert_eq!(appends.len(), 2);
+    // Both followers store the entry; their answers come back one by one.
+    let mut answers = Vec::new();
+    for m in appends {
+        let to = m.to;
+        c.node(to).step(m);
+        answers.extend(drain(&mut c, to));
+    }
+    assert_eq!(answers.len(), 2);
+    let late = answers.pop().unwrap();
+    c.node(1).step(answers.pop().unwrap());
+    assert_eq!(c.node(1).log().committed(), p.last_index, "a quorum has it");
+    // The commit would be the only news of an append: it waits.
+    assert_eq!(drain(&mut c, 1), Vec::new());
+    // The last answer quiesces the group, and the Quiesce carries it.
+    c.node(1).step(late);
+    let out = drain(&mut c, 1);
+    assert!(c.node(1).quiesced());
+    assert_eq!(out.len(), 2, "{out:?}");
+    for m in out {
+        assert!(
+            matches!(m.body, MessageBody::Quiesce { commit } if commit == p.last_index),
+            "{m:?}"
+        );
+        let to = m.to;
+        c.node(to).step(m);
+        assert!(c.node(to).quiesced());
+        assert_eq!(c.node(to).log().committed(), p.last_index);
+    }
+}
+
+#[test]
+fn when_the_last_answer_never_comes_the_next_heartbeat_carries_the_commit() {
+    let mut c = quiesced_group(1);
+    let p = c.node(1).propose(vec!["x".into()]).unwrap();
+    let appends = drain(&mut c, 1);
+    // Node 3's append is lost: it never answers.
+    for m in appends.into_iter().filter(|m| m.to == 2) {
+        c.node(2).step(m);
+        for a in drain(&mut c, 2) {
+            c.node(1).step(a);
+        }
+    }
+    assert_eq!(c.node(1).log().committed(), p.last_index);
+    assert_eq!(drain(&mut c, 1), Vec::new());
+    assert!(c.node(2).log().committed() < p.last_index);
+    // Within a heartbeat interval, node 2 learns the commit.
+    let mut learned = false;
+    for _ in 0..synod_core::Config::new(1, 1..=3).heartbeat_ticks {
+        c.node(1).tick();
+        for m in drain(&mut c, 1).into_iter().filter(|m| m.to == 2) {
+            c.node(2).step(m);
+        }
+        learned |= c.node(2).log().committed() == p.last_index;
+    }
+    assert!(learned, "node 2 never learned the commit");
+    assert!(!c.node(1).quiesced(), "node 3 lags: the group stays awake");
 }

@@ -57,6 +57,13 @@ impl Cluster {
     /// Carries out every Ready (persisting at once) and delivers every
     /// message until nothing is left to do.
     pub fn settle(&mut self) {
+        self.settle_logged();
+    }
+
+    /// [`Cluster::settle`], returning every message it delivered.
+    #[allow(dead_code)]
+    pub fn settle_logged(&mut self) -> Vec<Message> {
+        let mut log = Vec::new();
         for _ in 0..1000 {
             let mut outbox: Vec<Message> = Vec::new();
             for r in &mut self.nodes {
@@ -67,11 +74,12 @@ impl Cluster {
                 }
             }
             if outbox.is_empty() {
-                return;
+                return log;
             }
             for m in outbox {
                 if !self.cut.contains(&(m.from, m.to)) {
                     let to = m.to;
+                    log.push(m.clone());
                     self.node(to).step(m);
                 }
             }
