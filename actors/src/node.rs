@@ -24,7 +24,7 @@
 //!      └──error──► Failed   └─GroupPoisoned──► Poisoned (until the node restarts)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -64,7 +64,9 @@ pub struct GroupRoute {
 /// written by the NodeActor.
 #[derive(Default)]
 pub struct Routes {
-    map: RwLock<HashMap<GroupId, Lookup>>,
+    // Fx: a lookup per inbound frame and request, over 10,000 keys; the
+    // keys are group ids, not attacker-chosen insertions.
+    map: RwLock<rustc_hash::FxHashMap<GroupId, Lookup>>,
 }
 
 /// What the routing table says about a group.
@@ -373,6 +375,10 @@ pub struct NodeActor {
     rejoining: BTreeSet<GroupId>,
     /// The factory of groups created at run time (see [`ServeGroups`]).
     service: Option<StateMachineFactory>,
+    /// When this actor started: for a while
+    /// ([`crate::GroupConfig::service_grace`]) the application may still
+    /// be starting its own groups before it registers its service.
+    started: std::time::Instant,
     log: Logger,
 }
 
@@ -407,6 +413,7 @@ impl NodeActor {
             identity,
             rejoining: BTreeSet::new(),
             service: None,
+            started: std::time::Instant::now(),
             log,
         }
     }

@@ -206,16 +206,21 @@ async fn run_async(a: &GroupsArgs) -> Result<(), String> {
         });
     }
     let secs = a.seconds;
-    local
+    let me = std::process::id();
+    let (w0, w1) = local
         .run_until(async {
             tokio::time::sleep(Duration::from_secs(2)).await;
             *counts.borrow_mut() = (0, 0);
             hist.borrow_mut().reset();
+            let w0 = WriteCosts::sample(&client, &cluster, &nodes, me).await;
             tokio::time::sleep(Duration::from_secs(secs)).await;
+            let w1 = WriteCosts::sample(&client, &cluster, &nodes, me).await;
             *stop.borrow_mut() = true;
+            (w0, w1)
         })
         .await;
     let (writes, errors) = *counts.borrow();
+    let costs = w1.minus(&w0, writes.max(1) as f64);
     let p99 = hist.borrow().value_at_quantile(0.99);
 
     // Failover: kill the node that leads the most groups.
@@ -254,7 +259,7 @@ async fn run_async(a: &GroupsArgs) -> Result<(), String> {
     }
     println!(
         "groups: {}, elected_s: {elected_s:.1}, idle_cores: {:.3}/{:.3}/{:.3}, awake: {awake}, balancer_moves: {moved}, rss_mib: {:.0}/{:.0}/{:.0}, \
-         rss_kib/group: {:.1}, leaders: {}, writes/s: {:.0}, p99_us: {p99}, errors: {errors}, \
+         rss_kib/group: {:.1}, leaders: {}, writes/s: {:.0}, p99_us: {p99}, errors: {errors}, {costs}, \
          killed: node {victim} ({victim_leads} leaders), failover_s: {failover_s:.1}, \
          writes_failed_after: {failed_writes}",
         a.groups,
@@ -278,6 +283,51 @@ async fn run_async(a: &GroupsArgs) -> Result<(), String> {
         eprintln!("kept the cluster directory: {}", dir.keep().display());
     }
     Ok(())
+}
+
+/// Counters sampled at both ends of the write window.
+#[derive(Default)]
+struct WriteCosts {
+    node_cpu: f64,
+    client_cpu: f64,
+    items: f64,
+    frames: f64,
+    rounds: f64,
+    log_writes: f64,
+}
+
+impl WriteCosts {
+    async fn sample(client: &Client, cluster: &LocalCluster, nodes: &[u64], me: u32) -> Self {
+        let mut c = WriteCosts {
+            client_cpu: synod::local::cpu_time_of(me)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            ..Default::default()
+        };
+        for &n in nodes {
+            c.node_cpu += cluster.cpu_time(n).unwrap_or_default().as_secs_f64();
+            let s = client.stats(n).await.unwrap_or_default();
+            c.items += s.items_sent as f64;
+            c.frames += s.frames_sent as f64;
+            c.rounds += s.log_rounds as f64;
+            c.log_writes += s.log_writes as f64;
+        }
+        c
+    }
+
+    /// The cost per write between `before` and `self`, as a summary field.
+    fn minus(&self, before: &Self, writes: f64) -> String {
+        format!(
+            "node_cpu_us/write: {:.0}, client_cpu_us/write: {:.0}, raft_items/write: {:.1}, \
+             raft_frames/write: {:.2}, log_writes/write: {:.2}, log_rounds/write: {:.3}",
+            (self.node_cpu - before.node_cpu) * 1e6 / writes,
+            (self.client_cpu - before.client_cpu) * 1e6 / writes,
+            (self.items - before.items) / writes,
+            (self.frames - before.frames) / writes,
+            (self.log_writes - before.log_writes) / writes,
+            (self.rounds - before.rounds) / writes,
+        )
+    }
 }
 
 /// A stride that walks every group (any number coprime to most group

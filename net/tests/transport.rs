@@ -300,6 +300,34 @@ async fn bad_frames_and_false_identities_close_only_their_stream() {
         .await
         .unwrap();
     assert_eq!(resp, Bytes::from_static(b"echo Client:still"));
+    // Request streams: an oversized length, a header that does not
+    // decode, a request cut short; each fails its stream alone.
+    let bad = n3.transport.stats().bad_streams;
+    let raw_bi = |bytes: Vec<u8>| {
+        let conn = conn.clone();
+        async move {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let _ = send.write_all(&bytes).await;
+            let _ = send.finish();
+            let _ = recv.read_to_end(1024).await;
+        }
+    };
+    raw_bi((17u32 << 20).to_be_bytes().to_vec()).await;
+    raw_bi(vec![0, 0, 0, 3, 1, 0xc1, 0xc1]).await;
+    let mut cut = frame::encode(&vec!["x".to_string()], 1024)
+        .unwrap()
+        .to_vec();
+    cut.insert(0, 0);
+    raw_bi(cut).await;
+    until("three more bad streams", || {
+        n3.transport.stats().bad_streams >= bad + 3
+    })
+    .await;
+    let resp = client
+        .call(&conn, Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    assert_eq!(resp, Bytes::from_static(b"echo Client:after"));
 }
 
 #[tokio::test]
