@@ -60,6 +60,13 @@ pub struct GroupConfig {
     /// How often the leader balancer looks (each round is jittered by
     /// ±25% per node, so nodes do not act in lockstep). Default 3 s.
     pub balance_interval: Duration,
+    /// How long after the node starts a run-time create that finds no
+    /// service registered ([`crate::node::ServeGroups`]) is answered with
+    /// a retryable `Restarting` rather than `NoGroupService`: the
+    /// application may still be starting its own groups before it
+    /// registers (`synod node` starts its configured key-value groups
+    /// first, seconds for thousands). Default 30 s.
+    pub service_grace: Duration,
 }
 
 impl Default for GroupConfig {
@@ -79,6 +86,7 @@ impl Default for GroupConfig {
             balance_leaders: true,
             quiesce: true,
             balance_interval: Duration::from_secs(3),
+            service_grace: Duration::from_secs(30),
         }
     }
 }

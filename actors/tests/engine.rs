@@ -788,7 +788,14 @@ async fn a_follower_whose_sync_failed_cannot_complete_a_quorum() {
 #[actix_rt::test]
 async fn groups_created_at_run_time_need_a_service_on_each_voter() {
     let dir = tempfile::tempdir().unwrap();
-    let engines = cluster(dir.path(), 100).await;
+    let group = GroupConfig {
+        tick: Duration::from_millis(20),
+        snapshot_every: 100,
+        // No grace for applications still starting: answer at once.
+        service_grace: Duration::ZERO,
+        ..GroupConfig::default()
+    };
+    let engines = cluster_with(dir.path(), group).await;
     for e in &engines[..2] {
         assert!(e.serve_groups(factory()).await.is_empty());
     }
@@ -829,4 +836,30 @@ async fn groups_created_at_run_time_need_a_service_on_each_voter() {
     engines[0].delete_group(7).await.unwrap();
     // Group 1 (created by the application) was never disturbed.
     assert!(add(&engines[0], 2).await.is_ok());
+}
+
+/// A create that reaches a node whose application has not registered its
+/// service yet, shortly after the node started (`synod node` starts its
+/// own key-value groups first), waits for the registration instead of
+/// failing with `NoGroupService` (a flake of the run-time group test: the
+/// create came between `Node::start` and `serve_groups_of`).
+#[actix_rt::test]
+async fn a_create_during_a_nodes_start_waits_for_its_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let engines = cluster(dir.path(), 100).await;
+    for e in &engines[..2] {
+        e.serve_groups(factory()).await;
+    }
+    let creator = engines[0].clone();
+    let mut create =
+        actix_rt::spawn(async move { creator.create_service_group(9, &[1, 2, 3]).await });
+    // For a second node 3 answers "starting" and the create goes on asking
+    // (it failed at once with NoGroupService before).
+    if let Ok(done) = tokio::time::timeout(Duration::from_secs(1), &mut create).await {
+        panic!("the create ended before node 3 registered: {done:?}");
+    }
+    engines[2].serve_groups(factory()).await;
+    create.await.unwrap().unwrap();
+    let one = Bytes::copy_from_slice(&1u64.to_le_bytes());
+    assert_eq!(num(&engines[2].command(9, one).await.unwrap()), 1);
 }

@@ -120,6 +120,10 @@ impl Handler<HostServiceGroup> for NodeActor {
             }
         };
         let Some(factory) = self.service.clone() else {
+            if self.started.elapsed() < self.shared.cfg.service_grace {
+                // Still starting, maybe: the creator retries this.
+                return self.answer_now(Err(RequestError::Restarting(group)));
+            }
             return self.answer_now(Err(RequestError::NoGroupService { node }));
         };
         if let Err(e) = self.catalog.mark_service(group) {
