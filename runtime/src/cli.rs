@@ -13,7 +13,7 @@ use synod_net::TlsMaterial;
 
 use crate::client::{Client, ClientConfig};
 use crate::config::{Fsync, LogLevel, NodeConfig, PeerConfig};
-use crate::kv::{Get, KvStore, Len, Put};
+use crate::kv::{CompareAndSwap, Delete, Get, KvStore, Len, Put, Scan};
 use crate::node::Node;
 
 /// `synod node`: runs one node until SIGINT/SIGTERM.
@@ -45,7 +45,9 @@ pub struct NodeArgs {
     pub kv_groups: Option<u64>,
 }
 
-fn parse_peer(s: &str) -> Result<PeerConfig, String> {
+/// Parses a node address as the command line takes it: `ID=ADDR`, like
+/// `2=127.0.0.1:7002`.
+pub fn parse_peer(s: &str) -> Result<PeerConfig, String> {
     let (id, addr) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected ID=ADDR, like 2=127.0.0.1:7002"))?;
@@ -219,26 +221,45 @@ pub fn run_certs(args: &CertsArgs) -> Result<(), String> {
 }
 
 /// `synod kv`: a client of the built-in key-value groups.
+///
+/// Exit codes: 0 done; 1 the request failed (the message says whether it
+/// may have been applied and what to do); 2 bad usage; 3 a `cas` whose
+/// expected value did not match (nothing written).
 #[derive(Args, Debug, Clone)]
 pub struct KvArgs {
     /// Cluster CA certificate.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_CA")]
     pub ca: PathBuf,
     /// Client certificate.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_CERT")]
     pub cert: PathBuf,
     /// Client key.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_KEY")]
     pub key: PathBuf,
-    /// A node, `ID=ADDR`; repeat for each.
-    #[arg(long = "node", value_parser = parse_peer, required = true)]
+    /// The nodes, `ID=ADDR`: repeat the flag, or comma-separate them.
+    #[arg(long = "node", env = "SYNOD_ENDPOINTS", value_delimiter = ',', value_parser = parse_peer, required = true)]
     pub nodes: Vec<PeerConfig>,
     /// The group.
     #[arg(long, default_value_t = 1)]
     pub group: u64,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// How long one request may take, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
     /// What to do.
     #[command(subcommand)]
     pub op: KvOp,
+}
+
+/// How `synod kv` prints its answers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// One JSON value per command, for scripts.
+    Json,
 }
 
 /// Operations of `synod kv`.
@@ -256,14 +277,72 @@ pub enum KvOp {
         /// The key.
         key: String,
     },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// Set a key only if its value is the one expected (exit code 3 when
+    /// it is not: nothing was written, the current value is printed).
+    Cas {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: String,
+        /// The value it must have now.
+        #[arg(long, required_unless_present = "absent", conflicts_with = "absent")]
+        expected: Option<String>,
+        /// It must not exist now.
+        #[arg(long)]
+        absent: bool,
+    },
+    /// List keys and values in key order (linearizable).
+    Scan {
+        /// Only keys that start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// Keys and revision of the group.
     Len,
     /// Every node's view of its groups.
     Status,
 }
 
+/// A failed `synod` command: what to print and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The process's exit code (see [`KvArgs`]).
+    pub code: i32,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl From<String> for Exit {
+    fn from(message: String) -> Self {
+        Exit { code: 1, message }
+    }
+}
+
+/// Exit code of a `cas` whose expected value did not match.
+pub const EXIT_CAS_MISMATCH: i32 = 3;
+
+fn text(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+/// Prints `json` (with `-o json`) or `human`.
+fn say(output: Output, json: serde_json::Value, human: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!("{json}"),
+        Output::Text => println!("{}", human()),
+    }
+}
+
 /// Runs one `synod kv` operation.
-pub fn run_kv(args: &KvArgs) -> Result<(), String> {
+pub fn run_kv(args: &KvArgs) -> Result<(), Exit> {
     let tls =
         TlsMaterial::from_pem_files(&args.ca, &args.cert, &args.key).map_err(|e| e.to_string())?;
     let nodes: BTreeMap<NodeId, SocketAddr> = args.nodes.iter().map(|p| (p.id, p.addr)).collect();
@@ -271,81 +350,203 @@ pub fn run_kv(args: &KvArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let out = args.output;
     rt.block_on(async {
         let mut cfg = ClientConfig::new(nodes.clone(), tls);
-        cfg.timeout = Duration::from_secs(10);
+        cfg.timeout = args.timeout;
         let client = Client::new(cfg).map_err(|e| e.to_string())?;
         let g = args.group;
-        match &args.op {
-            KvOp::Put { key, value } => {
-                let put = Put {
-                    key: key.clone(),
-                    value: value.clone().into_bytes(),
-                };
-                let rev = client.send(g, put).await.map_err(|e| e.to_string())?;
-                println!("ok, revision {rev}");
-            }
-            KvOp::Get { key } => match client.read(g, Get { key: key.clone() }).await.map_err(|e| e.to_string())? {
-                Some(v) => println!("{}", String::from_utf8_lossy(&v)),
-                None => println!("(absent)"),
-            },
-            KvOp::Len => {
-                let (n, rev) = client.read(g, Len).await.map_err(|e| e.to_string())?;
-                println!("keys: {n}, revision: {rev}");
-            }
-            KvOp::Status => {
-                for &id in nodes.keys() {
-                    match client.status(id).await {
-                        Ok(groups) => {
-                            let led = groups.iter().filter(|s| s.leader == Some(id) && s.role == "Leader").count();
-                            let balance = match client.stats(id).await {
-                                Ok(st) => format!(
-                                    "; leader balancer: {} rounds, {} leaderships handed over",
-                                    st.balance_rounds, st.balance_transfers
-                                ),
-                                Err(_) => String::new(),
-                            };
-                            println!("node {id}: leads {led} of {} groups{balance}", groups.len());
-                            for s in groups {
-                                let mut notes = String::new();
-                                if s.rejoining {
-                                    notes.push_str(" REJOINING (booted on an empty data directory; votes restricted until caught up)");
-                                }
-                                if let Some(to) = s.transfer_to {
-                                    notes.push_str(&format!(" TRANSFERRING leadership to node {to} (writes refused meanwhile)"));
-                                }
-                                if s.followers_lost_state > 0 {
-                                    notes.push_str(&format!(" (repaired {} follower(s) that lost their state)", s.followers_lost_state));
-                                }
-                                println!(
-                                    "node {id} group {}: {} term {} leader {:?} last {} commit {} applied {} voters {:?} learners {:?}{notes}",
-                                    s.group, s.role, s.term, s.leader, s.last_index, s.commit, s.applied, s.voters, s.learners
-                                );
-                                for p in &s.progress {
-                                    println!(
-                                        "  member {}: matched {} lag {}",
-                                        p.node,
-                                        p.matched,
-                                        s.last_index.saturating_sub(p.matched)
-                                    );
-                                }
-                                if let Some(p) = s.poison {
-                                    println!(
-                                        "  poisoned: the handler of {} panicked on entry {}: {}; \
-                                         fix it and restart the node",
-                                        p.message_type, p.index, p.panic_message
-                                    );
-                                }
-                            }
-                        }
-                        Err(e) => println!("node {id}: {e}"),
-                    }
+        let result = run_kv_op(&client, g, out, &args.op, &nodes).await;
+        client.close().await;
+        result
+    })
+}
+
+async fn run_kv_op(
+    client: &Client,
+    g: u64,
+    out: Output,
+    op: &KvOp,
+    nodes: &BTreeMap<NodeId, SocketAddr>,
+) -> Result<(), Exit> {
+    use serde_json::json;
+    match op {
+        KvOp::Put { key, value } => {
+            let put = Put {
+                key: key.clone(),
+                value: value.clone().into_bytes(),
+            };
+            let rev = client.send(g, put).await.map_err(|e| e.to_string())?;
+            say(out, json!({ "revision": rev }), || {
+                format!("ok, revision {rev}")
+            });
+        }
+        KvOp::Get { key } => {
+            let v = client
+                .read(g, Get { key: key.clone() })
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = v.as_deref().map(text);
+            say(out, json!({ "key": key, "value": value }), || {
+                value.clone().unwrap_or_else(|| "(absent)".into())
+            });
+        }
+        KvOp::Del { key } => {
+            let existed = client
+                .send(g, Delete { key: key.clone() })
+                .await
+                .map_err(|e| e.to_string())?;
+            say(out, json!({ "key": key, "deleted": existed }), || {
+                if existed {
+                    "deleted".into()
+                } else {
+                    "(absent)".into()
+                }
+            });
+        }
+        KvOp::Cas {
+            key,
+            value,
+            expected,
+            ..
+        } => {
+            let cas = CompareAndSwap {
+                key: key.clone(),
+                expected: expected
+                    .as_ref()
+                    .map(|e| serde_bytes::ByteBuf::from(e.clone().into_bytes())),
+                value: value.clone().into_bytes(),
+            };
+            match client.send(g, cas).await.map_err(|e| e.to_string())? {
+                Ok(rev) => say(out, json!({ "swapped": true, "revision": rev }), || {
+                    format!("ok, revision {rev}")
+                }),
+                Err(current) => {
+                    let current = current.as_ref().map(|c| text(c));
+                    say(
+                        out,
+                        json!({ "swapped": false, "current": current }),
+                        || match &current {
+                            Some(c) => format!("not swapped: the value is {c:?}"),
+                            None => "not swapped: the key is absent".into(),
+                        },
+                    );
+                    return Err(Exit {
+                        code: EXIT_CAS_MISMATCH,
+                        message: "the value was not the one expected; nothing was written".into(),
+                    });
                 }
             }
         }
-        client.close().await;
-        Ok(())
-    })
+        KvOp::Scan { prefix, limit } => {
+            let scan = Scan {
+                prefix: prefix.clone(),
+                limit: *limit,
+            };
+            let pairs = client.read(g, scan).await.map_err(|e| e.to_string())?;
+            let list: Vec<serde_json::Value> = pairs
+                .iter()
+                .map(|(k, v)| json!({ "key": k, "value": text(v) }))
+                .collect();
+            say(out, serde_json::Value::Array(list), || {
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", text(v)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        KvOp::Len => {
+            let (n, rev) = client.read(g, Len).await.map_err(|e| e.to_string())?;
+            say(out, json!({ "keys": n, "revision": rev }), || {
+                format!("keys: {n}, revision: {rev}")
+            });
+        }
+        KvOp::Status if out == Output::Json => {
+            let mut all = Vec::new();
+            for &id in nodes.keys() {
+                match client.status(id).await {
+                    Ok(groups) => all.push(json!({
+                        "node": id,
+                        "groups": groups.iter().map(|s| json!({
+                            "group": s.group,
+                            "role": s.role,
+                            "term": s.term,
+                            "leader": s.leader,
+                            "last": s.last_index,
+                            "commit": s.commit,
+                            "applied": s.applied,
+                            "voters": s.voters,
+                            "learners": s.learners,
+                            "lag": s.progress.iter().map(|p| json!({
+                                "node": p.node,
+                                "matched": p.matched,
+                                "lag": s.last_index.saturating_sub(p.matched),
+                            })).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    })),
+                    Err(e) => all.push(json!({ "node": id, "error": e.to_string() })),
+                }
+            }
+            println!("{}", serde_json::Value::Array(all));
+        }
+        KvOp::Status => {
+            for &id in nodes.keys() {
+                match client.status(id).await {
+                    Ok(groups) => {
+                        let led = groups
+                            .iter()
+                            .filter(|s| s.leader == Some(id) && s.role == "Leader")
+                            .count();
+                        let balance = match client.stats(id).await {
+                            Ok(st) => format!(
+                                "; leader balancer: {} rounds, {} leaderships handed over",
+                                st.balance_rounds, st.balance_transfers
+                            ),
+                            Err(_) => String::new(),
+                        };
+                        println!("node {id}: leads {led} of {} groups{balance}", groups.len());
+                        for s in groups {
+                            let mut notes = String::new();
+                            if s.rejoining {
+                                notes.push_str(" REJOINING (booted on an empty data directory; votes restricted until caught up)");
+                            }
+                            if let Some(to) = s.transfer_to {
+                                notes.push_str(&format!(" TRANSFERRING leadership to node {to} (writes refused meanwhile)"));
+                            }
+                            if s.followers_lost_state > 0 {
+                                notes.push_str(&format!(
+                                    " (repaired {} follower(s) that lost their state)",
+                                    s.followers_lost_state
+                                ));
+                            }
+                            println!(
+                                "node {id} group {}: {} term {} leader {:?} last {} commit {} applied {} voters {:?} learners {:?}{notes}",
+                                s.group, s.role, s.term, s.leader, s.last_index, s.commit, s.applied, s.voters, s.learners
+                            );
+                            for p in &s.progress {
+                                println!(
+                                    "  member {}: matched {} lag {}",
+                                    p.node,
+                                    p.matched,
+                                    s.last_index.saturating_sub(p.matched)
+                                );
+                            }
+                            if let Some(p) = s.poison {
+                                println!(
+                                    "  poisoned: the handler of {} panicked on entry {}: {}; \
+                                     fix it and restart the node",
+                                    p.message_type, p.index, p.panic_message
+                                );
+                            }
+                        }
+                    }
+                    Err(e) => println!("node {id}: {e}"),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How `synod group` reaches a cluster: its CA, a client certificate and

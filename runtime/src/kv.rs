@@ -23,6 +23,20 @@ use crate::actor::{ApplyContext, Handler, Handlers, QueryHandler, ReplicatedActo
 pub struct KvStore {
     entries: BTreeMap<String, serde_bytes::ByteBuf>,
     revision: u64,
+    /// The streams of shared states ([`crate::shared`]), by name (absent
+    /// from snapshots taken before they existed).
+    #[serde(default)]
+    streams: BTreeMap<String, crate::shared::Stream>,
+}
+
+impl KvStore {
+    pub(crate) fn streams(&self) -> &BTreeMap<String, crate::shared::Stream> {
+        &self.streams
+    }
+
+    pub(crate) fn streams_mut(&mut self) -> &mut BTreeMap<String, crate::shared::Stream> {
+        &mut self.streams
+    }
 }
 
 /// Sets `key` to `value`; returns the store's new revision.
@@ -66,6 +80,17 @@ pub struct Get {
 }
 crate::query!(Get => Option<Vec<u8>>);
 
+/// Up to `limit` keys starting with `prefix` and their values, in key
+/// order (an empty prefix: every key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Scan {
+    /// What the keys start with.
+    pub prefix: String,
+    /// The most pairs answered.
+    pub limit: usize,
+}
+crate::query!(Scan => Vec<(String, serde_bytes::ByteBuf)>);
+
 /// The number of keys and the revision.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Len;
@@ -77,7 +102,12 @@ impl ReplicatedActor for KvStore {
             .command::<Delete>()
             .command::<CompareAndSwap>()
             .query::<Get>()
-            .query::<Len>();
+            .query::<Len>()
+            .query::<Scan>()
+            .command::<crate::shared::StreamInit>()
+            .command::<crate::shared::StreamAppend>()
+            .command::<crate::shared::StreamCompact>()
+            .query::<crate::shared::StreamFetch>();
     }
 }
 
@@ -120,6 +150,17 @@ impl Handler<CompareAndSwap> for KvStore {
 impl QueryHandler<Get> for KvStore {
     fn query(&self, q: Get) -> Option<Vec<u8>> {
         self.entries.get(&q.key).map(|v| v.to_vec())
+    }
+}
+
+impl QueryHandler<Scan> for KvStore {
+    fn query(&self, q: Scan) -> Vec<(String, serde_bytes::ByteBuf)> {
+        self.entries
+            .range(q.prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&q.prefix))
+            .take(q.limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 

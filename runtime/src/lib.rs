@@ -64,6 +64,7 @@ pub mod kv;
 pub mod local;
 pub mod logging;
 pub mod node;
+pub mod shared;
 
 pub use actor::{ApplyContext, Handler, Handlers, Message, Query, QueryHandler, ReplicatedActor};
 pub use client::{Client, ClientConfig};

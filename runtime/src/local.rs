@@ -242,6 +242,14 @@ impl LocalCluster {
         Ok(ClientConfig::new(self.addrs(), tls))
     }
 
+    /// The files of the client certificate [`LocalCluster::client`] uses:
+    /// (CA certificate, client certificate, client key), for a client in
+    /// another process (`synod kv --ca .. --cert .. --key ..`).
+    pub fn client_files(&self) -> Option<(PathBuf, PathBuf, PathBuf)> {
+        let (_, f) = self.certs.clients.iter().find(|(n, _)| n == "local")?;
+        Some((self.certs.ca.clone(), f.cert.clone(), f.key.clone()))
+    }
+
     /// The process id of node `id`, if it runs.
     pub fn pid(&self, id: NodeId) -> Option<u32> {
         self.nodes.get(&id)?.child.as_ref().map(Child::id)

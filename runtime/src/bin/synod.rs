@@ -1,7 +1,7 @@
 //! `synod`: run a node, generate dev certificates, or talk to a cluster.
 use clap::{Parser, Subcommand};
 use synod::cli::{
-    run_certs, run_group, run_init, run_kv, run_node, CertsArgs, GroupArgs, InitArgs, KvArgs,
+    run_certs, run_group, run_init, run_kv, run_node, CertsArgs, Exit, GroupArgs, InitArgs, KvArgs,
     NodeArgs,
 };
 
@@ -38,14 +38,14 @@ enum Command {
 
 fn main() {
     let result = match Cli::parse().command {
-        Command::Node(a) => run_node(&a),
-        Command::Init(a) => run_init(&a),
-        Command::Certs(a) => run_certs(&a),
+        Command::Node(a) => run_node(&a).map_err(Exit::from),
+        Command::Init(a) => run_init(&a).map_err(Exit::from),
+        Command::Certs(a) => run_certs(&a).map_err(Exit::from),
         Command::Kv(a) => run_kv(&a),
-        Command::Group(a) => run_group(&a),
+        Command::Group(a) => run_group(&a).map_err(Exit::from),
     };
     if let Err(e) = result {
-        eprintln!("synod: {e}");
-        std::process::exit(1);
+        eprintln!("synod: {}", e.message);
+        std::process::exit(e.code);
     }
 }
