@@ -624,9 +624,9 @@ impl Raft {
         self.leader_silent = None;
     }
 
-    /// Leader: the group is idle and every member holds the whole log, so
-    /// nothing needs a heartbeat until something happens.
-    fn quiescable(&self) -> bool {
+    /// A leader with nothing of its own to do: no transfer, its whole log
+    /// committed and of its term, no read waiting, no round due.
+    fn idle_leader(&self) -> bool {
         let last = self.log.last_index();
         self.role == Role::Leader
             && self.lead_transferee.is_none()
@@ -635,6 +635,13 @@ impl Raft {
             && self.pending_reads.is_empty()
             && self.reads_awaiting_commit.is_empty()
             && !self.needs_round
+    }
+
+    /// Leader: the group is idle and every member holds the whole log, so
+    /// nothing needs a heartbeat until something happens.
+    fn quiescable(&self) -> bool {
+        let last = self.log.last_index();
+        self.idle_leader()
             && !self.needs_broadcast
             && self
                 .progress
@@ -664,13 +671,7 @@ impl Raft {
         self.config.quiesce
             && !self.config.lease_reads
             && !self.quiesced
-            && self.role == Role::Leader
-            && self.lead_transferee.is_none()
-            && self.log.committed() == last
-            && self.log.term(last) == Some(self.term)
-            && self.pending_reads.is_empty()
-            && self.reads_awaiting_commit.is_empty()
-            && !self.needs_round
+            && self.idle_leader()
             && self.progress.iter().all(|(id, p)| {
                 caught_up(p, last)
                     || self.down.contains(id)
@@ -1908,6 +1909,18 @@ impl Raft {
                 }
                 if advanced && self.maybe_commit() {
                     return; // maybe_commit scheduled a broadcast
+                }
+                let last = self.log.last_index();
+                if advanced
+                    && self.quiesced
+                    && self.progress.get(&from).is_some_and(|p| caught_up(p, last))
+                {
+                    // A quiesced leader (which went quiet without this
+                    // member: its node was reported down) hears it catch
+                    // up: the Quiesce carries the commit it missed.
+                    let commit = self.log.committed();
+                    self.send(from, MessageBody::Quiesce { commit });
+                    return;
                 }
                 self.send_append(from, false);
             }

@@ -383,3 +383,43 @@ fn when_the_last_answer_never_comes_the_next_heartbeat_carries_the_commit() {
     assert!(learned, "node 2 never learned the commit");
     assert!(!c.node(1).quiesced(), "node 3 lags: the group stays awake");
 }
+
+#[test]
+fn a_member_thought_down_that_answers_late_gets_the_commit_from_the_quiesced_leader() {
+    let mut c = quiesced_group(1);
+    // The runtime says node 3's node is down; it is only slow.
+    c.node(1).set_down(&[3]);
+    let p = c.node(1).propose(vec!["x".into()]).unwrap();
+    let appends = drain(&mut c, 1);
+    let mut late = Vec::new();
+    for m in appends {
+        let to = m.to;
+        c.node(to).step(m);
+        let answers = drain(&mut c, to);
+        if to == 3 {
+            late = answers;
+        } else {
+            for a in answers {
+                c.node(1).step(a);
+            }
+        }
+    }
+    // Committed with node 2, and quiesced without waiting for node 3.
+    let quiesce = drain(&mut c, 1);
+    assert!(c.node(1).quiesced());
+    assert_eq!(quiesce.iter().map(|m| m.to).collect::<Vec<_>>(), vec![2]);
+    for m in quiesce {
+        c.node(2).step(m);
+    }
+    // Node 3's answer arrives: the leader stays asleep and sends it the
+    // commit it missed.
+    assert_eq!(late.len(), 1);
+    c.node(1).step(late.pop().unwrap());
+    let out = drain(&mut c, 1);
+    assert!(c.node(1).quiesced());
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(matches!(out[0].body, MessageBody::Quiesce { commit } if commit == p.last_index));
+    c.node(3).step(out[0].clone());
+    assert_eq!(c.node(3).log().committed(), p.last_index);
+    assert!(c.node(3).quiesced());
+}
