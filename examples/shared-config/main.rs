@@ -28,14 +28,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use synod::config::PeerConfig;
 use synod::shared::{SharedState, SharedStateError, Update};
-use synod::{Client, ClientConfig, TlsMaterial};
 
 /// Removals between two compactions (as in Pravega's SharedMap).
 const REMOVALS_BEFORE_COMPACTION: u32 = 5;
@@ -69,23 +66,16 @@ impl Update<Config> for Change {
 #[derive(Parser, Debug)]
 #[command(
     name = "shared-config",
-    about = "A shared configuration console (Pravega's SharedConfig)"
+    about = "A shared configuration console (Pravega's SharedConfig)",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// The cluster's nodes, `ID=ADDR`, comma-separated.
-    #[arg(long = "node", env = "SYNOD_ENDPOINTS", value_delimiter = ',', value_parser = synod::cli::parse_peer)]
-    nodes: Vec<PeerConfig>,
-    /// The cluster's CA certificate.
-    #[arg(long, env = "SYNOD_CA")]
-    ca: Option<PathBuf>,
-    /// This client's certificate.
-    #[arg(long, env = "SYNOD_CERT")]
-    cert: Option<PathBuf>,
-    /// This client's key.
-    #[arg(long, env = "SYNOD_KEY")]
-    key: Option<PathBuf>,
+    /// How to reach the cluster (flags, or SYNOD_ENDPOINTS, SYNOD_CA,
+    /// SYNOD_CERT and SYNOD_KEY), as for `synod kv`.
+    #[command(flatten)]
+    cluster: Option<synod::cli::ClusterArgs>,
     /// The group holding the shared configuration.
     #[arg(long, default_value_t = 1)]
     group: u64,
@@ -126,30 +116,16 @@ fn main() {
 }
 
 fn console(cli: &Cli) -> Result<(), String> {
-    let (Some(ca), Some(cert), Some(key)) = (&cli.ca, &cli.cert, &cli.key) else {
+    let Some(cluster) = &cli.cluster else {
         return Err(
-            "give the cluster's CA and a client certificate and key (--ca, --cert, \
-                    --key, or SYNOD_CA, SYNOD_CERT, SYNOD_KEY)"
+            "give the cluster's nodes, CA and a client certificate and key (--node, \
+                    --ca, --cert, --key, or SYNOD_ENDPOINTS, SYNOD_CA, SYNOD_CERT, SYNOD_KEY)"
                 .into(),
         );
     };
-    if cli.nodes.is_empty() {
-        return Err(
-            "give the cluster's nodes (--node 1=127.0.0.1:7001,... or SYNOD_ENDPOINTS)".into(),
-        );
-    }
-    let tls = TlsMaterial::from_pem_files(ca, cert, key).map_err(|e| e.to_string())?;
-    let nodes = cli.nodes.iter().map(|p| (p.id, p.addr)).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let mut cfg = ClientConfig::new(nodes, tls);
-        cfg.timeout = Duration::from_secs(10);
-        let client = Client::new(cfg).map_err(|e| e.to_string())?;
+    synod::cli::with_client(cluster, Duration::from_secs(10), |client| async move {
         let mut shared = SharedConfig {
-            state: SharedState::with_client(client.clone(), cli.group, cli.name.clone()),
+            state: SharedState::with_client(client, cli.group, cli.name.clone()),
             removals: 0,
         };
         shared
@@ -170,7 +146,6 @@ fn console(cli: &Cli) -> Result<(), String> {
                 Err(e) => println!("error: {e}"),
             }
         }
-        client.close().await;
         Ok(())
     })
 }
@@ -219,64 +194,36 @@ impl SharedConfig {
             },
             ("GET", _) => return usage("GET {key}"),
             ("PUT", [k, v]) => {
-                let old = self
-                    .state
-                    .update_state(|c, u| {
-                        u.push(Change::Put(k.clone(), v.clone()));
-                        c.0.get(k).cloned()
-                    })
-                    .await?;
-                match old {
+                match self
+                    .change_if(k, |_| true, Change::Put(k.clone(), v.clone()))
+                    .await?
+                {
                     Some(o) => format!("{k} = {v} (old value: {o})"),
                     None => format!("{k} = {v} (new)"),
                 }
             }
             ("PUT", _) => return usage("PUT {key}, {value}"),
             ("PUT_IF_ABSENT", [k, v]) => {
-                let existing = self
-                    .state
-                    .update_state(|c, u| {
-                        let existing = c.0.get(k).cloned();
-                        if existing.is_none() {
-                            u.push(Change::Put(k.clone(), v.clone()));
-                        }
-                        existing
-                    })
-                    .await?;
-                match existing {
+                let put = Change::Put(k.clone(), v.clone());
+                match self.change_if(k, |seen| seen.is_none(), put).await? {
                     Some(e) => format!("not added: {k} = {e}"),
                     None => format!("{k} = {v} (added)"),
                 }
             }
             ("PUT_IF_ABSENT", _) => return usage("PUT_IF_ABSENT {key}, {value}"),
             ("REMOVE", [k]) => {
-                let old = self
-                    .state
-                    .update_state(|c, u| {
-                        let old = c.0.get(k).cloned();
-                        if old.is_some() {
-                            u.push(Change::Remove(k.clone()));
-                        }
-                        old
-                    })
-                    .await?;
-                match old {
+                let remove = Change::Remove(k.clone());
+                match self.change_if(k, |seen| seen.is_some(), remove).await? {
                     Some(o) => format!("removed {k} (was {o}){}", self.removed().await?),
                     None => format!("{k} is not set"),
                 }
             }
             ("REMOVE", [k, current]) => {
-                let actual = self
-                    .state
-                    .update_state(|c, u| {
-                        let actual = c.0.get(k).cloned();
-                        if actual.as_ref() == Some(current) {
-                            u.push(Change::Remove(k.clone()));
-                        }
-                        actual
-                    })
-                    .await?;
-                match actual {
+                let remove = Change::Remove(k.clone());
+                match self
+                    .change_if(k, |seen| seen == Some(current), remove)
+                    .await?
+                {
                     Some(a) if &a == current => format!("removed {k}{}", self.removed().await?),
                     Some(a) => format!("not removed: {k} = {a}"),
                     None => format!("not removed: {k} is not set"),
@@ -284,33 +231,15 @@ impl SharedConfig {
             }
             ("REMOVE", _) => return usage("REMOVE {key} [, {currentValue}]"),
             ("REPLACE", [k, new]) => {
-                let old = self
-                    .state
-                    .update_state(|c, u| {
-                        let old = c.0.get(k).cloned();
-                        if old.is_some() {
-                            u.push(Change::Put(k.clone(), new.clone()));
-                        }
-                        old
-                    })
-                    .await?;
-                match old {
+                let put = Change::Put(k.clone(), new.clone());
+                match self.change_if(k, |seen| seen.is_some(), put).await? {
                     Some(o) => format!("{k} = {new} (replaced {o})"),
                     None => format!("not replaced: {k} is not set"),
                 }
             }
             ("REPLACE", [k, new, current]) => {
-                let actual = self
-                    .state
-                    .update_state(|c, u| {
-                        let actual = c.0.get(k).cloned();
-                        if actual.as_ref() == Some(current) {
-                            u.push(Change::Put(k.clone(), new.clone()));
-                        }
-                        actual
-                    })
-                    .await?;
-                match actual {
+                let put = Change::Put(k.clone(), new.clone());
+                match self.change_if(k, |seen| seen == Some(current), put).await? {
                     Some(a) if &a == current => format!("{k} = {new} (replaced {a})"),
                     Some(a) => format!("not replaced: {k} = {a}"),
                     None => format!("not replaced: {k} is not set"),
@@ -333,6 +262,26 @@ impl SharedConfig {
             (c, _) => format!("unknown command {c:?}; HELP lists them"),
         };
         Ok(Some(out))
+    }
+
+    /// Makes `change` if `applies` to the value of `key`, deciding on the
+    /// local copy and again on a fresh one whenever another process wrote
+    /// first; returns the value it decided on.
+    async fn change_if(
+        &mut self,
+        key: &str,
+        applies: impl Fn(Option<&String>) -> bool,
+        change: Change,
+    ) -> Result<Option<String>, SharedStateError> {
+        self.state
+            .update_state(|c, updates| {
+                let seen = c.0.get(key).cloned();
+                if applies(seen.as_ref()) {
+                    updates.push(change.clone());
+                }
+                seen
+            })
+            .await
     }
 
     /// Counts a removal; every fifth compacts the stream.

@@ -708,33 +708,20 @@ async fn serve_bi<M>(
     let mut send = send;
     let mut recv = recv;
     // A request stream carries two frames (header, request) and ends; a
-    // snapshot stream carries its header, then chunks. Each starts with
-    // one frame read in place: no codec buffers for a request (16 KiB a
-    // stream, which at thousands of requests a second cost a node about
-    // a tenth of its cycles in allocation and page faults).
-    let mut first = [0u8; 4];
-    match recv.read_exact(&mut first).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return,
-        Err(e) => return bad_stream(&shared, &mut recv, peer, CODE_BAD_FRAME, e.to_string()),
-    }
-    let n = u32::from_be_bytes(first) as usize;
-    if n > max {
-        let why = format!("frame of {n} bytes exceeds the limit of {max}");
-        return bad_stream(&shared, &mut recv, peer, CODE_BAD_FRAME, why);
-    }
-    let mut head = vec![0u8; n];
-    let header = match recv.read_exact(&mut head).await {
-        Ok(()) => frame::decode::<StreamHeader>(&head).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+    // snapshot stream carries its header, then chunks. Frames of a
+    // request are read in place: no codec buffers (16 KiB a stream, which
+    // at thousands of requests a second cost a node about a tenth of its
+    // cycles in allocation and page faults).
+    let header = match read_frame(&mut recv, max).await {
+        Ok(Some(f)) => frame::decode::<StreamHeader>(&f).map_err(|e| e.to_string()),
+        Ok(None) => return,
+        Err(e) => Err(e),
     };
     match header {
         Ok(StreamHeader::Request) => {
-            let request = match read_frames(&mut recv, 1, max).await {
-                Ok(mut f) => match f.pop() {
-                    Some(r) => r,
-                    None => return,
-                },
+            let request = match read_frame(&mut recv, max).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
                 Err(e) => return bad_stream(&shared, &mut recv, peer, CODE_BAD_FRAME, e),
             };
             let response = shared.handler.request(peer, request).await;
@@ -764,61 +751,25 @@ async fn serve_bi<M>(
     }
 }
 
-/// Reads what the peer sent on a request stream, up to its end: frames
-/// in the length-prefix codec's format (a 4-byte big-endian length, then
-/// that many bytes), at most `count` of them and each at most `max`
-/// bytes. No frame at all (the stream ended at once) is an empty list;
-/// otherwise fewer frames than `count` is an error.
-async fn read_frames(
-    recv: &mut quinn::RecvStream,
-    count: usize,
-    max: usize,
-) -> Result<Vec<Bytes>, String> {
-    let limit = count.saturating_mul(max.saturating_add(4));
-    // Ordered reads only: the stream's head was read in order, and quinn's
-    // `read_to_end` reads out of order (mixing the two lost requests under
-    // load). One chunk, the usual case, is kept without a copy.
-    let mut all = Bytes::new();
-    let mut more = bytes::BytesMut::new();
-    while let Some(chunk) = recv
-        .read_chunk(limit, true)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        if all.len() + more.len() + chunk.bytes.len() > limit {
-            return Err(format!("more than {limit} bytes on a request stream"));
-        }
-        if all.is_empty() && more.is_empty() {
-            all = chunk.bytes;
-        } else {
-            if more.is_empty() {
-                more.extend_from_slice(&std::mem::take(&mut all));
-            }
-            more.extend_from_slice(&chunk.bytes);
-        }
+/// Reads one frame in the length-prefix codec's format (a 4-byte
+/// big-endian length, then that many bytes, at most `max`) into a buffer
+/// of its size; `None` if the stream ended before it began. In order, as
+/// every read of these streams (quinn's `read_to_end` reads out of order,
+/// and mixed with ordered reads it lost requests under load).
+async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<Bytes>, String> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
     }
-    if !more.is_empty() {
-        all = more.freeze();
+    let n = u32::from_be_bytes(len) as usize;
+    if n > max {
+        return Err(format!("frame of {n} bytes exceeds the limit of {max}"));
     }
-    let mut frames = Vec::with_capacity(count);
-    while frames.len() < count && !(frames.is_empty() && all.is_empty()) {
-        if all.len() < 4 {
-            return Err(format!(
-                "stream ended after {} of {count} frames",
-                frames.len()
-            ));
-        }
-        let n = u32::from_be_bytes([all[0], all[1], all[2], all[3]]) as usize;
-        if n > max {
-            return Err(format!("frame of {n} bytes exceeds the limit of {max}"));
-        }
-        if all.len() < 4 + n {
-            return Err(format!("a frame of {n} bytes ends after {}", all.len() - 4));
-        }
-        let _ = all.split_to(4);
-        frames.push(all.split_to(n));
-    }
-    Ok(frames)
+    let mut buf = vec![0u8; n];
+    recv.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    Ok(Some(Bytes::from(buf)))
 }
 
 /// Writes `frames` in the length-prefix codec's format, in one call.
@@ -873,8 +824,9 @@ pub async fn call(conn: &quinn::Connection, request: Bytes, max: usize) -> Resul
         .await
         .map_err(|e| conn_err(&e))?;
     let _ = send.finish();
-    match read_frames(&mut recv, 1, max).await {
-        Ok(mut f) => f.pop().ok_or(NetError::Closed("response")),
+    match read_frame(&mut recv, max).await {
+        Ok(Some(response)) => Ok(response),
+        Ok(None) => Err(NetError::Closed("response")),
         Err(e) => Err(conn_err(&e)),
     }
 }

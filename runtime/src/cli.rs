@@ -47,7 +47,7 @@ pub struct NodeArgs {
 
 /// Parses a node address as the command line takes it: `ID=ADDR`, like
 /// `2=127.0.0.1:7002`.
-pub fn parse_peer(s: &str) -> Result<PeerConfig, String> {
+fn parse_peer(s: &str) -> Result<PeerConfig, String> {
     let (id, addr) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected ID=ADDR, like 2=127.0.0.1:7002"))?;
@@ -227,18 +227,9 @@ pub fn run_certs(args: &CertsArgs) -> Result<(), String> {
 /// expected value did not match (nothing written).
 #[derive(Args, Debug, Clone)]
 pub struct KvArgs {
-    /// Cluster CA certificate.
-    #[arg(long, env = "SYNOD_CA")]
-    pub ca: PathBuf,
-    /// Client certificate.
-    #[arg(long, env = "SYNOD_CERT")]
-    pub cert: PathBuf,
-    /// Client key.
-    #[arg(long, env = "SYNOD_KEY")]
-    pub key: PathBuf,
-    /// The nodes, `ID=ADDR`: repeat the flag, or comma-separate them.
-    #[arg(long = "node", env = "SYNOD_ENDPOINTS", value_delimiter = ',', value_parser = parse_peer, required = true)]
-    pub nodes: Vec<PeerConfig>,
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The group.
     #[arg(long, default_value_t = 1)]
     pub group: u64,
@@ -343,22 +334,9 @@ fn say(output: Output, json: serde_json::Value, human: impl FnOnce() -> String) 
 
 /// Runs one `synod kv` operation.
 pub fn run_kv(args: &KvArgs) -> Result<(), Exit> {
-    let tls =
-        TlsMaterial::from_pem_files(&args.ca, &args.cert, &args.key).map_err(|e| e.to_string())?;
-    let nodes: BTreeMap<NodeId, SocketAddr> = args.nodes.iter().map(|p| (p.id, p.addr)).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let out = args.output;
-    rt.block_on(async {
-        let mut cfg = ClientConfig::new(nodes.clone(), tls);
-        cfg.timeout = args.timeout;
-        let client = Client::new(cfg).map_err(|e| e.to_string())?;
-        let g = args.group;
-        let result = run_kv_op(&client, g, out, &args.op, &nodes).await;
-        client.close().await;
-        result
+    let nodes = args.cluster.addrs();
+    with_client(&args.cluster, args.timeout, |client| async move {
+        run_kv_op(&client, args.group, args.output, &args.op, &nodes).await
     })
 }
 
@@ -549,22 +527,40 @@ async fn run_kv_op(
     Ok(())
 }
 
-/// How `synod group` reaches a cluster: its CA, a client certificate and
-/// the nodes' addresses.
+/// How a client command reaches a cluster (`synod kv`, `synod group`):
+/// its CA, a client certificate and the nodes' addresses, from flags or
+/// the `SYNOD_*` environment variables.
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
     /// Cluster CA certificate.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_CA")]
     pub ca: PathBuf,
     /// Client certificate.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_CERT")]
     pub cert: PathBuf,
     /// Client key.
-    #[arg(long)]
+    #[arg(long, env = "SYNOD_KEY")]
     pub key: PathBuf,
-    /// A node, `ID=ADDR`; repeat for each.
-    #[arg(long = "node", value_parser = parse_peer, required = true)]
+    /// The nodes, `ID=ADDR`: repeat the flag, or comma-separate them.
+    #[arg(long = "node", env = "SYNOD_ENDPOINTS", value_delimiter = ',', value_parser = parse_peer, required = true)]
     pub nodes: Vec<PeerConfig>,
+}
+
+impl ClusterArgs {
+    /// The nodes' addresses by id.
+    pub fn addrs(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.nodes.iter().map(|p| (p.id, p.addr)).collect()
+    }
+
+    /// A client configuration for this cluster whose requests may take
+    /// `timeout` each (the certificate files are read now).
+    pub fn client_config(&self, timeout: Duration) -> Result<ClientConfig, String> {
+        let tls = TlsMaterial::from_pem_files(&self.ca, &self.cert, &self.key)
+            .map_err(|e| e.to_string())?;
+        let mut cfg = ClientConfig::new(self.addrs(), tls);
+        cfg.timeout = timeout;
+        Ok(cfg)
+    }
 }
 
 /// `synod group`: operations on a group's Raft membership and leadership.
@@ -718,7 +714,7 @@ pub struct TransferLeaderArgs {
 /// Runs one `synod group` operation.
 pub fn run_group(args: &GroupArgs) -> Result<(), String> {
     match &args.op {
-        GroupOp::TransferLeader(a) => with_client(&a.cluster, |client| async move {
+        GroupOp::TransferLeader(a) => with_client(&a.cluster, GROUP_TIMEOUT, |client| async move {
             client
                 .transfer_leader(a.group, a.to)
                 .await
@@ -735,23 +731,25 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
         GroupOp::Promote(a) => membership_call(&a.cluster, |client| async move {
             client.promote(a.group, a.node).await
         }),
-        GroupOp::UnsafeForceVoters(a) => with_client(&a.cluster, |client| async move {
-            let m = client
-                .unsafe_force_voters(a.on, a.group, &a.voters)
-                .await
-                .map_err(|e| e.to_string())?;
-            eprintln!(
+        GroupOp::UnsafeForceVoters(a) => {
+            with_client(&a.cluster, GROUP_TIMEOUT, |client| async move {
+                let m = client
+                    .unsafe_force_voters(a.on, a.group, &a.voters)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                eprintln!(
                 "UNSAFE: node {} now counts only voters {:?} in group {}; force the same set on \
                  every other survivor, and wipe the lost nodes before they return",
                 a.on, a.voters, a.group
             );
-            print_membership(&m);
-            Ok(())
-        }),
+                print_membership(&m);
+                Ok(())
+            })
+        }
         GroupOp::RemoveMember(a) => membership_call(&a.cluster, |client| async move {
             client.remove_member(a.group, a.node).await
         }),
-        GroupOp::Create(a) => with_client(&a.cluster, |client| async move {
+        GroupOp::Create(a) => with_client(&a.cluster, GROUP_TIMEOUT, |client| async move {
             client
                 .create_group(a.id, &a.nodes)
                 .await
@@ -760,7 +758,7 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
             println!("group {}: hosted by nodes {}", a.id, nodes.join(","));
             Ok(())
         }),
-        GroupOp::Delete(a) => with_client(&a.cluster, |client| async move {
+        GroupOp::Delete(a) => with_client(&a.cluster, GROUP_TIMEOUT, |client| async move {
             client.delete_group(a.id).await.map_err(|e| e.to_string())?;
             println!("group {}: deleted", a.id);
             Ok(())
@@ -775,28 +773,30 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<crate::MembershipInfo, crate::SynodError>>,
 {
-    with_client(c, |client| async move {
+    with_client(c, GROUP_TIMEOUT, |client| async move {
         let m = op(client).await.map_err(|e| e.to_string())?;
         print_membership(&m);
         Ok(())
     })
 }
 
-/// Runs `op` with a client of the cluster `c`, on a runtime of its own.
-fn with_client<F, Fut>(c: &ClusterArgs, op: F) -> Result<(), String>
+/// How long one request of `synod group` may take.
+const GROUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs `op` with a client of the cluster `c` (requests of at most
+/// `timeout` each), on a runtime of its own, and closes the client.
+pub fn with_client<F, Fut, E>(c: &ClusterArgs, timeout: Duration, op: F) -> Result<(), E>
 where
     F: FnOnce(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: From<String>,
 {
-    let tls = TlsMaterial::from_pem_files(&c.ca, &c.cert, &c.key).map_err(|e| e.to_string())?;
-    let nodes: BTreeMap<NodeId, SocketAddr> = c.nodes.iter().map(|p| (p.id, p.addr)).collect();
+    let cfg = c.client_config(timeout)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let mut cfg = ClientConfig::new(nodes, tls);
-        cfg.timeout = Duration::from_secs(15);
         let client = Client::new(cfg).map_err(|e| e.to_string())?;
         let result = op(client.clone()).await;
         client.close().await;
