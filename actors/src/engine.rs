@@ -25,7 +25,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use slog::{info, Logger};
-use synod_core::NodeId;
+use synod_core::{Index, NodeId};
 use synod_net::{
     frame, BoxFuture, Handler, NetConfig, Peer, SnapshotStream, TlsMaterial, Transport,
 };
@@ -38,12 +38,16 @@ use crate::identity::{has_files, Identity, IdentityError};
 use crate::log_writer::{LogWriter, SharedMemLog};
 use crate::node::{CreateGroup, Hosting, NodeActor, Routes, Status, StopAll};
 use crate::proto::{
-    GroupStatus, MembershipInfo, NodeStats, RaftItem, Request, RequestError, Response,
+    ChangeBatch, GroupStatus, MembershipInfo, NodeStats, RaftItem, Request, RequestError, Response,
     SnapshotHeader,
 };
 use crate::shared::{Counters, GroupConfig, NetFailure, NodeShared};
 use crate::snapshot_exec::Receive;
 use crate::state_machine::StateMachineFactory;
+
+/// Longest a node lets a watch wait for a change ([`Request::Watch`]'s
+/// `wait_ms` is capped here), in milliseconds.
+pub const MAX_WATCH_WAIT_MS: u64 = 30_000;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -686,6 +690,18 @@ impl Engine {
             Request::DeleteGroup { group } => {
                 return groups::done_answer(self.delete_group_from(group, origin).await)
             }
+            Request::Watch {
+                group,
+                from,
+                max_bytes,
+                wait_ms,
+            } => {
+                let wait = Duration::from_millis(u64::from(wait_ms).min(MAX_WATCH_WAIT_MS));
+                return match self.watch(group, from, max_bytes as usize, wait).await {
+                    Ok(batch) => Response::Changes(batch),
+                    Err(e) => Response::Err(e),
+                };
+            }
             Request::TransferLeader { group, to } => {
                 return match self.transfer(group, to, origin).await {
                     Ok(()) => Response::Ok {
@@ -956,6 +972,52 @@ impl Engine {
             .send(crate::fsm::LocalQuery(query))
             .await
             .map_err(|_| RequestError::Stopped(group))?
+    }
+
+    /// The commands this node's replica of `group` applied from log index
+    /// `from` on (`None`: from its next apply), with their results, about
+    /// `max_bytes` of them (at least one): a watch. When none was applied
+    /// there yet, waits up to `wait` for one and answers an empty batch if
+    /// none came (a long poll: ask again from `next`). Any replica serves
+    /// it (a follower sees a change when it applied it). Each replica keeps
+    /// the last `GroupConfig::watch_history` commands; from an index older
+    /// than that, or inside a snapshot it restored, the answer is
+    /// `RequestError::Compacted`. Nothing is buffered per watcher: a slow
+    /// one falls behind the history and gets `Compacted`, it cannot make
+    /// the node hold more.
+    pub async fn watch(
+        &self,
+        group: GroupId,
+        from: Option<Index>,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<ChangeBatch, RequestError> {
+        let route = self.route(group)?;
+        let ticket = route
+            .fsm
+            .send(crate::fsm::Watch {
+                from,
+                max_bytes,
+                park: !wait.is_zero(),
+            })
+            .await
+            .map_err(|_| RequestError::Restarting(group))??;
+        match ticket {
+            crate::fsm::WatchTicket::Ready(batch) => Ok(batch),
+            crate::fsm::WatchTicket::Waiting { from, rx } => {
+                match tokio::time::timeout(wait, rx).await {
+                    Ok(Ok(answer)) => answer,
+                    // The group stopped (it restarts, or is deleted): a
+                    // watch changes nothing, so asking again is safe.
+                    Ok(Err(_)) => Err(RequestError::Restarting(group)),
+                    Err(_) => Ok(ChangeBatch {
+                        changes: Vec::new(),
+                        next: from,
+                        applied: from - 1,
+                    }),
+                }
+            }
+        }
     }
 
     /// The state of every group on this node.

@@ -28,7 +28,7 @@
 //! kills this actor and the supervisor restarts the group.
 
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use synod_storage::GroupId;
 use tokio::sync::oneshot;
 
 use crate::group::{Applied, RaftGroup};
-use crate::proto::{Poison, RequestError};
+use crate::proto::{AppliedChange, ChangeBatch, Poison, RequestError};
 use crate::shared::{DeathGuard, GroupPoisoned, NodeShared};
 use crate::snapshot_exec::{Save, SnapshotExecutor};
 use crate::state_machine::{ApplyContext, StateMachine, ENTRY_COMMAND, ENTRY_READ};
@@ -140,6 +140,48 @@ impl Handler<ReadAt> for FsmCaller {
     }
 }
 
+/// Where a parked watch gets its answer.
+pub type WatchReply = oneshot::Sender<Result<ChangeBatch, RequestError>>;
+
+/// The commands applied from index `from` on (`None`: from the next one
+/// applied), with their results: a watch (see `Engine::watch`).
+#[derive(Message)]
+#[rtype(result = "Result<WatchTicket, RequestError>")]
+pub struct Watch {
+    /// The first log index wanted.
+    pub from: Option<Index>,
+    /// Stop after the change that reaches this many bytes.
+    pub max_bytes: usize,
+    /// Whether to wait (on the ticket) when nothing was applied there yet.
+    pub park: bool,
+}
+
+/// The answer to [`Watch`]: changes now, or a promise of them.
+#[derive(Debug)]
+pub enum WatchTicket {
+    /// What is there now (empty when nothing was applied there yet and the
+    /// watch does not wait).
+    Ready(ChangeBatch),
+    /// Nothing applied from `from` on yet: the answer comes on `rx` once
+    /// something is. Dropping `rx` gives the place up.
+    Waiting {
+        /// Where the watch stands (the index its answer starts at).
+        from: Index,
+        /// The answer.
+        rx: oneshot::Receiver<Result<ChangeBatch, RequestError>>,
+    },
+}
+
+/// Most watches parked on one replica at once; more get `Busy`.
+pub const MAX_PARKED_WATCHES: usize = 1024;
+
+/// A watch parked until its index is applied.
+struct Parked {
+    from: Index,
+    max_bytes: usize,
+    reply: WatchReply,
+}
+
 /// Test hook: make the state machine's actor panic, acknowledging on
 /// `delivered` just before (see `group::InjectPanic`).
 #[derive(Message)]
@@ -160,6 +202,15 @@ pub struct FsmCaller {
     waiters: BTreeMap<Index, (Term, Reply)>,
     /// Reads waiting for the state machine to reach their read index.
     reads: BTreeMap<Index, Vec<(Bytes, Reply)>>,
+    /// The commands applied lately, with their results, for watches:
+    /// every command applied above `history_floor` is here, in order.
+    history: VecDeque<AppliedChange>,
+    /// Bytes in `history` (by `AppliedChange::size`).
+    history_bytes: usize,
+    /// See `history`.
+    history_floor: Index,
+    /// Watches waiting for their index to be applied.
+    watchers: Vec<Parked>,
     raft: Addr<RaftGroup>,
     snapshotter: Addr<SnapshotExecutor>,
     shared: Arc<NodeShared>,
@@ -223,6 +274,10 @@ impl FsmCaller {
             membership,
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_bytes: 0,
+            history_floor: applied,
+            watchers: Vec::new(),
             raft,
             snapshotter,
             shared,
@@ -297,7 +352,23 @@ impl FsmCaller {
             Some((&ENTRY_COMMAND, cmd)) => match self.apply_guarded(cmd, &ctx) {
                 Ok(result) => {
                     self.shared.counters.applied.fetch_add(1, Ordering::Relaxed);
-                    result
+                    let result = result.map(Bytes::from);
+                    self.record(AppliedChange {
+                        index: e.index,
+                        term: e.term,
+                        // A copy: `data` may be a slice of a large buffer
+                        // (a WAL read) that the history must not pin.
+                        command: Bytes::copy_from_slice(cmd),
+                        result: result.clone(),
+                    });
+                    if let Some(reply) = waiter {
+                        self.shared
+                            .counters
+                            .answered
+                            .fetch_add(1, Ordering::Relaxed);
+                        let _ = reply.send(result.map_err(RequestError::Application));
+                    }
+                    return Ok(());
                 }
                 Err(panic_message) => {
                     let poison = Poison {
@@ -375,12 +446,97 @@ impl FsmCaller {
                 let _ = reply.send(Err(poison.error(self.group)));
             }
         }
+        for w in std::mem::take(&mut self.watchers) {
+            let _ = w.reply.send(Err(poison.error(self.group)));
+        }
         self.supervisor.do_send(GroupPoisoned {
             group: self.group,
             generation: self.guard.generation,
             poison: poison.clone(),
         });
         self.poison = Some(poison);
+    }
+
+    /// Keeps an applied command for watches (trimmed to the bounds after
+    /// each batch, once the parked watches have seen it).
+    fn record(&mut self, change: AppliedChange) {
+        self.history_bytes += change.size();
+        self.history.push_back(change);
+    }
+
+    /// Drops the oldest changes beyond the history's bounds.
+    fn trim_history(&mut self) {
+        let (max, max_bytes) = (
+            self.shared.cfg.watch_history,
+            self.shared.cfg.watch_history_bytes,
+        );
+        while self.history.len() > max || self.history_bytes > max_bytes {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= old.size();
+            self.history_floor = old.index;
+        }
+    }
+
+    /// The changes kept from `from` on, about `max_bytes` of them (at
+    /// least one), or `Compacted` when some from `from` on are gone.
+    fn changes_from(&self, from: Index, max_bytes: usize) -> Result<ChangeBatch, RequestError> {
+        if from <= self.history_floor {
+            return Err(RequestError::Compacted {
+                group: self.group,
+                requested: from,
+                oldest: self.history_floor + 1,
+            });
+        }
+        let start = self.history.partition_point(|c| c.index < from);
+        let mut changes = Vec::new();
+        let mut bytes = 0;
+        let mut complete = true;
+        for c in self.history.range(start..) {
+            if !changes.is_empty() && bytes + c.size() > max_bytes {
+                complete = false;
+                break;
+            }
+            bytes += c.size();
+            changes.push(c.clone());
+        }
+        let next = match changes.last() {
+            Some(c) if !complete => c.index + 1,
+            _ => from.max(self.applied + 1),
+        };
+        Ok(ChangeBatch {
+            changes,
+            next,
+            applied: self.applied,
+        })
+    }
+
+    /// Answers the parked watches whose index is applied now (or that can
+    /// no longer be served); a watch that found only entries that were not
+    /// commands stays parked, further on.
+    fn serve_watchers(&mut self) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        for w in std::mem::take(&mut self.watchers) {
+            if w.reply.is_closed() {
+                continue;
+            }
+            if w.from > self.applied {
+                self.watchers.push(w);
+                continue;
+            }
+            match self.changes_from(w.from, w.max_bytes) {
+                Ok(batch) if batch.changes.is_empty() => self.watchers.push(Parked {
+                    from: batch.next,
+                    ..w
+                }),
+                answer => {
+                    let _ = w.reply.send(answer);
+                }
+            }
+        }
     }
 
     fn lost(&self) -> RequestError {
@@ -466,8 +622,49 @@ impl Handler<Apply> for FsmCaller {
         if let Some(index) = last {
             self.raft.do_send(Applied(index));
             self.serve_reads();
+            self.serve_watchers();
             self.maybe_snapshot();
         }
+        self.trim_history();
+    }
+}
+
+impl Handler<Watch> for FsmCaller {
+    type Result = Result<WatchTicket, RequestError>;
+
+    fn handle(&mut self, m: Watch, _: &mut Context<Self>) -> Self::Result {
+        if let Some(p) = &self.poison {
+            return Err(p.error(self.group));
+        }
+        let from = m.from.unwrap_or(self.applied + 1).max(1);
+        let batch = if from <= self.applied {
+            self.changes_from(from, m.max_bytes)?
+        } else {
+            ChangeBatch {
+                changes: Vec::new(),
+                next: from,
+                applied: self.applied,
+            }
+        };
+        if !batch.changes.is_empty() || !m.park {
+            return Ok(WatchTicket::Ready(batch));
+        }
+        if self.watchers.len() >= MAX_PARKED_WATCHES {
+            self.watchers.retain(|w| !w.reply.is_closed());
+            if self.watchers.len() >= MAX_PARKED_WATCHES {
+                return Err(RequestError::Busy(self.group));
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        self.watchers.push(Parked {
+            from: batch.next,
+            max_bytes: m.max_bytes,
+            reply,
+        });
+        Ok(WatchTicket::Waiting {
+            from: batch.next,
+            rx,
+        })
     }
 }
 
@@ -501,7 +698,13 @@ impl Handler<Restore> for FsmCaller {
         self.last_snapshot = m.index;
         let group = self.group;
         self.fail_waiters_up_to(m.index, || RequestError::Stopped(group));
+        // The commands inside the snapshot were never applied here one by
+        // one: the history starts over after it.
+        self.history.clear();
+        self.history_bytes = 0;
+        self.history_floor = m.index;
         self.serve_reads();
+        self.serve_watchers();
         self.shared
             .counters
             .snapshots_installed

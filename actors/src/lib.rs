@@ -40,7 +40,8 @@ pub use engine::{Engine, EngineConfig, EngineError, FaultTarget, Listen, Placeme
 pub use faults::{DiskFault, DiskFaults, FaultyStore};
 pub use log_writer::{LogWriter, SharedMemLog};
 pub use proto::{
-    GroupStatus, MemberProgress, MembershipInfo, NodeStats, Poison, Request, RequestError, Response,
+    AppliedChange, ChangeBatch, GroupStatus, MemberProgress, MembershipInfo, NodeStats, Poison,
+    Request, RequestError, Response,
 };
 pub use shared::GroupConfig;
 pub use state_machine::{ApplyContext, StateMachine, StateMachineFactory};

@@ -146,6 +146,23 @@ pub enum Request {
     /// Who each group hosted here follows, as its replica here believes:
     /// cheap (no group is asked), for watching thousands of groups.
     Leaders,
+    /// The commands this node's replica of `group` applied from log index
+    /// `from` on (`None`: from its next apply), with their results, as
+    /// [`Response::Changes`]. Waits up to `wait_ms` for one when there is
+    /// none yet (a long poll); `RequestError::Compacted` when `from` is
+    /// older than the history the replica keeps. See `Engine::watch`.
+    Watch {
+        /// The group.
+        group: GroupId,
+        /// The first log index wanted.
+        from: Option<u64>,
+        /// The answer stops after the change that reaches this many bytes
+        /// (at least one change is answered).
+        max_bytes: u32,
+        /// How long to wait for a change, in milliseconds (0: answer at
+        /// once).
+        wait_ms: u32,
+    },
 }
 
 impl Request {
@@ -166,7 +183,8 @@ impl Request {
             | Request::DropGroup { group }
             | Request::CreateGroup { group, .. }
             | Request::DeleteGroup { group }
-            | Request::ForceVoters { group, .. } => Some(*group),
+            | Request::ForceVoters { group, .. }
+            | Request::Watch { group, .. } => Some(*group),
             Request::Status | Request::Stats | Request::Leaders => None,
         }
     }
@@ -196,6 +214,45 @@ pub enum Response {
     /// Answer to [`Request::Leaders`]: `(group, leader)` for every group
     /// running here, 0 for no known leader.
     Leaders(Vec<(GroupId, NodeId)>),
+    /// Answer to [`Request::Watch`].
+    Changes(ChangeBatch),
+}
+
+/// A command a replica applied, with its result: one item of a watch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedChange {
+    /// Its log index (the same on every replica).
+    pub index: u64,
+    /// The term of its entry.
+    pub term: u64,
+    /// The encoded command, as proposed.
+    pub command: Bytes,
+    /// What the state machine returned (`Err`: the application refused it,
+    /// which changed nothing unless the application says otherwise).
+    pub result: Result<Bytes, String>,
+}
+
+impl AppliedChange {
+    /// Bytes it holds (for the history's and the answers' bounds).
+    pub fn size(&self) -> usize {
+        48 + self.command.len()
+            + match &self.result {
+                Ok(b) => b.len(),
+                Err(e) => e.len(),
+            }
+    }
+}
+
+/// Answer to a watch: changes in log order, and where to go on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeBatch {
+    /// The changes (empty when none came within the wait).
+    pub changes: Vec<AppliedChange>,
+    /// The log index to ask for next: past every change here and past the
+    /// entries applied meanwhile that were not commands.
+    pub next: u64,
+    /// The replica's applied index when it answered.
+    pub applied: u64,
 }
 
 /// Why a request failed, and what is known of its outcome.
@@ -491,6 +548,22 @@ pub enum RequestError {
         node: NodeId,
         /// What went wrong.
         reason: String,
+    },
+    /// (A watch) the changes from `requested` on are no longer all kept
+    /// by the node that answered: its history of applied commands starts
+    /// at `oldest` (older ones were dropped for its bound, or are inside a
+    /// snapshot it restored). Read the current state and watch from its
+    /// revision (etcd's `ErrCompacted`).
+    #[error(
+        "group {group}: the changes from index {requested} on were compacted (the history kept          starts at {oldest}); read the current state, then watch again from its revision"
+    )]
+    Compacted {
+        /// The group.
+        group: GroupId,
+        /// The first index asked for.
+        requested: u64,
+        /// The oldest index still kept.
+        oldest: u64,
     },
 }
 

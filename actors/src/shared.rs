@@ -67,6 +67,15 @@ pub struct GroupConfig {
     /// registers (`synod node` starts its configured key-value groups
     /// first, seconds for thousands). Default 30 s.
     pub service_grace: Duration,
+    /// Most applied commands (with their results) each replica keeps for
+    /// watches (`Engine::watch`): a watch may resume from any index still
+    /// kept; older ones are `Compacted`. 0 keeps none (a watch then sees
+    /// only what is applied while it waits). Default 1,000.
+    pub watch_history: usize,
+    /// Most bytes of that history per replica (commands and results).
+    /// Default 256 KiB. Memory for watches is at most this times the
+    /// groups a node hosts: lower it for many busy groups.
+    pub watch_history_bytes: usize,
 }
 
 impl Default for GroupConfig {
@@ -87,6 +96,8 @@ impl Default for GroupConfig {
             quiesce: true,
             balance_interval: Duration::from_secs(3),
             service_grace: Duration::from_secs(30),
+            watch_history: 1_000,
+            watch_history_bytes: 256 << 10,
         }
     }
 }

@@ -193,7 +193,7 @@ pub(crate) fn envelope<T: Serialize>(name: &str, value: &T) -> Result<Vec<u8>, S
     Ok(out)
 }
 
-fn split_envelope(data: &[u8]) -> Result<(&str, &[u8]), String> {
+pub(crate) fn split_envelope(data: &[u8]) -> Result<(&str, &[u8]), String> {
     if data.len() < 2 {
         return Err("truncated message envelope".into());
     }

@@ -224,7 +224,8 @@ pub fn run_certs(args: &CertsArgs) -> Result<(), String> {
 ///
 /// Exit codes: 0 done; 1 the request failed (the message says whether it
 /// may have been applied and what to do); 2 bad usage; 3 a `cas` whose
-/// expected value did not match (nothing written).
+/// expected value did not match (nothing written); 4 a `watch --rev` that
+/// was compacted.
 #[derive(Args, Debug, Clone)]
 pub struct KvArgs {
     /// How to reach the cluster.
@@ -298,6 +299,23 @@ pub enum KvOp {
     },
     /// Keys and revision of the group.
     Len,
+    /// Print the changes of a key (or of every key with a prefix) as they
+    /// are applied, one line each, until interrupted (or `--count`).
+    /// Exit code 4 when `--rev` is older than the history the nodes keep
+    /// (compacted): read the state and watch from its revision.
+    Watch {
+        /// The key (with `--prefix`: what the keys start with).
+        key: String,
+        /// Watch every key that starts with `key`.
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this revision (default: the next change).
+        #[arg(long)]
+        rev: Option<u64>,
+        /// Stop after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Every node's view of its groups.
     Status,
 }
@@ -319,6 +337,9 @@ impl From<String> for Exit {
 
 /// Exit code of a `cas` whose expected value did not match.
 pub const EXIT_CAS_MISMATCH: i32 = 3;
+
+/// Exit code of a `watch` from a revision the nodes no longer keep.
+pub const EXIT_COMPACTED: i32 = 4;
 
 fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
@@ -433,6 +454,55 @@ async fn run_kv_op(
                     .collect::<Vec<_>>()
                     .join("\n")
             });
+        }
+        KvOp::Watch {
+            key,
+            prefix,
+            rev,
+            count,
+        } => {
+            let filter = if *prefix {
+                crate::kv::KeyFilter::Prefix(key.clone())
+            } else {
+                crate::kv::KeyFilter::Key(key.clone())
+            };
+            let mut watch = crate::kv::watch(client, g, filter, *rev)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                let event = match watch.next().await {
+                    Some(Ok(e)) => e,
+                    Some(Err(e @ crate::SynodError::Compacted { .. })) => {
+                        return Err(Exit {
+                            code: EXIT_COMPACTED,
+                            message: e.to_string(),
+                        })
+                    }
+                    Some(Err(e)) => return Err(e.to_string().into()),
+                    None => break,
+                };
+                seen += 1;
+                match event {
+                    crate::kv::KvEvent::Put {
+                        revision,
+                        key,
+                        value,
+                    } => {
+                        let value = text(&value);
+                        say(
+                            out,
+                            json!({ "type": "put", "key": key, "value": value, "revision": revision }),
+                            || format!("PUT {key} = {value} (revision {revision})"),
+                        )
+                    }
+                    crate::kv::KvEvent::Delete { revision, key } => say(
+                        out,
+                        json!({ "type": "delete", "key": key, "revision": revision }),
+                        || format!("DELETE {key} (revision {revision})"),
+                    ),
+                }
+            }
         }
         KvOp::Len => {
             let (n, rev) = client.read(g, Len).await.map_err(|e| e.to_string())?;
@@ -566,6 +636,9 @@ impl ClusterArgs {
 /// `synod group`: operations on a group's Raft membership and leadership.
 #[derive(Args, Debug, Clone)]
 pub struct GroupArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
     /// What to do.
     #[command(subcommand)]
     pub op: GroupOp,
@@ -671,7 +744,21 @@ pub struct MemberArgs {
     pub cluster: ClusterArgs,
 }
 
-fn print_membership(m: &crate::MembershipInfo) {
+fn print_membership(out: Output, m: &crate::MembershipInfo) {
+    if out == Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "group": m.group,
+                "voters": m.voters,
+                "learners": m.learners,
+                "leader": m.leader,
+                "index": m.index,
+                "committed": m.committed,
+            })
+        );
+        return;
+    }
     let ids = |v: &[NodeId]| {
         if v.is_empty() {
             "-".to_string()
@@ -713,22 +800,26 @@ pub struct TransferLeaderArgs {
 
 /// Runs one `synod group` operation.
 pub fn run_group(args: &GroupArgs) -> Result<(), String> {
+    use serde_json::json;
+    let out = args.output;
     match &args.op {
         GroupOp::TransferLeader(a) => with_client(&a.cluster, GROUP_TIMEOUT, |client| async move {
             client
                 .transfer_leader(a.group, a.to)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("group {}: node {} leads", a.group, a.to);
+            say(out, json!({ "group": a.group, "leader": a.to }), || {
+                format!("group {}: node {} leads", a.group, a.to)
+            });
             Ok(())
         }),
-        GroupOp::Members(a) => membership_call(&a.cluster, |client| async move {
+        GroupOp::Members(a) => membership_call(&a.cluster, out, |client| async move {
             client.membership(a.group).await
         }),
-        GroupOp::AddLearner(a) => membership_call(&a.cluster, |client| async move {
+        GroupOp::AddLearner(a) => membership_call(&a.cluster, out, |client| async move {
             client.add_learner(a.group, a.node).await
         }),
-        GroupOp::Promote(a) => membership_call(&a.cluster, |client| async move {
+        GroupOp::Promote(a) => membership_call(&a.cluster, out, |client| async move {
             client.promote(a.group, a.node).await
         }),
         GroupOp::UnsafeForceVoters(a) => {
@@ -742,11 +833,11 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
                  every other survivor, and wipe the lost nodes before they return",
                 a.on, a.voters, a.group
             );
-                print_membership(&m);
+                print_membership(out, &m);
                 Ok(())
             })
         }
-        GroupOp::RemoveMember(a) => membership_call(&a.cluster, |client| async move {
+        GroupOp::RemoveMember(a) => membership_call(&a.cluster, out, |client| async move {
             client.remove_member(a.group, a.node).await
         }),
         GroupOp::Create(a) => with_client(&a.cluster, GROUP_TIMEOUT, |client| async move {
@@ -755,12 +846,16 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let nodes: Vec<String> = a.nodes.iter().map(|n| n.to_string()).collect();
-            println!("group {}: hosted by nodes {}", a.id, nodes.join(","));
+            say(out, json!({ "group": a.id, "nodes": a.nodes }), || {
+                format!("group {}: hosted by nodes {}", a.id, nodes.join(","))
+            });
             Ok(())
         }),
         GroupOp::Delete(a) => with_client(&a.cluster, GROUP_TIMEOUT, |client| async move {
             client.delete_group(a.id).await.map_err(|e| e.to_string())?;
-            println!("group {}: deleted", a.id);
+            say(out, json!({ "group": a.id, "deleted": true }), || {
+                format!("group {}: deleted", a.id)
+            });
             Ok(())
         }),
     }
@@ -768,16 +863,182 @@ pub fn run_group(args: &GroupArgs) -> Result<(), String> {
 
 /// Runs a membership call with a client of the cluster `c` and prints the
 /// configuration it answers.
-fn membership_call<F, Fut>(c: &ClusterArgs, op: F) -> Result<(), String>
+fn membership_call<F, Fut>(c: &ClusterArgs, out: Output, op: F) -> Result<(), String>
 where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<crate::MembershipInfo, crate::SynodError>>,
 {
     with_client(c, GROUP_TIMEOUT, |client| async move {
         let m = op(client).await.map_err(|e| e.to_string())?;
-        print_membership(&m);
+        print_membership(out, &m);
         Ok(())
     })
+}
+
+/// `synod status`: one row per node and group.
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Only this group.
+    #[arg(long)]
+    pub group: Option<u64>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// How long each node may take to answer, e.g. `5s`.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// One row of `synod status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusRow {
+    /// The node asked.
+    pub node: NodeId,
+    /// The group.
+    pub group: u64,
+    /// Its replica's role there.
+    pub role: String,
+    /// Its term.
+    pub term: u64,
+    /// The leader it believes in.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: u64,
+    /// Its applied index.
+    pub applied: u64,
+    /// How far its applied index is behind the highest commit index any
+    /// node reported for the group.
+    pub lag: u64,
+    /// Anything unusual (rejoining, transferring, poisoned).
+    pub notes: String,
+}
+
+/// The rows of `synod status` from each node's answer (`Err`: that node
+/// could not be asked), `group` alone if given.
+pub fn status_rows(
+    answers: &[(NodeId, Result<Vec<crate::GroupStatus>, String>)],
+    group: Option<u64>,
+) -> Vec<StatusRow> {
+    let mut top: BTreeMap<u64, u64> = BTreeMap::new();
+    for (_, a) in answers {
+        for s in a.iter().flatten() {
+            let c = top.entry(s.group).or_default();
+            *c = (*c).max(s.commit);
+        }
+    }
+    let mut rows = Vec::new();
+    for (node, a) in answers {
+        for s in a.iter().flatten() {
+            if group.is_some_and(|g| g != s.group) {
+                continue;
+            }
+            let mut notes = Vec::new();
+            if s.rejoining {
+                notes.push("rejoining".to_string());
+            }
+            if let Some(to) = s.transfer_to {
+                notes.push(format!("transferring to {to}"));
+            }
+            if let Some(p) = &s.poison {
+                notes.push(format!("poisoned at {} ({})", p.index, p.message_type));
+            }
+            rows.push(StatusRow {
+                node: *node,
+                group: s.group,
+                role: s.role.clone(),
+                term: s.term,
+                leader: s.leader,
+                commit: s.commit,
+                applied: s.applied,
+                lag: top[&s.group].saturating_sub(s.applied),
+                notes: notes.join(", "),
+            });
+        }
+    }
+    rows.sort_by_key(|r| (r.group, r.node));
+    rows
+}
+
+/// Runs `synod status`.
+pub fn run_status(args: &StatusArgs) -> Result<(), Exit> {
+    let nodes = args.cluster.addrs();
+    with_client(&args.cluster, args.timeout, |client| async move {
+        let mut answers = Vec::new();
+        for &id in nodes.keys() {
+            answers.push((id, client.status(id).await.map_err(|e| e.to_string())));
+        }
+        let rows = status_rows(&answers, args.group);
+        let down: Vec<(NodeId, String)> = answers
+            .iter()
+            .filter_map(|(n, a)| a.as_ref().err().map(|e| (*n, e.clone())))
+            .collect();
+        if args.output == Output::Json {
+            let down: Vec<serde_json::Value> = down
+                .iter()
+                .map(|(n, e)| serde_json::json!({ "node": n, "error": e }))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({ "groups": rows, "unreachable": down })
+            );
+        } else {
+            print!("{}", status_table(&rows));
+            for (n, e) in &down {
+                println!("node {n}: unreachable: {e}");
+            }
+        }
+        if down.len() == nodes.len() {
+            return Err(Exit::from("no node answered".to_string()));
+        }
+        Ok(())
+    })
+}
+
+/// `rows` as an aligned text table with a header.
+pub fn status_table(rows: &[StatusRow]) -> String {
+    let header = [
+        "NODE", "GROUP", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "NOTES",
+    ];
+    let cells: Vec<[String; 9]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.node.to_string(),
+                r.group.to_string(),
+                r.role.clone(),
+                r.term.to_string(),
+                r.leader.map_or("-".into(), |l| l.to_string()),
+                r.commit.to_string(),
+                r.applied.to_string(),
+                r.lag.to_string(),
+                r.notes.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |row: Vec<&str>| {
+        let padded: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        text.push_str(padded.join("  ").trim_end());
+        text.push('\n');
+    };
+    line(header.to_vec());
+    for row in &cells {
+        line(row.iter().map(String::as_str).collect());
+    }
+    text
 }
 
 /// How long one request of `synod group` may take.
@@ -802,4 +1063,62 @@ where
         client.close().await;
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(group: u64, role: &str, commit: u64, applied: u64) -> crate::GroupStatus {
+        crate::GroupStatus {
+            group,
+            role: role.into(),
+            term: 2,
+            leader: Some(1),
+            last_index: commit,
+            commit,
+            applied,
+            restarts: 0,
+            rejoining: false,
+            followers_lost_state: 0,
+            poison: None,
+            transfer_to: None,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            progress: vec![],
+        }
+    }
+
+    /// A replica's lag is how far its applied index is behind the highest
+    /// commit any node reported for its group; an unreachable node gives
+    /// no rows; `--group` filters.
+    #[test]
+    fn status_rows_measure_lag_against_the_groups_highest_commit() {
+        let mut rejoining = replica(7, "Follower", 3, 1);
+        rejoining.rejoining = true;
+        let answers = vec![
+            (
+                1,
+                Ok(vec![
+                    replica(7, "Leader", 10, 10),
+                    replica(8, "Leader", 4, 4),
+                ]),
+            ),
+            (2, Ok(vec![replica(7, "Follower", 9, 6)])),
+            (3, Ok(vec![rejoining])),
+            (4, Err("unreachable".to_string())),
+        ];
+        let rows = status_rows(&answers, None);
+        let brief: Vec<(u64, u64, u64)> = rows.iter().map(|r| (r.group, r.node, r.lag)).collect();
+        assert_eq!(brief, vec![(7, 1, 0), (7, 2, 4), (7, 3, 9), (8, 1, 0)]);
+        assert_eq!(rows[2].notes, "rejoining");
+        assert_eq!(status_rows(&answers, Some(8)).len(), 1);
+        let table = status_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(
+            lines[1],
+            "1     7      Leader    2     1       10      10       0"
+        );
+    }
 }

@@ -662,6 +662,45 @@ impl Client {
         }
     }
 
+    /// The changes `group` applies from revision `from` on (`None`: after
+    /// what the node asked first has applied), in order, with their
+    /// results: see [`crate::watch`]. Served by any node (followers too);
+    /// the watch moves to another node when one fails, and resumes where
+    /// it stood. Fails like a fetch of the watch when no node answers.
+    pub async fn watch(
+        &self,
+        group: GroupId,
+        from: Option<u64>,
+    ) -> Result<crate::watch::Watch, SynodError> {
+        crate::watch::Watch::by_client(self.clone(), group, from).await
+    }
+
+    /// The configured nodes, in id order.
+    pub(crate) fn node_ids(&self) -> Vec<NodeId> {
+        self.inner.nodes.keys().copied().collect()
+    }
+
+    /// One watch fetch from `node`, answered within the node's `wait`
+    /// plus the client's timeout.
+    pub(crate) async fn watch_once(
+        &self,
+        node: NodeId,
+        req: &Request,
+        wait: Duration,
+    ) -> Result<synod_actors::ChangeBatch, SynodError> {
+        if self.is_down(node) {
+            return Err(SynodError::Unavailable(format!(
+                "node {node} failed recently"
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + wait + self.inner.timeout;
+        match self.ask_until(node, req, deadline).await? {
+            Response::Changes(batch) => Ok(batch),
+            Response::Err(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Closes the client's connections.
     pub async fn close(&self) {
         self.inner.connector.close().await;

@@ -28,6 +28,8 @@
 //! lease_reads = false    # Client::read_lease without a round (bounded clock drift)
 //! balance_leaders = true # move leaderships until each node leads about its share
 //! quiesce = true         # idle groups stop heartbeating and ticking (every node must agree)
+//! watch_history = 1000   # applied commands each replica keeps for watches
+//! watch_history_kb = 256 # and at most this many KiB of them
 //!
 //! [net]                  # optional
 //! own_thread = false     # run QUIC on a thread of its own (see Placement::Threads)
@@ -112,6 +114,12 @@ pub struct RaftConfig {
     /// heartbeats (docs/ARCHITECTURE.md, "Ten thousand groups"). On by
     /// default; every node of a cluster should agree.
     pub quiesce: bool,
+    /// Applied commands (with results) each replica keeps so that watches
+    /// can resume from them (`Client::watch`); older revisions are
+    /// compacted. 0 keeps none.
+    pub watch_history: usize,
+    /// At most this many KiB of them per replica.
+    pub watch_history_kb: usize,
 }
 
 impl Default for RaftConfig {
@@ -127,6 +135,8 @@ impl Default for RaftConfig {
             lease_reads: g.lease_reads,
             balance_leaders: g.balance_leaders,
             quiesce: g.quiesce,
+            watch_history: g.watch_history,
+            watch_history_kb: g.watch_history_bytes >> 10,
         }
     }
 }
@@ -488,6 +498,8 @@ impl NodeConfig {
             lease_reads: r.lease_reads,
             balance_leaders: r.balance_leaders,
             quiesce: r.quiesce,
+            watch_history: r.watch_history,
+            watch_history_bytes: r.watch_history_kb << 10,
             ..GroupConfig::default()
         }
     }

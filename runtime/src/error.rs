@@ -313,6 +313,23 @@ pub enum SynodError {
         /// What went wrong.
         reason: String,
     },
+    /// (A watch) the changes from `requested` on are no longer all kept by
+    /// the node that answered (its history starts at `oldest`: older
+    /// changes were dropped for its bound, or are inside a snapshot it
+    /// restored). Read the current state and watch again from its
+    /// revision, as after etcd's `ErrCompacted`.
+    #[error(
+        "group {group}: the changes from revision {requested} on were compacted (the history \
+         kept starts at {oldest}); read the current state, then watch again from its revision"
+    )]
+    Compacted {
+        /// The group.
+        group: GroupId,
+        /// The first revision asked for.
+        requested: u64,
+        /// The oldest revision still kept.
+        oldest: u64,
+    },
 }
 
 impl SynodError {
@@ -428,6 +445,15 @@ impl From<RequestError> for SynodError {
                 group,
                 node,
                 reason,
+            },
+            RequestError::Compacted {
+                group,
+                requested,
+                oldest,
+            } => SynodError::Compacted {
+                group,
+                requested,
+                oldest,
             },
         }
     }
@@ -548,6 +574,11 @@ mod tests {
                 group: 1,
                 node: 3,
                 reason: "down".into(),
+            },
+            RequestError::Compacted {
+                group: 1,
+                requested: 3,
+                oldest: 9,
             },
         ]
     }

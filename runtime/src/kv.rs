@@ -11,14 +11,19 @@
 //! assert_eq!(kv.query(Get { key: "a".into() }), Some(b"1".to_vec()));
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use synod_storage::GroupId;
 
 use crate::actor::{ApplyContext, Handler, Handlers, QueryHandler, ReplicatedActor};
+use crate::watch::{Change, Watch};
+use crate::{Client, SynodError};
 
-/// A map from string keys to byte values, with a revision that counts the
-/// changes (BTreeMap: deterministic order for scans and snapshots).
+/// A map from string keys to byte values, with a revision: the log index of
+/// the last command that changed it, as in a [`Change::revision`] (so a
+/// `Put`'s revision is where a [`watch`] resumes after it). BTreeMap:
+/// deterministic order for scans and snapshots.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
     entries: BTreeMap<String, serde_bytes::ByteBuf>,
@@ -39,7 +44,8 @@ impl KvStore {
     }
 }
 
-/// Sets `key` to `value`; returns the store's new revision.
+/// Sets `key` to `value`; returns the store's new revision (the command's
+/// log index).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Put {
     /// The key.
@@ -111,20 +117,29 @@ impl ReplicatedActor for KvStore {
     }
 }
 
-impl Handler<Put> for KvStore {
-    fn handle(&mut self, m: Put, _: &ApplyContext) -> u64 {
-        self.entries
-            .insert(m.key, serde_bytes::ByteBuf::from(m.value));
-        self.revision += 1;
+impl KvStore {
+    /// A change at `ctx`: the revision moves to its log index (always
+    /// forward; a store from before revisions were indexes counted changes,
+    /// never more than the indexes).
+    fn changed(&mut self, ctx: &ApplyContext) -> u64 {
+        self.revision = self.revision.max(ctx.index);
         self.revision
     }
 }
 
+impl Handler<Put> for KvStore {
+    fn handle(&mut self, m: Put, ctx: &ApplyContext) -> u64 {
+        self.entries
+            .insert(m.key, serde_bytes::ByteBuf::from(m.value));
+        self.changed(ctx)
+    }
+}
+
 impl Handler<Delete> for KvStore {
-    fn handle(&mut self, m: Delete, _: &ApplyContext) -> bool {
+    fn handle(&mut self, m: Delete, ctx: &ApplyContext) -> bool {
         let existed = self.entries.remove(&m.key).is_some();
         if existed {
-            self.revision += 1;
+            self.changed(ctx);
         }
         existed
     }
@@ -134,7 +149,7 @@ impl Handler<CompareAndSwap> for KvStore {
     fn handle(
         &mut self,
         m: CompareAndSwap,
-        _: &ApplyContext,
+        ctx: &ApplyContext,
     ) -> Result<u64, Option<serde_bytes::ByteBuf>> {
         let current = self.entries.get(&m.key);
         if current != m.expected.as_ref() {
@@ -142,8 +157,7 @@ impl Handler<CompareAndSwap> for KvStore {
         }
         self.entries
             .insert(m.key, serde_bytes::ByteBuf::from(m.value));
-        self.revision += 1;
-        Ok(self.revision)
+        Ok(self.changed(ctx))
     }
 }
 
@@ -168,4 +182,148 @@ impl QueryHandler<Len> for KvStore {
     fn query(&self, _: Len) -> (usize, u64) {
         (self.entries.len(), self.revision)
     }
+}
+
+/// Which keys a [`KvWatch`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyFilter {
+    /// Exactly this key.
+    Key(String),
+    /// Every key starting with this (empty: every key).
+    Prefix(String),
+}
+
+impl KeyFilter {
+    fn matches(&self, key: &str) -> bool {
+        match self {
+            KeyFilter::Key(k) => k == key,
+            KeyFilter::Prefix(p) => key.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A change of one key of a [`KvStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvEvent {
+    /// The key was set (by a `Put`, or a `CompareAndSwap` that swapped).
+    Put {
+        /// The revision of the change (its log index).
+        revision: u64,
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: Vec<u8>,
+    },
+    /// The key was removed (a `Delete` of a key that existed).
+    Delete {
+        /// The revision of the change (its log index).
+        revision: u64,
+        /// The key.
+        key: String,
+    },
+}
+
+impl KvEvent {
+    /// The revision of the change.
+    pub fn revision(&self) -> u64 {
+        match self {
+            KvEvent::Put { revision, .. } | KvEvent::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        match self {
+            KvEvent::Put { key, .. } | KvEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The change a command made to the store, if it made one: a `Delete`
+    /// of an absent key or a `CompareAndSwap` that did not swap changed
+    /// nothing, and neither did a command the store refused.
+    pub fn from_change(change: &Change) -> Option<KvEvent> {
+        let revision = change.revision();
+        if let Some(Ok(put)) = change.message::<Put>() {
+            return matches!(change.result::<Put>(), Some(Ok(_))).then_some(KvEvent::Put {
+                revision,
+                key: put.key,
+                value: put.value,
+            });
+        }
+        if let Some(Ok(del)) = change.message::<Delete>() {
+            return matches!(change.result::<Delete>(), Some(Ok(true))).then_some(
+                KvEvent::Delete {
+                    revision,
+                    key: del.key,
+                },
+            );
+        }
+        if let Some(Ok(cas)) = change.message::<CompareAndSwap>() {
+            return matches!(change.result::<CompareAndSwap>(), Some(Ok(Ok(_)))).then_some(
+                KvEvent::Put {
+                    revision,
+                    key: cas.key,
+                    value: cas.value,
+                },
+            );
+        }
+        None
+    }
+}
+
+/// The changes to the keys of a [`KvStore`] group that match a filter, in
+/// order: etcd's watch, on [`Client::watch`]. The filter runs in the
+/// client: the node sends every command of the group (a prefix watch on a
+/// busy group reads all its changes).
+pub struct KvWatch {
+    changes: Watch,
+    filter: KeyFilter,
+    ready: VecDeque<KvEvent>,
+}
+
+impl KvWatch {
+    /// The next change of a matching key; waits until there is one.
+    /// `None` only after an error ended the watch (see [`crate::watch`]).
+    pub async fn next(&mut self) -> Option<Result<KvEvent, SynodError>> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Some(Ok(e));
+            }
+            match self.changes.next().await? {
+                Ok(change) => {
+                    if let Some(e) = KvEvent::from_change(&change) {
+                        if self.filter.matches(e.key()) {
+                            self.ready.push_back(e);
+                        }
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The revision to resume from: a new watch from here delivers exactly
+    /// the events this one has not delivered yet.
+    pub fn revision(&self) -> u64 {
+        self.ready
+            .front()
+            .map(|e| e.revision())
+            .unwrap_or_else(|| self.changes.revision())
+    }
+}
+
+/// Watches the keys of `group` (a [`KvStore`]) that match `filter`, from
+/// revision `from` on (`None`: from now). See [`KvWatch`] and
+/// [`Client::watch`].
+pub async fn watch(
+    client: &Client,
+    group: GroupId,
+    filter: KeyFilter,
+    from: Option<u64>,
+) -> Result<KvWatch, SynodError> {
+    Ok(KvWatch {
+        changes: client.watch(group, from).await?,
+        filter,
+        ready: VecDeque::new(),
+    })
 }

@@ -65,6 +65,7 @@ pub mod local;
 pub mod logging;
 pub mod node;
 pub mod shared;
+pub mod watch;
 
 pub use actor::{ApplyContext, Handler, Handlers, Message, Query, QueryHandler, ReplicatedActor};
 pub use client::{Client, ClientConfig};
@@ -73,3 +74,4 @@ pub use error::{ConfigError, StartError, SynodError};
 pub use node::{Node, ReplicatedAddr};
 pub use synod_actors::{GroupStatus, MemberProgress, MembershipInfo, NodeStats};
 pub use synod_net::TlsMaterial;
+pub use watch::{Change, Watch, WatchOptions};

@@ -51,6 +51,8 @@ pub struct ClusterOptions {
     pub lease_reads: bool,
     /// `raft.balance_leaders` (default on).
     pub balance_leaders: bool,
+    /// `raft.watch_history` (default 1,000).
+    pub watch_history: usize,
     /// `service.kv_voters`: the voters the KV groups start with (empty:
     /// every node).
     pub kv_voters: Vec<NodeId>,
@@ -77,6 +79,7 @@ impl ClusterOptions {
             log_level: LogLevel::Info,
             lease_reads: false,
             balance_leaders: true,
+            watch_history: 1_000,
             kv_voters: Vec::new(),
             spare: 0,
         }
@@ -135,13 +138,14 @@ fn node_config(
     );
     s += &format!(
         "\n[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\nsnapshot_every = {}\n\
-         lease_reads = {}\nbalance_leaders = {}\n",
+         lease_reads = {}\nbalance_leaders = {}\nwatch_history = {}\n",
         o.tick_ms,
         o.election_ticks,
         o.heartbeat_ticks,
         o.snapshot_every,
         o.lease_reads,
-        o.balance_leaders
+        o.balance_leaders,
+        o.watch_history
     );
     s += &format!("\n[storage]\nfsync = \"{}\"\n", o.fsync);
     s += &format!("\n[log]\nlevel = \"{}\"\n", o.log_level);

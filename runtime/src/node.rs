@@ -323,6 +323,14 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
+    /// The changes this node's replica applies from revision `from` on
+    /// (`None`: after what it has applied now), in order, with their
+    /// results: see [`crate::watch`]. The replica here serves it, leader or
+    /// follower; decode each with [`crate::Change::message`].
+    pub async fn subscribe(&self, from: Option<u64>) -> Result<crate::watch::Watch, SynodError> {
+        crate::watch::Watch::local(self.engine.clone(), self.group, from).await
+    }
+
     /// Runs a query on this node's own replica, without going through the
     /// log: fast, but possibly stale (a follower may lag the leader).
     pub async fn read_local<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>

@@ -64,6 +64,7 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -347,6 +348,13 @@ impl Target {
         }
     }
 
+    async fn watch(&self) -> Result<crate::watch::Watch, SynodError> {
+        match self {
+            Target::Remote { client, group } => client.watch(*group, None).await,
+            Target::Local(a) => a.subscribe(None).await,
+        }
+    }
+
     async fn read<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
     where
         KvStore: QueryHandler<Q>,
@@ -490,6 +498,54 @@ where
             self.stats.applied += n;
             if self.revision >= got.revision || n == 0 {
                 return Ok(self.revision);
+            }
+        }
+    }
+
+    /// Brings the local copy up to date like [`SharedState::fetch_updates`]
+    /// and, if nobody wrote since the copy's revision, waits up to
+    /// `within` until someone does (a watch of the group: no polling),
+    /// then fetches that. Returns the revision reached (unchanged if
+    /// nothing was written in time): a reader loop
+    /// `loop { s.wait_for_updates(d).await?; use(s.state()) }` sees every
+    /// change without asking in vain.
+    pub async fn wait_for_updates(
+        &mut self,
+        within: Duration,
+    ) -> Result<Revision, SharedStateError> {
+        let deadline = tokio::time::Instant::now() + within;
+        // Watch first, then read: whatever is written after the read is
+        // applied on the watched replica after the watch began.
+        let mut watch = self.target.watch().await?;
+        let before = self.revision;
+        let reached = self.fetch_updates().await?;
+        if reached != before {
+            return Ok(reached);
+        }
+        loop {
+            let change = match tokio::time::timeout_at(deadline, watch.next()).await {
+                Err(_) => return Ok(self.revision),
+                Ok(None) => return Ok(self.revision),
+                Ok(Some(Err(SynodError::Compacted { .. }))) => return self.fetch_updates().await,
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(Some(Ok(c))) => c,
+            };
+            let ours = match change.name() {
+                n if n == StreamAppend::NAME => change
+                    .message::<StreamAppend>()
+                    .and_then(Result::ok)
+                    .is_some_and(|m| m.name == self.name),
+                n if n == StreamInit::NAME => change
+                    .message::<StreamInit>()
+                    .and_then(Result::ok)
+                    .is_some_and(|m| m.name == self.name),
+                _ => false,
+            };
+            if ours {
+                let reached = self.fetch_updates().await?;
+                if reached != before {
+                    return Ok(reached);
+                }
             }
         }
     }

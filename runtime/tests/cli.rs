@@ -19,6 +19,11 @@ fn options(dir: &Path) -> ClusterOptions {
 
 /// `synod kv <args>` with the cluster in the environment.
 fn kv(cluster: &LocalCluster, args: &[&str]) -> Output {
+    synod(cluster, "kv", args)
+}
+
+/// `synod <command> <args>` with the cluster in the environment.
+fn synod(cluster: &LocalCluster, command: &str, args: &[&str]) -> Output {
     let (ca, cert, key) = cluster.client_files().unwrap();
     let endpoints: Vec<String> = cluster
         .addrs()
@@ -26,7 +31,7 @@ fn kv(cluster: &LocalCluster, args: &[&str]) -> Output {
         .map(|(id, a)| format!("{id}={a}"))
         .collect();
     Command::new(SYNOD)
-        .arg("kv")
+        .arg(command)
         .args(args)
         .env("SYNOD_ENDPOINTS", endpoints.join(","))
         .env("SYNOD_CA", ca)
@@ -102,6 +107,41 @@ fn kv_commands_print_json_and_exit_with_codes_scripts_can_use() {
     );
     let len = json_of(&cluster, &["len"], 0);
     assert_eq!(len["keys"], json!(3), "{len}");
+    // watch: from the first put's revision, the changes under app/ in
+    // order (the failed cas and the delete of an absent key changed
+    // nothing and are not reported), one JSON line each.
+    let first = put["revision"].as_u64().unwrap().to_string();
+    let args = [
+        "-o", "json", "watch", "app/", "--prefix", "--rev", &first, "--count", "5",
+    ];
+    let out = kv(&cluster, &args);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let brief: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            let what = e["type"].as_str().unwrap().to_string();
+            let key = e["key"].as_str().unwrap().to_string();
+            (what, key)
+        })
+        .collect();
+    let expected = [
+        ("put", "app/a"),
+        ("put", "app/b"),
+        ("put", "app/a"),
+        ("put", "app/new"),
+        ("delete", "app/b"),
+    ];
+    assert_eq!(
+        brief,
+        expected.map(|(w, k)| (w.to_string(), k.to_string())),
+        "{events:?}"
+    );
+    assert_eq!(events[2]["value"], json!("10"));
+    assert_eq!(events[0]["revision"], put["revision"]);
     // status: every node, with its group 1.
     let status = json_of(&cluster, &["status"], 0);
     let nodes = status.as_array().unwrap();
@@ -109,6 +149,45 @@ fn kv_commands_print_json_and_exit_with_codes_scripts_can_use() {
     for n in nodes {
         assert_eq!(n["groups"][0]["group"], json!(1), "{n}");
     }
+    // synod status: a row per node and group, caught up (lag 0) once
+    // every replica applied what was committed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas never caught up"
+        );
+        let out = synod(&cluster, "status", &["-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rows = v["groups"].as_array().unwrap().clone();
+        if rows.iter().all(|r| r["lag"] == json!(0)) {
+            break rows;
+        }
+    };
+    assert_eq!(status.len(), 3, "{status:?}");
+    let leaders: Vec<&Value> = status.iter().filter(|r| r["role"] == "Leader").collect();
+    assert_eq!(leaders.len(), 1, "{status:?}");
+    for r in &status {
+        assert_eq!(r["group"], json!(1));
+        assert_eq!(r["leader"], leaders[0]["node"], "{r}");
+    }
+    let table = synod(&cluster, "status", &["--group", "1"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NODE  GROUP  ROLE"), "{table}");
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(table.contains("Leader"), "{table}");
+    // synod group -o json.
+    let out = synod(
+        &cluster,
+        "group",
+        &["members", "--group", "1", "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let members: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(members["voters"], json!([1, 2, 3]), "{members}");
+    assert_eq!(members["leader"], leaders[0]["node"], "{members}");
     // Text output, for people.
     let text = kv(&cluster, &["get", "app/a"]);
     assert_eq!(String::from_utf8_lossy(&text.stdout).trim(), "10");

@@ -222,10 +222,19 @@ async fn grow_from_three_to_five_remove_the_leader_and_move_leadership_under_loa
     );
     let catalog = std::fs::read_to_string(dir.path().join(format!("node-{old}/GROUPS"))).unwrap();
     assert!(catalog.contains("group 1 removed"), "{catalog}");
-    // Its snapshots are gone, and a restart does not bring the group back
-    // (its configuration file still lists it among `kv_voters`).
+    // Its snapshots are deleted (just after the node stops listing the
+    // group: the deletion waits for the group's actors to stop), and a
+    // restart does not bring the group back (its configuration file
+    // still lists it among `kv_voters`).
     let snaps = dir.path().join(format!("node-{old}/snapshots/1"));
-    assert!(!snaps.exists(), "{} is still there", snaps.display());
+    eventually("the removed replica's snapshots deleted", 10, || async {
+        if snaps.exists() {
+            Err(format!("{} is still there", snaps.display()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     cluster.restart(old).unwrap();
     let hosted = eventually("the removed node back", 30, || hosts(&client, old)).await;
     assert!(!hosted, "node {old} hosts the group again after a restart");

@@ -170,3 +170,49 @@ async fn local_reads_are_stale_until_a_fetch_and_compaction_keeps_old_readers_ri
     assert_eq!(lagging.state().unwrap().0, 1155);
     client.close().await;
 }
+
+/// `wait_for_updates` wakes on a write to its own stream (through a watch
+/// of the group), not on writes to other streams of the group, and returns
+/// unchanged when nothing is written in time.
+#[tokio::test]
+async fn wait_for_updates_wakes_on_a_write_to_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(options(dir.path())).unwrap();
+    let client = cluster.client().unwrap();
+    let mut reader = counter(&client, "hits");
+    initialize(&mut reader, 5).await;
+    let mut other = counter(&client, "other");
+    initialize(&mut other, 0).await;
+    let start = reader.revision();
+    // Nothing written: back after the wait, unchanged.
+    let t = Instant::now();
+    assert_eq!(
+        reader
+            .wait_for_updates(Duration::from_millis(300))
+            .await
+            .unwrap(),
+        start
+    );
+    assert!(t.elapsed() >= Duration::from_millis(300));
+
+    let writer_client = client.clone();
+    let writer = tokio::spawn(async move {
+        let mut other = counter(&writer_client, "other");
+        let mut hits = counter(&writer_client, "hits");
+        for _ in 0..3 {
+            other.update_state(|_, u| u.push(Add(1))).await.unwrap();
+        }
+        hits.update_state(|_, u| u.push(Add(10))).await.unwrap();
+    });
+    let mut reached = start;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reader.state().map(|c| c.0) != Some(15) {
+        assert!(Instant::now() < deadline, "the write to hits never showed");
+        reached = reader
+            .wait_for_updates(Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    assert_eq!(reached, start + 1);
+    writer.await.unwrap();
+}

@@ -83,6 +83,8 @@ type Latest = Rc<RefCell<Option<((u64, String), Vec<u8>)>>>;
 /// What a run saw, for the determinism check.
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
+    /// Changes of group 1 the watch delivered, and times it was compacted.
+    watched: (usize, usize),
     acked: usize,
     unknown: usize,
     revisions: Vec<(usize, u64)>,
@@ -224,6 +226,46 @@ fn run_seed(seed: u64, certs: &dev::DevCerts, scenario: Scenario) -> Outcome {
                 active.borrow_mut().clear();
             })
         });
+        // A watcher of group 1 from its first entry, through the whole run
+        // (it moves between nodes as they crash and partition), until it
+        // sees the wake-up write at the end.
+        let watcher = {
+            let client = client.clone();
+            tokio::task::spawn_local(async move {
+                let options = synod::WatchOptions {
+                    give_up_after: Duration::from_secs(600),
+                    ..synod::WatchOptions::default()
+                };
+                let mut seen: Vec<(u64, String, Vec<u8>)> = Vec::new();
+                let mut compacted = 0;
+                let mut from = Some(1);
+                loop {
+                    let w = retry(|| client.watch(1, from)).await;
+                    let mut w = w.with_options(options.clone());
+                    loop {
+                        match w.next().await {
+                            Some(Ok(c)) => {
+                                let Some(Ok(put)) = c.message::<Put>() else { continue };
+                                if let Some(&(last, _, _)) = seen.last() {
+                                    assert!(c.revision() > last, "seed {seed}: watch out of order");
+                                }
+                                let done = put.key == "wake-1";
+                                seen.push((c.revision(), put.key, put.value));
+                                if done {
+                                    return (seen, compacted);
+                                }
+                            }
+                            Some(Err(SynodError::Compacted { oldest, .. })) => {
+                                compacted += 1;
+                                from = Some(oldest);
+                                break;
+                            }
+                            other => panic!("seed {seed}: the watch failed: {other:?}"),
+                        }
+                    }
+                }
+            })
+        };
         // Writers.
         let mut writers = Vec::new();
         for w in 0..6u64 {
@@ -433,7 +475,27 @@ fn run_seed(seed: u64, certs: &dev::DevCerts, scenario: Scenario) -> Outcome {
                 }
             }
         }
+        // The watch saw writes that were made (acknowledged or unknown), each
+        // once, in log order; all the acknowledged ones unless it was
+        // compacted on the way.
+        let (seen, compacted) = watcher.await.expect("the watcher panicked");
+        for (_, key, value) in &seen {
+            let made = acked.get(&(1, key.clone())).or_else(|| unknown.get(&(1, key.clone())));
+            assert!(
+                made == Some(value) || key == "wake-1",
+                "seed {seed}: the watch saw {key} = {value:?}, never written"
+            );
+        }
+        if compacted == 0 {
+            for ((g, key), _) in acked.iter().filter(|((g, _), _)| *g == 1) {
+                assert!(
+                    seen.iter().any(|(_, k, _)| k == key),
+                    "seed {seed}: the watch missed acknowledged {g}/{key}"
+                );
+            }
+        }
         *out.borrow_mut() = Some(Outcome {
+            watched: (seen.len(), compacted),
             acked: acked.len(),
             unknown: unknown.len(),
             revisions,

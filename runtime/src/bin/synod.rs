@@ -1,8 +1,8 @@
 //! `synod`: run a node, generate dev certificates, or talk to a cluster.
 use clap::{Parser, Subcommand};
 use synod::cli::{
-    run_certs, run_group, run_init, run_kv, run_node, CertsArgs, Exit, GroupArgs, InitArgs, KvArgs,
-    NodeArgs,
+    run_certs, run_group, run_init, run_kv, run_node, run_status, CertsArgs, Exit, GroupArgs,
+    InitArgs, KvArgs, NodeArgs, StatusArgs,
 };
 
 /// mimalloc: glibc's malloc cost a third of the write rate with 10,000
@@ -34,6 +34,9 @@ enum Command {
     /// Manage groups: create, delete, members, add-learner, promote, remove-member,
     /// transfer-leader.
     Group(GroupArgs),
+    /// A table of every node's groups: role, term, leader, commit, applied
+    /// and how far each replica lags.
+    Status(StatusArgs),
 }
 
 fn main() {
@@ -43,6 +46,7 @@ fn main() {
         Command::Certs(a) => run_certs(&a).map_err(Exit::from),
         Command::Kv(a) => run_kv(&a),
         Command::Group(a) => run_group(&a).map_err(Exit::from),
+        Command::Status(a) => run_status(&a),
     };
     if let Err(e) = result {
         eprintln!("synod: {}", e.message);

@@ -1,0 +1,331 @@
+//! Watch against real node processes (`synod node`): changes arrive in log
+//! order with the revisions their writes returned, a watch resumes exactly
+//! where it stood, survives the node it reads from being killed, and a
+//! revision older than the kept history (or a reader that falls that far
+//! behind) gets `Compacted` instead of a silent gap.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use synod::kv::{self, KeyFilter, KvEvent, Put};
+use synod::local::{ClusterOptions, LocalCluster};
+use synod::{Client, SynodError};
+
+fn options(dir: &Path) -> ClusterOptions {
+    let mut o = ClusterOptions::new(dir, env!("CARGO_BIN_EXE_synod").into(), vec!["node".into()]);
+    o.kv_groups = 1;
+    o.tick_ms = 20;
+    o
+}
+
+/// Puts `key = value` and returns its revision, retrying while the
+/// cluster elects a leader or moves to a new one (a retried put of the
+/// same value is harmless here: the tests compare with what was
+/// acknowledged last).
+async fn put(client: &Client, key: &str, value: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = Put {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+        };
+        match client.send(1, p).await {
+            Ok(rev) => return rev,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("put {key}: {e}; again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("put {key}: {e}"),
+        }
+    }
+}
+
+/// The next event of `w`, within 20 s.
+async fn next(w: &mut kv::KvWatch) -> KvEvent {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("an event within 20 s")
+        .expect("the watch goes on")
+        .expect("no error")
+}
+
+#[tokio::test]
+async fn a_watch_delivers_changes_in_order_resumes_and_survives_a_node_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(options(dir.path())).unwrap();
+    let client = cluster.client().unwrap();
+    let first = put(&client, "app/0", "v0").await;
+
+    // From the first put's revision: it and everything after, in order,
+    // filtered by prefix (the `other` key is not reported).
+    let mut w = kv::watch(&client, 1, KeyFilter::Prefix("app/".into()), Some(first))
+        .await
+        .unwrap();
+    let mut revisions = vec![first];
+    for i in 1..10 {
+        if i % 3 == 0 {
+            put(&client, "other", "x").await;
+        }
+        revisions.push(put(&client, &format!("app/{i}"), &format!("v{i}")).await);
+    }
+    for (i, &rev) in revisions.iter().enumerate() {
+        assert_eq!(
+            next(&mut w).await,
+            KvEvent::Put {
+                revision: rev,
+                key: format!("app/{i}"),
+                value: format!("v{i}").into_bytes(),
+            }
+        );
+    }
+    // A new watch from an older revision resumes exactly there.
+    let mut again = kv::watch(
+        &client,
+        1,
+        KeyFilter::Key("app/5".into()),
+        Some(revisions[3]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next(&mut again).await.revision(), revisions[5]);
+
+    // A delete is an event; a delete of an absent key is not.
+    client
+        .send(
+            1,
+            kv::Delete {
+                key: "app/1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .send(
+            1,
+            kv::Delete {
+                key: "app/1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let deleted = next(&mut w).await;
+    assert!(
+        matches!(&deleted, KvEvent::Delete { key, .. } if key == "app/1"),
+        "{deleted:?}"
+    );
+
+    // Kill the node the watch reads from (the client starts at node
+    // `group % 3 + 1`... whichever it is, kill each in turn but one):
+    // the watch moves on and loses nothing.
+    let mut expected = Vec::new();
+    for victim in [2u64, 3] {
+        cluster.kill(victim);
+        for i in 0..5 {
+            let key = format!("app/k{victim}-{i}");
+            let rev = put(&client, &key, "x").await;
+            expected.push((rev, key));
+        }
+        // Every acknowledged put arrives, in log order; a put retried after
+        // an unknown outcome (the leader was killed) may show up twice.
+        let mut previous = 0;
+        let mut missing: Vec<u64> = expected.iter().map(|(r, _)| *r).collect();
+        while !missing.is_empty() {
+            let e = next(&mut w).await;
+            assert!(e.revision() > previous, "out of order: {e:?}");
+            previous = e.revision();
+            assert!(
+                expected.iter().any(|(_, k)| k == e.key()),
+                "unexpected {e:?}"
+            );
+            missing.retain(|&r| r != e.revision());
+        }
+        expected.clear();
+        cluster.restart(victim).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn old_revisions_and_readers_that_fall_behind_get_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.watch_history = 5;
+    let cluster = LocalCluster::start(o).unwrap();
+    let client = cluster.client().unwrap();
+    let first = put(&client, "k", "0").await;
+    // A reader that takes one change and then stalls.
+    let mut slow = client.watch(1, Some(first)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), slow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.revision(), first);
+    let mut last = first;
+    for i in 1..=20 {
+        last = put(&client, "k", &i.to_string()).await;
+    }
+    // Once every node applied them, each keeps only the last 5 commands:
+    // revision `first` is gone everywhere.
+    applied_everywhere(&client, last).await;
+    match client.watch(1, Some(first)).await.unwrap().next().await {
+        Some(Err(SynodError::Compacted {
+            requested, oldest, ..
+        })) => {
+            assert_eq!(requested, first);
+            assert!(oldest > first && oldest <= last, "{oldest}");
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    // The command line says so with exit code 4.
+    let (ca, cert, key) = cluster.client_files().unwrap();
+    let endpoints: Vec<String> = cluster
+        .addrs()
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(["kv", "watch", "k", "--rev", &first.to_string()])
+        .env("SYNOD_ENDPOINTS", endpoints.join(","))
+        .env("SYNOD_CA", ca)
+        .env("SYNOD_CERT", cert)
+        .env("SYNOD_KEY", key)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(synod::cli::EXIT_COMPACTED),
+        "{out:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("compacted"));
+    // The stalled reader: whatever it gets is gap-free, then Compacted.
+    let mut previous = first;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), slow.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(c)) => {
+                let put = c.message::<Put>().unwrap().unwrap();
+                assert_eq!(c.result::<Put>().unwrap().unwrap(), c.revision());
+                assert_eq!(put.key, "k");
+                assert!(c.revision() > previous);
+                previous = c.revision();
+            }
+            Some(Err(SynodError::Compacted { requested, .. })) => {
+                assert!(requested > first, "it stood after {first}: {requested}");
+                break;
+            }
+            other => panic!("expected changes then Compacted, got {other:?}"),
+        }
+    }
+    assert_eq!(previous, first, "nothing after the gap was delivered");
+    assert!(slow.next().await.is_none(), "the watch ended");
+    // A watch from the latest revision works.
+    let mut recent = client.watch(1, Some(last)).await.unwrap();
+    let change = recent.next().await.expect("the watch goes on");
+    assert_eq!(change.expect("a change").revision(), last);
+}
+
+/// Waits (up to 20 s) until every node's replica of group 1 applied `index`.
+async fn applied_everywhere(client: &Client, index: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in 1..=3 {
+        loop {
+            let applied = client
+                .status(node)
+                .await
+                .ok()
+                .and_then(|s| s.into_iter().find(|g| g.group == 1))
+                .map_or(0, |g| g.applied);
+            if applied >= index {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} applied only {applied} of {index}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// `ReplicatedAddr::subscribe`: each node's replica streams what it applied,
+/// the same commands at the same revisions on every node.
+#[actix_rt::test]
+async fn subscribe_streams_the_commands_each_replica_applied() {
+    use synod::{Node, NodeConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let certs =
+        synod_net::tls::dev::generate(&dir.path().join("certs"), "ca", &[1, 2, 3], &[]).unwrap();
+    let sockets: Vec<_> = (0..3)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs: Vec<_> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    drop(sockets);
+    let mut stores = Vec::new();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let (_, files) = &certs.nodes[id as usize - 1];
+        let mut toml = format!(
+            "id = {id}\nlisten = \"{}\"\ndata_dir = \"{}\"\n",
+            addrs[id as usize - 1],
+            dir.path().join(format!("node-{id}")).display()
+        );
+        for peer in (1..=3u64).filter(|&p| p != id) {
+            toml += &format!(
+                "[[peers]]\nid = {peer}\naddr = \"{}\"\n",
+                addrs[peer as usize - 1]
+            );
+        }
+        toml += &format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n[raft]\ntick_ms = 20\n",
+            certs.ca.display(),
+            files.cert.display(),
+            files.key.display()
+        );
+        let config = NodeConfig::from_toml(&toml).unwrap();
+        Node::init_new(&config).unwrap();
+        let node = Node::start(config, synod::logging::discard())
+            .await
+            .unwrap();
+        stores.push(
+            node.spawn_replicated(1, kv::KvStore::default())
+                .await
+                .unwrap(),
+        );
+        nodes.push(node);
+    }
+    let mut watches = Vec::new();
+    for s in &stores {
+        watches.push(s.subscribe(None).await.unwrap());
+    }
+    let mut revisions = Vec::new();
+    for i in 0..5 {
+        let put = Put {
+            key: format!("k{i}"),
+            value: vec![i],
+        };
+        // Through node 1, which forwards to the leader.
+        let rev = tokio::time::timeout(Duration::from_secs(30), stores[0].send(put))
+            .await
+            .expect("a put within 30 s")
+            .expect("the put succeeds");
+        revisions.push(rev);
+    }
+    for w in &mut watches {
+        for (i, &rev) in revisions.iter().enumerate() {
+            let c = tokio::time::timeout(Duration::from_secs(20), w.next())
+                .await
+                .expect("a change within 20 s")
+                .expect("the watch goes on")
+                .expect("no error");
+            assert_eq!(c.revision(), rev);
+            assert_eq!(c.message::<Put>().unwrap().unwrap().key, format!("k{i}"));
+            assert_eq!(c.result::<Put>().unwrap().unwrap(), rev);
+        }
+        assert!(w.revision() > revisions[4]);
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
