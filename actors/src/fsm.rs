@@ -353,14 +353,16 @@ impl FsmCaller {
                 Ok(result) => {
                     self.shared.counters.applied.fetch_add(1, Ordering::Relaxed);
                     let result = result.map(Bytes::from);
-                    self.record(AppliedChange {
-                        index: e.index,
-                        term: e.term,
-                        // A copy: `data` may be a slice of a large buffer
-                        // (a WAL read) that the history must not pin.
-                        command: Bytes::copy_from_slice(cmd),
-                        result: result.clone(),
-                    });
+                    if !self.sm.changed_nothing() {
+                        self.record(AppliedChange {
+                            index: e.index,
+                            term: e.term,
+                            // A copy: `data` may be a slice of a large buffer
+                            // (a WAL read) that the history must not pin.
+                            command: Bytes::copy_from_slice(cmd),
+                            result: result.clone(),
+                        });
+                    }
                     if let Some(reply) = waiter {
                         self.shared
                             .counters

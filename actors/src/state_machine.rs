@@ -46,6 +46,12 @@ pub trait StateMachine: Send + 'static {
         let _ = command;
         None
     }
+    /// Whether the last `apply` changed nothing and should not be shown
+    /// to watches as a change (a retried command answered from a kept
+    /// result, say). Default `false`.
+    fn changed_nothing(&self) -> bool {
+        false
+    }
 }
 
 /// Makes a fresh, empty state machine: used when a group starts and when

@@ -205,15 +205,54 @@ pub(crate) fn split_envelope(data: &[u8]) -> Result<(&str, &[u8]), String> {
     Ok((name, &data[2 + len..]))
 }
 
-/// The bridge to the engine: a typed actor as a byte-level state machine.
+/// The bridge to the engine: a typed actor as a byte-level state machine,
+/// with the group's client sessions ([`crate::session`]) beside it.
 pub(crate) struct Typed<A> {
     pub actor: A,
     pub handlers: std::sync::Arc<Handlers<A>>,
+    sessions: crate::session::Sessions,
+    /// Whether the last apply changed nothing (a session's duplicate).
+    unchanged: bool,
+}
+
+/// Marks a snapshot that carries client sessions beside the actor's own
+/// snapshot (0xc1 is never used by MessagePack, so no serde snapshot of an
+/// actor starts with it).
+const SESSIONS_SNAPSHOT: &[u8] = b"\xc1synod-sessions-1";
+
+impl<A> Typed<A> {
+    pub(crate) fn new(actor: A, handlers: std::sync::Arc<Handlers<A>>) -> Self {
+        Typed {
+            actor,
+            handlers,
+            sessions: crate::session::Sessions::default(),
+            unchanged: false,
+        }
+    }
 }
 
 impl<A: ReplicatedActor> synod_actors::StateMachine for Typed<A> {
     fn apply(&mut self, command: &[u8], ctx: &ApplyContext) -> Result<Vec<u8>, String> {
-        self.handlers.apply(&mut self.actor, command, ctx)
+        use crate::session::{SessionCommand, COMMAND, OPEN};
+        self.unchanged = false;
+        let (name, payload) = split_envelope(command)?;
+        match name {
+            OPEN => encode(&self.sessions.open(ctx.index), OPEN),
+            COMMAND => {
+                let cmd: SessionCommand = decode(payload, COMMAND)?;
+                let Typed {
+                    actor,
+                    handlers,
+                    sessions,
+                    ..
+                } = self;
+                let (outcome, applied) =
+                    sessions.handle(&cmd, ctx.index, |c| handlers.apply(actor, c, ctx));
+                self.unchanged = !applied;
+                encode(&outcome, COMMAND)
+            }
+            _ => self.handlers.apply(&mut self.actor, command, ctx),
+        }
     }
 
     fn query(&self, query: &[u8]) -> Result<Vec<u8>, String> {
@@ -221,19 +260,46 @@ impl<A: ReplicatedActor> synod_actors::StateMachine for Typed<A> {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        self.actor.snapshot()
+        let actor = self.actor.snapshot()?;
+        if self.sessions.is_empty() {
+            return Ok(actor);
+        }
+        let mut out = SESSIONS_SNAPSHOT.to_vec();
+        rmp_serde::encode::write(&mut out, &(&self.sessions, serde_bytes::Bytes::new(&actor)))
+            .map_err(|e| format!("cannot encode the client sessions: {e}"))?;
+        Ok(out)
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        self.actor = A::restore(data)?;
+        match data.strip_prefix(SESSIONS_SNAPSHOT) {
+            Some(rest) => {
+                let (sessions, actor): (crate::session::Sessions, serde_bytes::ByteBuf) =
+                    rmp_serde::from_slice(rest)
+                        .map_err(|e| format!("cannot decode the client sessions: {e}"))?;
+                self.actor = A::restore(&actor)?;
+                self.sessions = sessions;
+            }
+            None => {
+                self.actor = A::restore(data)?;
+                self.sessions = crate::session::Sessions::default();
+            }
+        }
         Ok(())
     }
 
-    /// The message's [`Message::NAME`], read from its envelope.
+    /// The message's [`Message::NAME`], read from its envelope (inside a
+    /// session's envelope, the command's).
     fn describe(&self, command: &[u8]) -> Option<String> {
-        split_envelope(command)
-            .ok()
-            .map(|(name, _)| name.to_string())
+        let (name, payload) = split_envelope(command).ok()?;
+        if name == crate::session::COMMAND {
+            let cmd: crate::session::SessionCommand = rmp_serde::from_slice(payload).ok()?;
+            return self.describe(&cmd.command);
+        }
+        Some(name.to_string())
+    }
+
+    fn changed_nothing(&self) -> bool {
+        self.unchanged
     }
 }
 
@@ -306,10 +372,7 @@ mod tests {
     /// the type's `Message::NAME`, read back from the entry's envelope.
     #[test]
     fn a_panicking_message_is_described_by_its_type_name() {
-        let mut sm = Typed {
-            actor: Fragile::default(),
-            handlers: Arc::new(Handlers::<Fragile>::collect()),
-        };
+        let mut sm = Typed::new(Fragile::default(), Arc::new(Handlers::<Fragile>::collect()));
         let ctx = ApplyContext {
             group: 1,
             index: 3,
@@ -323,5 +386,54 @@ mod tests {
         assert_eq!(sm.describe(&add).as_deref(), Some("Add"));
         // Not an envelope: nothing to say, and no panic.
         assert_eq!(sm.describe(&[0xff]), None);
+    }
+
+    /// Client sessions travel in snapshots: a replica restored from one
+    /// answers a retried command with the kept result instead of applying
+    /// it again; a snapshot without sessions is the actor's own.
+    #[test]
+    fn client_sessions_survive_a_snapshot() {
+        use crate::session::{SessionCommand, SessionOutcome, COMMAND, OPEN};
+        let handlers = Arc::new(Handlers::<Fragile>::collect());
+        let mut sm = Typed::new(Fragile::default(), Arc::clone(&handlers));
+        let plain = sm.snapshot().unwrap();
+        assert_eq!(plain, Fragile::default().snapshot().unwrap());
+        let ctx = |index| ApplyContext {
+            group: 1,
+            index,
+            term: 1,
+        };
+        let open = envelope(OPEN, &()).unwrap();
+        let id: u64 = rmp_serde::from_slice(&sm.apply(&open, &ctx(1)).unwrap()).unwrap();
+        let add = |seq| {
+            envelope(
+                COMMAND,
+                &SessionCommand {
+                    session: id,
+                    seq,
+                    acked_below: 1,
+                    command: serde_bytes::ByteBuf::from(envelope(Add::NAME, &Add(5)).unwrap()),
+                },
+            )
+            .unwrap()
+        };
+        let first = sm.apply(&add(1), &ctx(2)).unwrap();
+        assert!(!sm.changed_nothing());
+        let snapshot = sm.snapshot().unwrap();
+        let mut restored = Typed::new(Fragile::default(), handlers);
+        restored.restore(&snapshot).unwrap();
+        assert_eq!(restored.actor.0, 5);
+        // The retry, applied on the restored replica: the same answer, and
+        // the counter stays at 5.
+        assert_eq!(restored.apply(&add(1), &ctx(3)).unwrap(), first);
+        assert!(restored.changed_nothing());
+        assert_eq!(restored.actor.0, 5);
+        let outcome: SessionOutcome = rmp_serde::from_slice(&first).unwrap();
+        let result: u64 = match outcome {
+            SessionOutcome::Done(Ok(b)) => rmp_serde::from_slice(&b).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(result, 5);
+        assert_eq!(restored.describe(&add(2)).as_deref(), Some("Add"));
     }
 }

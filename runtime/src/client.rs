@@ -123,6 +123,22 @@ impl Client {
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
+    /// Sends an encoded command envelope to `group` (a session's).
+    pub(crate) async fn send_raw(
+        &self,
+        group: GroupId,
+        payload: Vec<u8>,
+    ) -> Result<Bytes, SynodError> {
+        self.call(
+            group,
+            Request::Command {
+                group,
+                payload: Bytes::from(payload),
+            },
+        )
+        .await
+    }
+
     /// Runs a query on `group` under the leader's lease (see
     /// [`crate::ReplicatedAddr::read_lease`] for the clock assumption).
     pub async fn read_lease<Q: Query>(

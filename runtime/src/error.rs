@@ -330,6 +330,22 @@ pub enum SynodError {
         /// The oldest revision still kept.
         oldest: u64,
     },
+    /// (A client session's command) the group no longer knows the session:
+    /// it expired as the least recently used of too many (see
+    /// [`crate::session`]). The command may have been applied before it
+    /// expired: its outcome is unknown. Check the state, then go on with a
+    /// new session.
+    #[error(
+        "group {group} no longer knows client session {session} (it expired: the least recently \
+         used of too many); the command may or may not have been applied, check the state, \
+         then use a new session"
+    )]
+    SessionExpired {
+        /// The group.
+        group: GroupId,
+        /// The session's id in the group.
+        session: u64,
+    },
 }
 
 impl SynodError {

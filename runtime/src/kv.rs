@@ -78,6 +78,19 @@ pub struct CompareAndSwap {
 }
 crate::message!(CompareAndSwap => Result<u64, Option<serde_bytes::ByteBuf>>);
 
+/// Adds `by` to the integer stored at `key` (decimal text; absent counts
+/// as 0) and returns the new value, or an error, changing nothing, when the
+/// value there is not an integer or the sum overflows. Not idempotent:
+/// retry it through a [`crate::Session`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Increment {
+    /// The key.
+    pub key: String,
+    /// What to add (may be negative).
+    pub by: i64,
+}
+crate::message!(Increment => Result<i64, String>);
+
 /// The value of `key`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Get {
@@ -107,6 +120,7 @@ impl ReplicatedActor for KvStore {
         h.command::<Put>()
             .command::<Delete>()
             .command::<CompareAndSwap>()
+            .command::<Increment>()
             .query::<Get>()
             .query::<Len>()
             .query::<Scan>()
@@ -158,6 +172,27 @@ impl Handler<CompareAndSwap> for KvStore {
         self.entries
             .insert(m.key, serde_bytes::ByteBuf::from(m.value));
         Ok(self.changed(ctx))
+    }
+}
+
+impl Handler<Increment> for KvStore {
+    fn handle(&mut self, m: Increment, ctx: &ApplyContext) -> Result<i64, String> {
+        let current = match self.entries.get(&m.key) {
+            None => 0,
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok())
+                .ok_or_else(|| format!("the value of {:?} is not an integer", m.key))?,
+        };
+        let new = current
+            .checked_add(m.by)
+            .ok_or_else(|| format!("{current} + {} overflows", m.by))?;
+        self.entries.insert(
+            m.key,
+            serde_bytes::ByteBuf::from(new.to_string().into_bytes()),
+        );
+        self.changed(ctx);
+        Ok(new)
     }
 }
 
@@ -257,6 +292,16 @@ impl KvEvent {
                     key: del.key,
                 },
             );
+        }
+        if let Some(Ok(inc)) = change.message::<Increment>() {
+            return match change.result::<Increment>() {
+                Some(Ok(Ok(value))) => Some(KvEvent::Put {
+                    revision,
+                    key: inc.key,
+                    value: value.to_string().into_bytes(),
+                }),
+                _ => None,
+            };
         }
         if let Some(Ok(cas)) = change.message::<CompareAndSwap>() {
             return matches!(change.result::<CompareAndSwap>(), Some(Ok(Ok(_)))).then_some(

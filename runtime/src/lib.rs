@@ -64,6 +64,7 @@ pub mod kv;
 pub mod local;
 pub mod logging;
 pub mod node;
+pub mod session;
 pub mod shared;
 pub mod watch;
 
@@ -72,6 +73,7 @@ pub use client::{Client, ClientConfig};
 pub use config::{Fsync, LogLevel, NodeConfig};
 pub use error::{ConfigError, StartError, SynodError};
 pub use node::{Node, ReplicatedAddr};
+pub use session::{Session, SessionStats};
 pub use synod_actors::{GroupStatus, MemberProgress, MembershipInfo, NodeStats};
 pub use synod_net::TlsMaterial;
 pub use watch::{Change, Watch, WatchOptions};

@@ -270,10 +270,7 @@ where
         });
     }
     Ok(Arc::new(move || {
-        Box::new(Typed {
-            actor: initial(),
-            handlers: Arc::clone(&handlers),
-        }) as Box<dyn StateMachine>
+        Box::new(Typed::new(initial(), Arc::clone(&handlers))) as Box<dyn StateMachine>
     }))
 }
 

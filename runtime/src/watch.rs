@@ -57,12 +57,20 @@ pub struct Change {
 }
 
 impl Change {
-    fn from_applied(c: AppliedChange) -> Change {
-        Change {
+    /// The change `c` made: a session's command as the command itself;
+    /// `None` for what changed nothing (a session opening, a command of an
+    /// expired session).
+    fn from_applied(c: AppliedChange) -> Option<Change> {
+        let (command, result) = match crate::session::unwrap_applied(&c.command, &c.result) {
+            None => (c.command, c.result),
+            Some(Some(inner)) => inner,
+            Some(None) => return None,
+        };
+        Some(Change {
             revision: c.index,
-            command: c.command,
-            result: c.result,
-        }
+            command,
+            result,
+        })
     }
 
     /// The log index of the command (the same on every replica).
@@ -233,7 +241,7 @@ impl Watch {
                     self.next = Some(batch.next);
                     self.compacted.clear();
                     self.buffered
-                        .extend(batch.changes.into_iter().map(Change::from_applied));
+                        .extend(batch.changes.into_iter().filter_map(Change::from_applied));
                 }
                 Err(e) => {
                     self.ended = true;
@@ -265,7 +273,7 @@ impl Watch {
         self.next = Some(batch.next);
         self.compacted.clear();
         self.buffered
-            .extend(batch.changes.into_iter().map(Change::from_applied));
+            .extend(batch.changes.into_iter().filter_map(Change::from_applied));
         Ok(())
     }
 
