@@ -421,6 +421,7 @@ impl Engine {
             rejoining: identity.rejoining.into(),
             liveness,
             ticking: crate::clock::Ticking::default(),
+            leaderships: Default::default(),
         });
         crate::clock::NodeClock::new(Arc::clone(&shared), Arc::clone(&routes)).start();
         let node =
@@ -697,7 +698,9 @@ impl Engine {
                 wait_ms,
             } => {
                 let wait = Duration::from_millis(u64::from(wait_ms).min(MAX_WATCH_WAIT_MS));
-                return match self.watch(group, from, max_bytes as usize, wait).await {
+                // Well below the frame limit, whatever the client asked.
+                let max_bytes = (max_bytes as usize).min(frame::DEFAULT_MAX_FRAME / 4);
+                return match self.watch(group, from, max_bytes, wait).await {
                     Ok(batch) => Response::Changes(batch),
                     Err(e) => Response::Err(e),
                 };
@@ -1018,6 +1021,17 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Who leads `group` as this node's replica sees it, and every change
+    /// of it (a `tokio::sync::watch` receiver: `borrow()` for now,
+    /// `changed().await` for the next). Valid before the group starts and
+    /// across its restarts here.
+    pub fn leadership(
+        &self,
+        group: GroupId,
+    ) -> tokio::sync::watch::Receiver<crate::shared::Leadership> {
+        self.inner.shared.leadership(group)
     }
 
     /// The state of every group on this node.

@@ -568,6 +568,14 @@ impl RaftGroup {
         self.leading = leading;
         self.leader_hint
             .store(ss.leader_id.unwrap_or(0), Ordering::Relaxed);
+        self.shared.publish_leadership(
+            self.group,
+            crate::shared::Leadership {
+                leader: ss.leader_id,
+                is_leader: leading,
+                term: self.raft.term(),
+            },
+        );
     }
 
     /// Leader: one Replicator per other member of the configuration in
@@ -684,6 +692,16 @@ impl Actor for RaftGroup {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.shared.ticking.remove(self.group, self.tick_id);
+        // Stopped (removed, restarting, the node shutting down): it leads
+        // nothing here any more.
+        self.shared.publish_leadership(
+            self.group,
+            crate::shared::Leadership {
+                leader: None,
+                is_leader: false,
+                term: self.raft.term(),
+            },
+        );
         for (_, r) in std::mem::take(&mut self.replicators) {
             r.do_send(StopReplicator);
         }

@@ -43,6 +43,6 @@ pub use proto::{
     AppliedChange, ChangeBatch, GroupStatus, MemberProgress, MembershipInfo, NodeStats, Poison,
     Request, RequestError, Response,
 };
-pub use shared::GroupConfig;
+pub use shared::{GroupConfig, Leadership};
 pub use state_machine::{ApplyContext, StateMachine, StateMachineFactory};
 pub use synod_core::{ConfChange, Membership};

@@ -555,7 +555,7 @@ pub enum RequestError {
     /// snapshot it restored). Read the current state and watch from its
     /// revision (etcd's `ErrCompacted`).
     #[error(
-        "group {group}: the changes from index {requested} on were compacted (the history kept          starts at {oldest}); read the current state, then watch again from its revision"
+        "group {group}: the changes from index {requested} on were compacted (the history kept          starts at {oldest}); read the current state, then watch again from the revision after it"
     )]
     Compacted {
         /// The group.

@@ -261,9 +261,59 @@ pub struct NodeShared {
     /// Whether slow file I/O (snapshot saves) may go to threads of its own
     /// (production) or must stay inline (simulation: no OS threads).
     pub offload_io: bool,
+    /// Who leads each group, as its replica here sees it, for
+    /// [`NodeShared::leadership`] subscribers (kept across restarts of
+    /// the group).
+    pub leaderships:
+        std::sync::Mutex<rustc_hash::FxHashMap<GroupId, tokio::sync::watch::Sender<Leadership>>>,
+}
+
+/// Who leads a group, as one replica sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader it believes in (`None`: an election is under way, or the
+    /// replica just started).
+    pub leader: Option<NodeId>,
+    /// Whether this replica leads.
+    pub is_leader: bool,
+    /// The term it saw that in.
+    pub term: u64,
 }
 
 impl NodeShared {
+    /// Tells the subscribers of `group`'s leadership (a no-op without
+    /// any, beyond keeping the latest value).
+    pub fn publish_leadership(&self, group: GroupId, now: Leadership) {
+        let Ok(mut map) = self.leaderships.lock() else {
+            return;
+        };
+        match map.get(&group) {
+            Some(tx) => {
+                tx.send_if_modified(|seen| {
+                    let changed = *seen != now;
+                    *seen = now;
+                    changed
+                });
+            }
+            None => {
+                map.insert(group, tokio::sync::watch::channel(now).0);
+            }
+        }
+    }
+
+    /// The leadership of `group` as this node's replica sees it, and its
+    /// changes.
+    pub fn leadership(&self, group: GroupId) -> tokio::sync::watch::Receiver<Leadership> {
+        match self.leaderships.lock() {
+            Ok(mut map) => map
+                .entry(group)
+                .or_insert_with(|| tokio::sync::watch::channel(Leadership::default()).0)
+                .subscribe(),
+            // A poisoned lock: a receiver that never changes.
+            Err(_) => tokio::sync::watch::channel(Leadership::default()).1,
+        }
+    }
+
     /// A snapshot of every counter.
     pub fn stats(&self) -> NodeStats {
         let c = &self.counters;

@@ -155,6 +155,16 @@ impl<A: ReplicatedActor> Handlers<A> {
         &self.duplicates
     }
 
+    /// A registered name that Synod's own entries use, if any.
+    pub(crate) fn reserved(&self) -> Option<&'static str> {
+        let reserved = [crate::session::COMMAND, crate::session::OPEN];
+        self.commands
+            .keys()
+            .chain(self.queries.keys())
+            .find(|n| reserved.contains(n))
+            .copied()
+    }
+
     pub(crate) fn apply(
         &self,
         actor: &mut A,
@@ -237,7 +247,11 @@ impl<A: ReplicatedActor> synod_actors::StateMachine for Typed<A> {
         self.unchanged = false;
         let (name, payload) = split_envelope(command)?;
         match name {
-            OPEN => encode(&self.sessions.open(ctx.index), OPEN),
+            OPEN => {
+                // Not a change of the actor's state: watches leave it out.
+                self.unchanged = true;
+                encode(&self.sessions.open(ctx.index), OPEN)
+            }
             COMMAND => {
                 let cmd: SessionCommand = decode(payload, COMMAND)?;
                 let Typed {

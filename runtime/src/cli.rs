@@ -302,7 +302,7 @@ pub enum KvOp {
     /// Print the changes of a key (or of every key with a prefix) as they
     /// are applied, one line each, until interrupted (or `--count`).
     /// Exit code 4 when `--rev` is older than the history the nodes keep
-    /// (compacted): read the state and watch from its revision.
+    /// (compacted): read the state and watch from the revision after it.
     Watch {
         /// The key (with `--prefix`: what the keys start with).
         key: String,

@@ -58,7 +58,6 @@ struct Inner {
     leaders: Mutex<HashMap<GroupId, NodeId>>,
     /// Nodes that failed recently, and until when to avoid them.
     down: Mutex<HashMap<NodeId, tokio::time::Instant>>,
-    timeout: Duration,
     connect_timeout: Duration,
 }
 
@@ -69,6 +68,9 @@ const DOWN_FOR: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Deadline of one call, retries included (per handle: see
+    /// [`Client::with_timeout`]).
+    timeout: Duration,
 }
 
 impl Client {
@@ -102,10 +104,26 @@ impl Client {
                 conns: Mutex::new(HashMap::new()),
                 leaders: Mutex::new(HashMap::new()),
                 down: Mutex::new(HashMap::new()),
-                timeout: cfg.timeout,
                 connect_timeout: cfg.connect_timeout,
             }),
+            timeout: cfg.timeout,
         })
+    }
+
+    /// The same client (connections, leader cache) whose calls made
+    /// through the handle returned take at most `timeout` each, retries
+    /// included: a per-call deadline, as in
+    /// `client.with_timeout(Duration::from_millis(200)).send(1, m)`.
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            timeout,
+        }
+    }
+
+    /// The deadline of one call of this handle.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Sends a command to `group` and returns the handler's result.
@@ -367,7 +385,7 @@ impl Client {
 
     /// One request to one node, no retries.
     async fn ask(&self, node: NodeId, req: &Request) -> Result<Response, SynodError> {
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         self.ask_until(node, req, deadline).await
     }
 
@@ -537,7 +555,7 @@ impl Client {
     /// sent, the answer is safe to retry, or the connection broke (both
     /// are idempotent: doing one twice is harmless), until the deadline.
     async fn call_node_op(&self, group: GroupId, req: &Request) -> Result<(), SynodError> {
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let ids: Vec<NodeId> = self.inner.nodes.keys().copied().collect();
         let mut last_error = SynodError::Unavailable("no node answered".into());
         let mut backoff = Duration::from_millis(5);
@@ -571,7 +589,7 @@ impl Client {
     /// Any request for `group`: leader finding and safe retries; the
     /// answer is `Response::Ok` or `Response::Membership`.
     async fn call_any(&self, group: GroupId, req: Request) -> Result<Response, SynodError> {
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let ids: Vec<NodeId> = self.inner.nodes.keys().copied().collect();
         let mut next = (group as usize) % ids.len();
         for _ in 0..ids.len() {
@@ -709,7 +727,7 @@ impl Client {
                 "node {node} failed recently"
             )));
         }
-        let deadline = tokio::time::Instant::now() + wait + self.inner.timeout;
+        let deadline = tokio::time::Instant::now() + wait + self.timeout;
         match self.ask_until(node, req, deadline).await? {
             Response::Changes(batch) => Ok(batch),
             Response::Err(e) => Err(e.into()),

@@ -316,11 +316,11 @@ pub enum SynodError {
     /// (A watch) the changes from `requested` on are no longer all kept by
     /// the node that answered (its history starts at `oldest`: older
     /// changes were dropped for its bound, or are inside a snapshot it
-    /// restored). Read the current state and watch again from its
-    /// revision, as after etcd's `ErrCompacted`.
+    /// restored). Read the current state and watch again from the
+    /// revision after it, as after etcd's `ErrCompacted`.
     #[error(
         "group {group}: the changes from revision {requested} on were compacted (the history \
-         kept starts at {oldest}); read the current state, then watch again from its revision"
+         kept starts at {oldest}); read the current state, then watch again from the revision after it"
     )]
     Compacted {
         /// The group.
@@ -517,6 +517,17 @@ pub enum StartError {
     /// Two actor messages share a name.
     #[error("actor {actor}: message name {name:?} is registered twice; names must be unique")]
     DuplicateMessage {
+        /// The actor type.
+        actor: &'static str,
+        /// The name.
+        name: &'static str,
+    },
+    /// An actor message uses a name reserved for Synod's own entries
+    /// (`synod.session` and `synod.session.open`: client sessions).
+    #[error(
+        "actor {actor}: message name {name:?} is reserved by Synod (client sessions); rename it"
+    )]
+    ReservedMessage {
         /// The actor type.
         actor: &'static str,
         /// The name.

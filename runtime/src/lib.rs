@@ -74,6 +74,6 @@ pub use config::{Fsync, LogLevel, NodeConfig};
 pub use error::{ConfigError, StartError, SynodError};
 pub use node::{Node, ReplicatedAddr};
 pub use session::{Session, SessionStats};
-pub use synod_actors::{GroupStatus, MemberProgress, MembershipInfo, NodeStats};
+pub use synod_actors::{GroupStatus, Leadership, MemberProgress, MembershipInfo, NodeStats};
 pub use synod_net::TlsMaterial;
 pub use watch::{Change, Watch, WatchOptions};

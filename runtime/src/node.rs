@@ -3,6 +3,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use synod_actors::{
@@ -215,6 +216,7 @@ impl Node {
         ReplicatedAddr {
             engine: self.engine.clone(),
             group,
+            timeout: None,
             _actor: PhantomData,
         }
     }
@@ -269,6 +271,12 @@ where
             name,
         });
     }
+    if let Some(name) = handlers.reserved() {
+        return Err(StartError::ReservedMessage {
+            actor: std::any::type_name::<A>(),
+            name,
+        });
+    }
     Ok(Arc::new(move || {
         Box::new(Typed::new(initial(), Arc::clone(&handlers))) as Box<dyn StateMachine>
     }))
@@ -286,6 +294,9 @@ fn boot_seed(id: NodeId) -> u64 {
 pub struct ReplicatedAddr<A> {
     engine: Engine,
     group: GroupId,
+    /// Per-handle deadline of `send`, `read` and `read_lease` (see
+    /// [`ReplicatedAddr::with_timeout`]); `None`: the node's own.
+    timeout: Option<Duration>,
     _actor: PhantomData<fn() -> A>,
 }
 
@@ -294,6 +305,7 @@ impl<A> Clone for ReplicatedAddr<A> {
         ReplicatedAddr {
             engine: self.engine.clone(),
             group: self.group,
+            timeout: self.timeout,
             _actor: PhantomData,
         }
     }
@@ -305,6 +317,43 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         self.group
     }
 
+    /// The same address, whose `send`, `read` and `read_lease` give up
+    /// after `timeout` with [`SynodError::Timeout`] (for `send`: the
+    /// command may still be applied). Without it they wait up to the
+    /// node's `propose_timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> ReplicatedAddr<A> {
+        ReplicatedAddr {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// Who leads the group as this node's replica sees it, and every
+    /// change of it: the leadership hook. `borrow()` is the current view;
+    /// `changed().await` waits for the next (becoming leader, stepping
+    /// down, a new leader elsewhere). Start work that only the leader
+    /// should do (timers, pushing to other systems) when `is_leader`
+    /// turns true, stop it when it turns false: a replica may believe it
+    /// leads a little after a newer leader was elected elsewhere, so such
+    /// work must tolerate overlap (or go through the group: a command is
+    /// refused by a deposed leader).
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<crate::Leadership> {
+        self.engine.leadership(self.group)
+    }
+
+    /// Runs `call` within this handle's deadline, if it has one.
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, SynodError>>,
+    ) -> Result<T, SynodError> {
+        match self.timeout {
+            None => call.await,
+            Some(t) => tokio::time::timeout(t, call)
+                .await
+                .unwrap_or(Err(SynodError::Timeout { group: self.group })),
+        }
+    }
+
     /// Sends a command and returns the handler's result once the command is
     /// committed and applied. On `Timeout` or `Stopped` the command may or
     /// may not have been applied.
@@ -313,10 +362,13 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         A: Handler<M>,
     {
         let payload = envelope(M::NAME, &msg).map_err(SynodError::Codec)?;
-        let out = self
-            .engine
-            .command(self.group, Bytes::from(payload))
-            .await?;
+        let call = async {
+            Ok(self
+                .engine
+                .command(self.group, Bytes::from(payload))
+                .await?)
+        };
+        let out = self.timed(call).await?;
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
@@ -354,7 +406,8 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         A: QueryHandler<Q>,
     {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
-        let out = self.engine.read(self.group, Bytes::from(payload)).await?;
+        let call = async { Ok(self.engine.read(self.group, Bytes::from(payload)).await?) };
+        let out = self.timed(call).await?;
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
@@ -371,10 +424,13 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         A: QueryHandler<Q>,
     {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
-        let out = self
-            .engine
-            .read_lease(self.group, Bytes::from(payload))
-            .await?;
+        let call = async {
+            Ok(self
+                .engine
+                .read_lease(self.group, Bytes::from(payload))
+                .await?)
+        };
+        let out = self.timed(call).await?;
         rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
@@ -434,5 +490,44 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
     /// replica is still there: call again once it is up. Idempotent.
     pub async fn remove_member(&self, node: NodeId) -> Result<MembershipInfo, SynodError> {
         Ok(self.engine.remove_member(self.group, node).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::actor::{ApplyContext, Handler, Handlers};
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Thief;
+
+    #[derive(Serialize, Deserialize)]
+    struct Fake;
+    impl Message for Fake {
+        type Result = ();
+        const NAME: &'static str = "synod.session";
+    }
+
+    impl Handler<Fake> for Thief {
+        fn handle(&mut self, _: Fake, _: &ApplyContext) {}
+    }
+
+    impl ReplicatedActor for Thief {
+        fn register(h: &mut Handlers<Self>) {
+            h.command::<Fake>();
+        }
+    }
+
+    /// A message may not take a name of Synod's own entries: a client
+    /// session's envelope would reach it, or it would read as one.
+    #[test]
+    fn an_actor_cannot_register_a_reserved_message_name() {
+        match factory_of(|| Thief) {
+            Err(StartError::ReservedMessage { name, .. }) => assert_eq!(name, "synod.session"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a reserved name was accepted"),
+        }
     }
 }

@@ -220,9 +220,13 @@ struct Inner {
     client: Client,
     /// The session's id in each group it opened in.
     ids: Mutex<HashMap<GroupId, u64>>,
-    next_seq: AtomicU64,
-    /// Sequence numbers sent and not answered yet.
-    outstanding: Mutex<BTreeSet<u64>>,
+    /// Held while a group's session is being opened, so that concurrent
+    /// first commands open one session, not one each.
+    opening: tokio::sync::Mutex<()>,
+    /// The next sequence number, and those sent and not answered yet
+    /// (taken and recorded under one lock: a number taken but not yet
+    /// recorded could be counted as answered by a concurrent command).
+    seqs: Mutex<(u64, BTreeSet<u64>)>,
     retry_for: Duration,
     /// Retries after an error whose outcome was unknown.
     retries: AtomicU64,
@@ -259,8 +263,8 @@ impl Client {
             inner: Arc::new(Inner {
                 client: self.clone(),
                 ids: Mutex::new(HashMap::new()),
-                next_seq: AtomicU64::new(1),
-                outstanding: Mutex::new(BTreeSet::new()),
+                opening: tokio::sync::Mutex::new(()),
+                seqs: Mutex::new((1, BTreeSet::new())),
                 retry_for,
                 retries: AtomicU64::new(0),
             }),
@@ -294,15 +298,8 @@ impl Session {
         let command = envelope(M::NAME, &msg).map_err(SynodError::Codec)?;
         let deadline = tokio::time::Instant::now() + self.inner.retry_for;
         let id = self.open(group, deadline).await?;
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut o) = self.inner.outstanding.lock() {
-            o.insert(seq);
-        }
-        let result = self.send_seq(group, id, seq, command, deadline).await;
-        if let Ok(mut o) = self.inner.outstanding.lock() {
-            o.remove(&seq);
-        }
-        let bytes = result?;
+        let seq = Outstanding::take(&self.inner)?;
+        let bytes = self.send_seq(group, id, seq.seq, command, deadline).await?;
         rmp_serde::from_slice(&bytes).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
@@ -315,13 +312,22 @@ impl Session {
         deadline: tokio::time::Instant,
     ) -> Result<ByteBuf, SynodError> {
         let mut backoff = Duration::from_millis(10);
+        // Whether an attempt may have been applied: then no later error
+        // may say "nothing was applied".
+        let mut uncertain = false;
+        let unknown = |e: SynodError| SynodError::OutcomeUnknown {
+            group,
+            reason: format!(
+                "an earlier attempt's outcome was unknown and the retries did not settle it: {e}"
+            ),
+        };
         loop {
             let acked_below = self
                 .inner
-                .outstanding
+                .seqs
                 .lock()
                 .ok()
-                .and_then(|o| o.first().copied())
+                .and_then(|s| s.1.first().copied())
                 .unwrap_or(seq);
             let cmd = SessionCommand {
                 session,
@@ -343,20 +349,27 @@ impl Session {
                 Ok(SessionOutcome::Done(Err(e))) => return Err(SynodError::Rejected(e)),
                 Ok(SessionOutcome::Expired) | Ok(SessionOutcome::Answered) => {
                     if let Ok(mut ids) = self.inner.ids.lock() {
-                        ids.remove(&group);
+                        if ids.get(&group) == Some(&session) {
+                            ids.remove(&group);
+                        }
                     }
                     return Err(SynodError::SessionExpired { group, session });
+                }
+                Ok(SessionOutcome::TooManyOutstanding) if uncertain => {
+                    return Err(unknown(SynodError::Busy { group }));
                 }
                 Ok(SessionOutcome::TooManyOutstanding) => {
                     return Err(SynodError::Busy { group });
                 }
                 Err(e) if retry_in_session(&e) && tokio::time::Instant::now() < deadline => {
                     if !e.is_safe_to_retry() {
+                        uncertain = true;
                         self.inner.retries.fetch_add(1, Ordering::Relaxed);
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
+                Err(e) if uncertain && e.is_safe_to_retry() => return Err(unknown(e)),
                 Err(e) => return Err(e),
             }
         }
@@ -377,14 +390,19 @@ impl Session {
         group: GroupId,
         deadline: tokio::time::Instant,
     ) -> Result<u64, SynodError> {
-        if let Some(id) = self
-            .inner
-            .ids
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&group).copied())
-        {
+        let known = || {
+            self.inner
+                .ids
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&group).copied())
+        };
+        if let Some(id) = known() {
             return Ok(id);
+        }
+        let _opening = self.inner.opening.lock().await;
+        if let Some(id) = known() {
+            return Ok(id); // opened by a concurrent command meanwhile
         }
         let mut backoff = Duration::from_millis(10);
         let id = loop {
@@ -401,6 +419,37 @@ impl Session {
             Ok(*m.entry(group).or_insert(id))
         } else {
             Ok(id)
+        }
+    }
+}
+
+/// A sequence number taken and recorded as unanswered; dropping it (the
+/// answer came, or the caller gave up on the call) records it answered.
+struct Outstanding {
+    inner: Arc<Inner>,
+    seq: u64,
+}
+
+impl Outstanding {
+    fn take(inner: &Arc<Inner>) -> Result<Outstanding, SynodError> {
+        let mut s = inner
+            .seqs
+            .lock()
+            .map_err(|_| SynodError::Unavailable("the session's lock is poisoned".into()))?;
+        let seq = s.0;
+        s.0 += 1;
+        s.1.insert(seq);
+        Ok(Outstanding {
+            inner: Arc::clone(inner),
+            seq,
+        })
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.inner.seqs.lock() {
+            s.1.remove(&self.seq);
         }
     }
 }
@@ -487,5 +536,31 @@ mod tests {
         );
         // Acknowledging frees room.
         assert!(s.handle(&cmd(id, next, 2), next + 2, ok).1);
+    }
+
+    /// A sequence number is recorded as unanswered while its call runs,
+    /// and no longer once the call ends or is dropped (a caller that gave
+    /// up must not hold the acknowledged mark back for good); numbers are
+    /// never handed out twice.
+    #[tokio::test]
+    async fn a_dropped_call_releases_its_sequence_number() {
+        let tls =
+            synod_net::tls::dev::generate(tempfile::tempdir().unwrap().path(), "ca", &[1], &["t"])
+                .unwrap()
+                .client("t")
+                .unwrap();
+        let nodes = [(1, "127.0.0.1:9".parse().unwrap())].into();
+        let client = Client::new(crate::ClientConfig::new(nodes, tls)).unwrap();
+        let session = client.session();
+        let a = Outstanding::take(&session.inner).unwrap();
+        let b = Outstanding::take(&session.inner).unwrap();
+        assert_eq!((a.seq, b.seq), (1, 2));
+        let lowest = |s: &Session| s.inner.seqs.lock().unwrap().1.first().copied();
+        assert_eq!(lowest(&session), Some(1));
+        drop(a);
+        assert_eq!(lowest(&session), Some(2));
+        drop(b);
+        assert_eq!(lowest(&session), None);
+        assert_eq!(Outstanding::take(&session.inner).unwrap().seq, 3);
     }
 }

@@ -24,7 +24,8 @@
 //! **Bounds.** Each replica keeps its last `GroupConfig::watch_history`
 //! commands (default 1,000, at most 256 KiB); a watch from an older
 //! revision fails with [`SynodError::Compacted`] (etcd's
-//! `ErrCompacted`): read the state and watch again from its revision.
+//! `ErrCompacted`): read the state and watch again from the revision after
+//! it (a `KvStore` revision is the index of its last change).
 //! Nothing is buffered per watcher on the node: a watch fetches a batch
 //! (about [`WatchOptions::max_bytes`]) only when its reader has taken the
 //! previous one, so a reader that falls too far behind is dropped with
@@ -166,6 +167,8 @@ pub struct Watch {
     compacted: BTreeSet<NodeId>,
     /// Where the client asks (rotates on failures).
     node: usize,
+    /// Long polls in a row that brought nothing.
+    empty: u32,
     ended: bool,
 }
 
@@ -206,6 +209,7 @@ impl Watch {
             options: WatchOptions::default(),
             compacted: BTreeSet::new(),
             node: group as usize,
+            empty: 0,
             ended: false,
         }
     }
@@ -238,6 +242,18 @@ impl Watch {
             }
             match self.fetch().await {
                 Ok(batch) => {
+                    // A replica cut off from its leader answers nothing
+                    // new, without an error: after two empty long polls
+                    // in a row, ask another node (idle groups just move).
+                    self.empty = if batch.changes.is_empty() {
+                        self.empty + 1
+                    } else {
+                        0
+                    };
+                    if self.empty >= 2 {
+                        self.empty = 0;
+                        self.node += 1;
+                    }
                     self.next = Some(batch.next);
                     self.compacted.clear();
                     self.buffered

@@ -89,25 +89,13 @@ async fn a_watch_delivers_changes_in_order_resumes_and_survives_a_node_kill() {
     .unwrap();
     assert_eq!(next(&mut again).await.revision(), revisions[5]);
 
-    // A delete is an event; a delete of an absent key is not.
-    client
-        .send(
-            1,
-            kv::Delete {
-                key: "app/1".into(),
-            },
-        )
-        .await
-        .unwrap();
-    client
-        .send(
-            1,
-            kv::Delete {
-                key: "app/1".into(),
-            },
-        )
-        .await
-        .unwrap();
+    // A delete is an event; a delete of an absent key (the second) is not.
+    for _ in 0..2 {
+        let del = kv::Delete {
+            key: "app/1".into(),
+        };
+        client.send(1, del).await.unwrap();
+    }
     let deleted = next(&mut w).await;
     assert!(
         matches!(&deleted, KvEvent::Delete { key, .. } if key == "app/1"),
@@ -249,14 +237,12 @@ async fn applied_everywhere(client: &Client, index: u64) {
     }
 }
 
-/// `ReplicatedAddr::subscribe`: each node's replica streams what it applied,
-/// the same commands at the same revisions on every node.
-#[actix_rt::test]
-async fn subscribe_streams_the_commands_each_replica_applied() {
+/// Three nodes in this process, each hosting a KvStore replica of group 1.
+async fn in_process_cluster(
+    dir: &Path,
+) -> (Vec<synod::Node>, Vec<synod::ReplicatedAddr<kv::KvStore>>) {
     use synod::{Node, NodeConfig};
-    let dir = tempfile::tempdir().unwrap();
-    let certs =
-        synod_net::tls::dev::generate(&dir.path().join("certs"), "ca", &[1, 2, 3], &[]).unwrap();
+    let certs = synod_net::tls::dev::generate(&dir.join("certs"), "ca", &[1, 2, 3], &[]).unwrap();
     let sockets: Vec<_> = (0..3)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -269,7 +255,7 @@ async fn subscribe_streams_the_commands_each_replica_applied() {
         let mut toml = format!(
             "id = {id}\nlisten = \"{}\"\ndata_dir = \"{}\"\n",
             addrs[id as usize - 1],
-            dir.path().join(format!("node-{id}")).display()
+            dir.join(format!("node-{id}")).display()
         );
         for peer in (1..=3u64).filter(|&p| p != id) {
             toml += &format!(
@@ -295,6 +281,15 @@ async fn subscribe_streams_the_commands_each_replica_applied() {
         );
         nodes.push(node);
     }
+    (nodes, stores)
+}
+
+/// `ReplicatedAddr::subscribe`: each node's replica streams what it applied,
+/// the same commands at the same revisions on every node.
+#[actix_rt::test]
+async fn subscribe_streams_the_commands_each_replica_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, stores) = in_process_cluster(dir.path()).await;
     let mut watches = Vec::new();
     for s in &stores {
         watches.push(s.subscribe(None).await.unwrap());
@@ -325,6 +320,62 @@ async fn subscribe_streams_the_commands_each_replica_applied() {
         }
         assert!(w.revision() > revisions[4]);
     }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// The leadership hook: every replica's view, and its changes when the
+/// leadership moves.
+#[actix_rt::test]
+async fn leadership_views_follow_elections_and_transfers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, stores) = in_process_cluster(dir.path()).await;
+    let mut views: Vec<_> = stores.iter().map(|s| s.leadership()).collect();
+    // Wait until every replica agrees on one leader, which says it leads.
+    let agreed = |views: &[tokio::sync::watch::Receiver<synod::Leadership>]| {
+        let now: Vec<synod::Leadership> = views.iter().map(|v| *v.borrow()).collect();
+        let leader = now[0].leader?;
+        let consistent = now
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.leader == Some(leader) && l.is_leader == (i as u64 + 1 == leader));
+        consistent.then_some(leader)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(l) = agreed(&views) {
+            break l;
+        }
+        // Wake on any replica's change.
+        let changes = views.iter_mut().map(|v| Box::pin(v.changed()));
+        let next = futures_util::future::select_all(changes);
+        tokio::time::timeout_at(deadline, next)
+            .await
+            .expect("one leader within 30 s")
+            .0
+            .unwrap();
+    };
+    // Hand it over: the new leader's view turns to leading, the old one's
+    // away from it, and everyone follows the new one.
+    let to = first % 3 + 1;
+    tokio::time::timeout(Duration::from_secs(30), stores[0].transfer_leader(to))
+        .await
+        .expect("the transfer within 30 s")
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if agreed(&views) == Some(to) {
+            break;
+        }
+        let changes = views.iter_mut().map(|v| Box::pin(v.changed()));
+        tokio::time::timeout_at(deadline, futures_util::future::select_all(changes))
+            .await
+            .expect("every replica follows the new leader within 30 s")
+            .0
+            .unwrap();
+    }
+    assert!(!views[first as usize - 1].borrow().is_leader);
     for n in &nodes {
         n.shutdown().await;
     }
