@@ -12,35 +12,33 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use serde::{Deserialize, Serialize};
-use synod::{ApplyContext, Handler, Handlers, Node, NodeConfig, QueryHandler, ReplicatedActor};
+use synod::{
+    ApplyContext, Command, Handler, Node, NodeConfig, Query, QueryHandler, ReplicatedActor,
+};
 
 // The state. Every replica holds one; Raft makes them all apply the same
 // messages in the same order, so they stay equal. `Clone` lets each node
 // start from the same initial value; `Serialize`/`Deserialize` give it a
-// snapshot format for free.
-#[derive(Clone, Default, Serialize, Deserialize)]
+// snapshot format for free. `ReplicatedActor` lists the commands and
+// queries it handles: sending it anything else does not compile.
+#[derive(Clone, Default, Serialize, Deserialize, ReplicatedActor)]
+#[synod(commands(Add), queries(Get))]
 struct Counter {
     value: i64,
 }
 
-// A command: agreed on by the group, then handled on every replica.
-#[derive(Serialize, Deserialize)]
+// A command: agreed on by the group, then handled on every replica. It
+// answers with the counter's new value. Its wire name is written in the
+// log: it is explicit, and must stay the same across versions of your
+// program (rename or move the type freely).
+#[derive(Serialize, Deserialize, Command)]
+#[synod(name = "counter.add", result = "i64")]
 struct Add(i64);
-// It answers with the counter's new value. The macro names the message
-// "Add" on the wire: keep names stable across versions of your program.
-synod::message!(Add => i64);
 
 // A query: read-only, answered by one replica.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Query)]
+#[synod(name = "counter.get", result = "i64")]
 struct Get;
-synod::query!(Get => i64);
-
-// Tell Synod which messages the actor handles.
-impl ReplicatedActor for Counter {
-    fn register(h: &mut Handlers<Self>) {
-        h.command::<Add>().query::<Get>();
-    }
-}
 
 // The handler. It must be deterministic: only state, message and context
 // may decide the result (no clock, no randomness, no I/O).

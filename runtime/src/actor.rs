@@ -56,6 +56,84 @@ pub trait Query: Serialize + DeserializeOwned + Send + 'static {
     const NAME: &'static str;
 }
 
+/// Says that actor `Self` registers `M` (a command or a query): the typed
+/// calls ([`crate::ReplicatedAddr::send`], `read`, `read_lease`,
+/// `read_local`) accept only registered messages, so forgetting to
+/// register one is a compile error, not a `Rejected` at run time.
+/// `#[derive(ReplicatedActor)]` implements it for what it lists; an actor
+/// that implements [`ReplicatedActor`] by hand (a custom snapshot format)
+/// declares it with [`registered!`](crate::registered).
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use synod::{ApplyContext, Command, Handler, ReplicatedActor};
+///
+/// #[derive(Serialize, Deserialize, Command)]
+/// #[synod(name = "counter.add", result = "i64")]
+/// struct Add(i64);
+///
+/// #[derive(Default, Serialize, Deserialize, ReplicatedActor)]
+/// #[synod(commands(Add))]
+/// struct Counter(i64);
+///
+/// impl Handler<Add> for Counter {
+///     fn handle(&mut self, Add(n): Add, _: &ApplyContext) -> i64 {
+///         self.0 += n;
+///         self.0
+///     }
+/// }
+///
+/// async fn add(counter: synod::ReplicatedAddr<Counter>) -> Result<i64, synod::SynodError> {
+///     counter.send(Add(1)).await
+/// }
+/// ```
+///
+/// A message the actor handles but does not list does not compile:
+///
+/// ```compile_fail
+/// use serde::{Deserialize, Serialize};
+/// use synod::{ApplyContext, Command, Handler, ReplicatedActor};
+///
+/// #[derive(Serialize, Deserialize, Command)]
+/// #[synod(name = "counter.add", result = "i64")]
+/// struct Add(i64);
+/// #[derive(Serialize, Deserialize, Command)]
+/// #[synod(name = "counter.reset")]
+/// struct Reset;
+///
+/// #[derive(Default, Serialize, Deserialize, ReplicatedActor)]
+/// #[synod(commands(Add))] // Reset is not listed
+/// struct Counter(i64);
+///
+/// impl Handler<Add> for Counter {
+///     fn handle(&mut self, Add(n): Add, _: &ApplyContext) -> i64 {
+///         self.0 += n;
+///         self.0
+///     }
+/// }
+/// impl Handler<Reset> for Counter {
+///     fn handle(&mut self, _: Reset, _: &ApplyContext) {
+///         self.0 = 0;
+///     }
+/// }
+///
+/// async fn reset(counter: synod::ReplicatedAddr<Counter>) {
+///     let _ = counter.send(Reset).await; // error: Counter: Registered<Reset> is not satisfied
+/// }
+/// ```
+pub trait Registered<M> {}
+
+/// Declares that `$actor` registers each of the messages and queries
+/// listed (implements [`Registered`]), for an actor that implements
+/// [`ReplicatedActor`] by hand: `synod::registered!(Store: Put, Get);`.
+/// List exactly what its `register` registers.
+#[macro_export]
+macro_rules! registered {
+    ($actor:ty: $($m:ty),* $(,)?) => {
+        $( impl $crate::Registered<$m> for $actor {} )*
+    };
+}
+
 /// Handles message `M`. One implementation per message type, as in actix.
 pub trait Handler<M: Message>: ReplicatedActor {
     /// Applies the message. Must be deterministic (see the module docs).

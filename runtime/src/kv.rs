@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use synod_storage::GroupId;
 
-use crate::actor::{ApplyContext, Handler, Handlers, QueryHandler, ReplicatedActor};
+use crate::actor::{ApplyContext, Handler, QueryHandler};
 use crate::watch::{Change, Watch};
 use crate::{Client, SynodError};
 
@@ -24,7 +24,19 @@ use crate::{Client, SynodError};
 /// the last command that changed it, as in a [`Change::revision`] (so a
 /// `Put`'s revision is where a [`watch`] resumes after it). BTreeMap:
 /// deterministic order for scans and snapshots.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, crate::ReplicatedActor)]
+#[synod(
+    commands(
+        Put,
+        Delete,
+        CompareAndSwap,
+        Increment,
+        crate::shared::StreamInit,
+        crate::shared::StreamAppend,
+        crate::shared::StreamCompact,
+    ),
+    queries(Get, Len, Scan, crate::shared::StreamFetch)
+)]
 pub struct KvStore {
     entries: BTreeMap<String, serde_bytes::ByteBuf>,
     revision: u64,
@@ -114,22 +126,6 @@ crate::query!(Scan => Vec<(String, serde_bytes::ByteBuf)>);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Len;
 crate::query!(Len => (usize, u64));
-
-impl ReplicatedActor for KvStore {
-    fn register(h: &mut Handlers<Self>) {
-        h.command::<Put>()
-            .command::<Delete>()
-            .command::<CompareAndSwap>()
-            .command::<Increment>()
-            .query::<Get>()
-            .query::<Len>()
-            .query::<Scan>()
-            .command::<crate::shared::StreamInit>()
-            .command::<crate::shared::StreamAppend>()
-            .command::<crate::shared::StreamCompact>()
-            .query::<crate::shared::StreamFetch>();
-    }
-}
 
 impl KvStore {
     /// A change at `ctx`: the revision moves to its log index (always

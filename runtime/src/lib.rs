@@ -8,24 +8,20 @@
 //!
 //! ```no_run
 //! use serde::{Deserialize, Serialize};
-//! use synod::{ApplyContext, Handler, Handlers, Node, NodeConfig, QueryHandler, ReplicatedActor};
+//! use synod::{ApplyContext, Command, Handler, Node, NodeConfig, Query, QueryHandler, ReplicatedActor};
 //!
-//! #[derive(Clone, Default, Serialize, Deserialize)]
+//! #[derive(Clone, Default, Serialize, Deserialize, ReplicatedActor)]
+//! #[synod(commands(Add), queries(Value))]   // what it handles (checked at compile time)
 //! struct Counter { value: u64 }
 //!
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Serialize, Deserialize, Command)]
+//! #[synod(name = "counter.add", result = "u64")]   // its wire name: explicit, stable
 //! struct Add(u64);
-//! synod::message!(Add => u64);          // a command, answered with the new value
 //!
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Serialize, Deserialize, Query)]
+//! #[synod(name = "counter.value", result = "u64")]
 //! struct Value;
-//! synod::query!(Value => u64);          // a read-only query
 //!
-//! impl ReplicatedActor for Counter {
-//!     fn register(h: &mut Handlers<Self>) {
-//!         h.command::<Add>().query::<Value>();
-//!     }
-//! }
 //! impl Handler<Add> for Counter {
 //!     fn handle(&mut self, Add(n): Add, _: &ApplyContext) -> u64 {
 //!         self.value += n;
@@ -68,7 +64,17 @@ pub mod session;
 pub mod shared;
 pub mod watch;
 
-pub use actor::{ApplyContext, Handler, Handlers, Message, Query, QueryHandler, ReplicatedActor};
+pub use actor::{
+    ApplyContext, Handler, Handlers, Message, Query, QueryHandler, Registered, ReplicatedActor,
+};
+/// Derive macros: `Command` and `Query` (explicit wire names) and
+/// `ReplicatedActor` (registration checked at compile time); see
+/// [`Registered`].
+pub use synod_derive::{Command, Query, ReplicatedActor};
+
+// The derive macros name `::synod::...`, which must resolve in this crate
+// too (KvStore derives its registration).
+extern crate self as synod;
 pub use client::{Client, ClientConfig};
 pub use config::{Fsync, LogLevel, NodeConfig};
 pub use error::{ConfigError, StartError, SynodError};

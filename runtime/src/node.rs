@@ -359,7 +359,7 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
     /// may not have been applied.
     pub async fn send<M: Message>(&self, msg: M) -> Result<M::Result, SynodError>
     where
-        A: Handler<M>,
+        A: Handler<M> + crate::Registered<M>,
     {
         let payload = envelope(M::NAME, &msg).map_err(SynodError::Codec)?;
         let call = async {
@@ -384,7 +384,7 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
     /// log: fast, but possibly stale (a follower may lag the leader).
     pub async fn read_local<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
     where
-        A: QueryHandler<Q>,
+        A: QueryHandler<Q> + crate::Registered<Q>,
     {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
         let out = self
@@ -403,7 +403,7 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
     /// error is safe to retry.
     pub async fn read<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
     where
-        A: QueryHandler<Q>,
+        A: QueryHandler<Q> + crate::Registered<Q>,
     {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
         let call = async { Ok(self.engine.read(self.group, Bytes::from(payload)).await?) };
@@ -421,7 +421,7 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
     /// writes.
     pub async fn read_lease<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
     where
-        A: QueryHandler<Q>,
+        A: QueryHandler<Q> + crate::Registered<Q>,
     {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
         let call = async {

@@ -311,7 +311,10 @@ impl Session {
         command: Vec<u8>,
         deadline: tokio::time::Instant,
     ) -> Result<ByteBuf, SynodError> {
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = self
+            .inner
+            .client
+            .backoff(Duration::from_millis(10), Duration::from_millis(500));
         // Whether an attempt may have been applied: then no later error
         // may say "nothing was applied".
         let mut uncertain = false;
@@ -366,8 +369,7 @@ impl Session {
                         uncertain = true;
                         self.inner.retries.fetch_add(1, Ordering::Relaxed);
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) if uncertain && e.is_safe_to_retry() => return Err(unknown(e)),
                 Err(e) => return Err(e),
@@ -404,13 +406,15 @@ impl Session {
         if let Some(id) = known() {
             return Ok(id); // opened by a concurrent command meanwhile
         }
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = self
+            .inner
+            .client
+            .backoff(Duration::from_millis(10), Duration::from_millis(500));
         let id = loop {
             match self.inner.client.send(group, Open).await {
                 Ok(id) => break id,
                 Err(e) if retry_in_session(&e) && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -340,7 +340,7 @@ impl Target {
 
     async fn send<M: Message>(&self, msg: M) -> Result<M::Result, SynodError>
     where
-        KvStore: Handler<M>,
+        KvStore: Handler<M> + crate::Registered<M>,
     {
         match self {
             Target::Remote { client, group } => client.send(*group, msg).await,
@@ -357,7 +357,7 @@ impl Target {
 
     async fn read<Q: Query>(&self, query: Q) -> Result<Q::Result, SynodError>
     where
-        KvStore: QueryHandler<Q>,
+        KvStore: QueryHandler<Q> + crate::Registered<Q>,
     {
         match self {
             Target::Remote { client, group } => client.read(*group, query).await,

@@ -264,7 +264,7 @@ async fn in_process_cluster(
             );
         }
         toml += &format!(
-            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n[raft]\ntick_ms = 20\n",
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
             certs.ca.display(),
             files.cert.display(),
             files.key.display()
@@ -357,7 +357,10 @@ async fn leadership_views_follow_elections_and_transfers() {
             .unwrap();
     };
     // Hand it over: the new leader's view turns to leading, the old one's
-    // away from it, and everyone follows the new one.
+    // away from it, and everyone follows the new one (or, if the machine
+    // is so loaded that an election moved it on again, whoever won that
+    // later term: the views follow that too).
+    let before = views[first as usize - 1].borrow().term;
     let to = first % 3 + 1;
     tokio::time::timeout(Duration::from_secs(30), stores[0].transfer_leader(to))
         .await
@@ -365,17 +368,22 @@ async fn leadership_views_follow_elections_and_transfers() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if agreed(&views) == Some(to) {
-            break;
+        let later = views.iter().all(|v| v.borrow().term >= before + 2);
+        match agreed(&views) {
+            Some(l) if l == to || later => break,
+            _ => {}
         }
         let changes = views.iter_mut().map(|v| Box::pin(v.changed()));
-        tokio::time::timeout_at(deadline, futures_util::future::select_all(changes))
+        let woke = tokio::time::timeout_at(deadline, futures_util::future::select_all(changes))
             .await
-            .expect("every replica follows the new leader within 30 s")
-            .0
-            .unwrap();
+            .map(|(changed, _, _)| changed.is_ok());
+        if woke != Ok(true) {
+            let now: Vec<_> = views.iter().map(|v| *v.borrow()).collect();
+            panic!("the views never agreed on the new leader {to}: {now:?}");
+        }
     }
-    assert!(!views[first as usize - 1].borrow().is_leader);
+    let now = agreed(&views).unwrap();
+    assert!(views[now as usize - 1].borrow().is_leader);
     for n in &nodes {
         n.shutdown().await;
     }
