@@ -1,6 +1,6 @@
 //! `KvStore`: a replicated key-value map, ready to use (the `synod node`
 //! command hosts it; the demo and the benchmarks drive it). It is also a
-//! reference for writing a [`ReplicatedActor`].
+//! reference for writing a [`ReplicatedActor`](crate::ReplicatedActor).
 //!
 //! ```
 //! use synod::kv::{Get, KvStore, Put};
