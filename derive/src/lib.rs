@@ -60,16 +60,16 @@ fn name_and_result(input: &DeriveInput, what: &str) -> syn::Result<(LitStr, Type
     Ok((name, result))
 }
 
-/// Implements `synod::Message` (a command). See the crate docs.
-#[proc_macro_derive(Command, attributes(synod))]
-pub fn derive_command(input: TokenStream) -> TokenStream {
+/// `impl ::synod::<trait_> for Input { type Result; const NAME }` from the
+/// input's `#[synod(name, result)]`, or the error.
+fn named_message(input: TokenStream, what: &str, trait_: proc_macro2::TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    match name_and_result(&input, "command") {
+    match name_and_result(&input, what) {
         Ok((name, result)) => {
             let ident = &input.ident;
             let (imp, ty, wh) = input.generics.split_for_impl();
             quote! {
-                impl #imp ::synod::Message for #ident #ty #wh {
+                impl #imp ::synod::#trait_ for #ident #ty #wh {
                     type Result = #result;
                     const NAME: &'static str = #name;
                 }
@@ -80,24 +80,16 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
     }
 }
 
+/// Implements `synod::Message` (a command). See the crate docs.
+#[proc_macro_derive(Command, attributes(synod))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    named_message(input, "command", quote!(Message))
+}
+
 /// Implements `synod::Query`. See the crate docs.
 #[proc_macro_derive(Query, attributes(synod))]
 pub fn derive_query(input: TokenStream) -> TokenStream {
-    let input = parse_macro_input!(input as DeriveInput);
-    match name_and_result(&input, "query") {
-        Ok((name, result)) => {
-            let ident = &input.ident;
-            let (imp, ty, wh) = input.generics.split_for_impl();
-            quote! {
-                impl #imp ::synod::Query for #ident #ty #wh {
-                    type Result = #result;
-                    const NAME: &'static str = #name;
-                }
-            }
-            .into()
-        }
-        Err(e) => e.to_compile_error().into(),
-    }
+    named_message(input, "query", quote!(Query))
 }
 
 /// Implements `synod::ReplicatedActor` and `synod::Registered` for the

@@ -7,7 +7,7 @@
 
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -26,18 +26,9 @@ struct Console {
 
 impl Console {
     fn start(name: &'static str, cluster: &LocalCluster) -> Console {
-        let (ca, cert, key) = cluster.client_files().expect("client certificate files");
-        let nodes: Vec<String> = cluster
-            .addrs()
-            .iter()
-            .map(|(id, a)| format!("{id}={a}"))
-            .collect();
-        let mut child = Command::new(EXE)
+        let mut child = cluster
+            .client_command(EXE.as_ref())
             .args(["--group", "1", "--name", "app"])
-            .env("SYNOD_ENDPOINTS", nodes.join(","))
-            .env("SYNOD_CA", ca)
-            .env("SYNOD_CERT", cert)
-            .env("SYNOD_KEY", key)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

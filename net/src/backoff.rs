@@ -1,9 +1,10 @@
 //! Exponential backoff with jitter, shared by the transport (redialing a
 //! peer), the engine (retrying a proposal or read while a group elects)
-//! and the client (trying the next node). Built on `backon`: each delay
-//! doubles from `min` up to `max`, plus a random part of up to the delay
-//! itself, so that many nodes or clients that failed together do not
-//! retry in lockstep. The randomness is seeded when a seed is given (the
+//! and the client (trying the next node). Built on `backon`: the delay d
+//! doubles from `min` up to `max`, and each wait is d/2 plus a random part
+//! of up to d/2 ("equal jitter": never longer than without jitter, so
+//! failover does not slow down), so that many nodes or clients that failed
+//! together do not retry in lockstep. The randomness is seeded when a seed is given (the
 //! simulations replay exactly), from the OS otherwise.
 
 use std::time::Duration;
@@ -20,9 +21,11 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Delays from `min` (plus jitter) doubling up to `max` (plus jitter:
-    /// at most twice `max`), seeded by `seed` when given.
+    /// Delays d from `min` doubling up to `max`, each wait in [d/2, d],
+    /// seeded by `seed` when given.
     pub fn new(min: Duration, max: Duration, seed: Option<u64>) -> Backoff {
+        // backon adds a random part of up to the delay itself: halve it.
+        let (min, max) = (min / 2, max / 2);
         Backoff {
             min,
             max,
@@ -72,7 +75,7 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    /// Delays grow from `min` to `max`, each within [d, 2d); the same seed
+    /// Delays grow from `min` to `max`, each within [d/2, d]; the same seed
     /// gives the same delays; different seeds (almost surely) do not.
     #[test]
     fn delays_grow_with_jitter_and_replay_by_seed() {
@@ -86,14 +89,17 @@ mod tests {
         assert_ne!(a, delays(8));
         let mut base = min;
         for d in &a {
-            assert!(*d >= base && *d <= base * 2, "{d:?} outside [{base:?}, 2x]");
+            assert!(
+                *d >= base / 2 && *d <= base,
+                "{d:?} outside [{base:?}/2, {base:?}]"
+            );
             base = (base * 2).min(max);
         }
-        assert!(a.iter().skip(4).all(|d| *d >= max));
+        assert!(a.iter().skip(4).all(|d| *d >= max / 2));
         let mut b = Backoff::new(min, max, Some(7));
         b.next_delay();
         b.next_delay();
         b.reset();
-        assert!(b.next_delay() <= min * 2);
+        assert!(b.next_delay() <= min);
     }
 }

@@ -142,8 +142,8 @@ pub struct NetConfig {
     /// (Raft retransmits) and counted.
     pub max_queue_bytes: usize,
     /// First wait before redialing a peer; doubles up to `backoff_max`,
-    /// each wait plus a random part of up to itself (see
-    /// [`crate::backoff`]; seeded by `seed` when given).
+    /// each wait jittered down by up to half (see [`crate::backoff`];
+    /// seeded by `seed` when given).
     pub backoff_min: Duration,
     /// Longest wait between dial attempts.
     pub backoff_max: Duration,

@@ -254,6 +254,27 @@ impl LocalCluster {
         Some((self.certs.ca.clone(), f.cert.clone(), f.key.clone()))
     }
 
+    /// A command that runs `program` (the `synod` binary, a client of the
+    /// cluster) with the cluster in its environment: `SYNOD_ENDPOINTS`,
+    /// `SYNOD_CA`, `SYNOD_CERT` and `SYNOD_KEY` (the client certificate of
+    /// [`LocalCluster::client_files`]).
+    pub fn client_command(&self, program: &Path) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
+        let endpoints: Vec<String> = self
+            .addrs()
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect();
+        command.env("SYNOD_ENDPOINTS", endpoints.join(","));
+        if let Some((ca, cert, key)) = self.client_files() {
+            command
+                .env("SYNOD_CA", ca)
+                .env("SYNOD_CERT", cert)
+                .env("SYNOD_KEY", key);
+        }
+        command
+    }
+
     /// The process id of node `id`, if it runs.
     pub fn pid(&self, id: NodeId) -> Option<u32> {
         self.nodes.get(&id)?.child.as_ref().map(Child::id)

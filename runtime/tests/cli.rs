@@ -24,19 +24,10 @@ fn kv(cluster: &LocalCluster, args: &[&str]) -> Output {
 
 /// `synod <command> <args>` with the cluster in the environment.
 fn synod(cluster: &LocalCluster, command: &str, args: &[&str]) -> Output {
-    let (ca, cert, key) = cluster.client_files().unwrap();
-    let endpoints: Vec<String> = cluster
-        .addrs()
-        .iter()
-        .map(|(id, a)| format!("{id}={a}"))
-        .collect();
-    Command::new(SYNOD)
+    cluster
+        .client_command(SYNOD.as_ref())
         .arg(command)
         .args(args)
-        .env("SYNOD_ENDPOINTS", endpoints.join(","))
-        .env("SYNOD_CA", ca)
-        .env("SYNOD_CERT", cert)
-        .env("SYNOD_KEY", key)
         .output()
         .unwrap()
 }

@@ -165,18 +165,9 @@ async fn old_revisions_and_readers_that_fall_behind_get_compacted() {
         other => panic!("expected Compacted, got {other:?}"),
     }
     // The command line says so with exit code 4.
-    let (ca, cert, key) = cluster.client_files().unwrap();
-    let endpoints: Vec<String> = cluster
-        .addrs()
-        .iter()
-        .map(|(id, a)| format!("{id}={a}"))
-        .collect();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+    let out = cluster
+        .client_command(env!("CARGO_BIN_EXE_synod").as_ref())
         .args(["kv", "watch", "k", "--rev", &first.to_string()])
-        .env("SYNOD_ENDPOINTS", endpoints.join(","))
-        .env("SYNOD_CA", ca)
-        .env("SYNOD_CERT", cert)
-        .env("SYNOD_KEY", key)
         .output()
         .unwrap();
     assert_eq!(
