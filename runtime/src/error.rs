@@ -368,6 +368,24 @@ impl SynodError {
     }
 }
 
+impl SynodError {
+    /// Whether asking again (elsewhere, later) may succeed for a request
+    /// that cannot apply anything twice (a watch; a session's command):
+    /// the errors safe to retry, and those that leave the outcome of a
+    /// plain command unknown or found no replica (`Timeout`, `Stopped`,
+    /// `ConnectionLost`, `NoSuchGroup`).
+    pub(crate) fn is_transient(&self) -> bool {
+        self.is_safe_to_retry()
+            || matches!(
+                self,
+                SynodError::Timeout { .. }
+                    | SynodError::Stopped { .. }
+                    | SynodError::ConnectionLost { .. }
+                    | SynodError::NoSuchGroup { .. }
+            )
+    }
+}
+
 impl From<RequestError> for SynodError {
     fn from(e: RequestError) -> Self {
         match e {

@@ -341,17 +341,19 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         self.engine.leadership(self.group)
     }
 
-    /// Runs `call` within this handle's deadline, if it has one.
-    async fn timed<T>(
+    /// Runs `call` within this handle's deadline, if it has one, and
+    /// decodes its answer.
+    async fn timed<R: serde::de::DeserializeOwned>(
         &self,
-        call: impl std::future::Future<Output = Result<T, SynodError>>,
-    ) -> Result<T, SynodError> {
-        match self.timeout {
-            None => call.await,
+        call: impl std::future::Future<Output = Result<Bytes, synod_actors::RequestError>>,
+    ) -> Result<R, SynodError> {
+        let out = match self.timeout {
+            None => call.await?,
             Some(t) => tokio::time::timeout(t, call)
                 .await
-                .unwrap_or(Err(SynodError::Timeout { group: self.group })),
-        }
+                .map_err(|_| SynodError::Timeout { group: self.group })??,
+        };
+        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
     }
 
     /// Sends a command and returns the handler's result once the command is
@@ -362,14 +364,8 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         A: Handler<M> + crate::Registered<M>,
     {
         let payload = envelope(M::NAME, &msg).map_err(SynodError::Codec)?;
-        let call = async {
-            Ok(self
-                .engine
-                .command(self.group, Bytes::from(payload))
-                .await?)
-        };
-        let out = self.timed(call).await?;
-        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+        self.timed(self.engine.command(self.group, Bytes::from(payload)))
+            .await
     }
 
     /// The changes this node's replica applies from revision `from` on
@@ -406,9 +402,8 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         A: QueryHandler<Q> + crate::Registered<Q>,
     {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
-        let call = async { Ok(self.engine.read(self.group, Bytes::from(payload)).await?) };
-        let out = self.timed(call).await?;
-        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+        self.timed(self.engine.read(self.group, Bytes::from(payload)))
+            .await
     }
 
     /// Like [`ReplicatedAddr::read`], but a leader whose leadership a
@@ -424,14 +419,8 @@ impl<A: ReplicatedActor> ReplicatedAddr<A> {
         A: QueryHandler<Q> + crate::Registered<Q>,
     {
         let payload = envelope(Q::NAME, &query).map_err(SynodError::Codec)?;
-        let call = async {
-            Ok(self
-                .engine
-                .read_lease(self.group, Bytes::from(payload))
-                .await?)
-        };
-        let out = self.timed(call).await?;
-        rmp_serde::from_slice(&out).map_err(|e| SynodError::Codec(e.to_string()))
+        self.timed(self.engine.read_lease(self.group, Bytes::from(payload)))
+            .await
     }
 
     /// Hands the group's leadership to node `to` (Raft thesis §3.10) and

@@ -273,18 +273,10 @@ impl Client {
 }
 
 /// Errors after which a session retries the same command (same sequence
-/// number): nothing was applied, or the outcome is unknown and the group
-/// answers a duplicate with the kept result.
+/// number): the transient ones, and an unknown outcome too (the group
+/// answers a copy of an applied command with the kept result).
 fn retry_in_session(e: &SynodError) -> bool {
-    e.is_safe_to_retry()
-        || matches!(
-            e,
-            SynodError::Timeout { .. }
-                | SynodError::Stopped { .. }
-                | SynodError::ConnectionLost { .. }
-                | SynodError::OutcomeUnknown { .. }
-                | SynodError::NoSuchGroup { .. }
-        )
+    e.is_transient() || matches!(e, SynodError::OutcomeUnknown { .. })
 }
 
 impl Session {

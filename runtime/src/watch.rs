@@ -254,10 +254,7 @@ impl Watch {
                         self.empty = 0;
                         self.node += 1;
                     }
-                    self.next = Some(batch.next);
-                    self.compacted.clear();
-                    self.buffered
-                        .extend(batch.changes.into_iter().filter_map(Change::from_applied));
+                    self.take(batch);
                 }
                 Err(e) => {
                     self.ended = true;
@@ -285,12 +282,16 @@ impl Watch {
         let wait = std::mem::replace(&mut self.options.wait, Duration::ZERO);
         let fetched = self.fetch().await;
         self.options.wait = wait;
-        let batch = fetched?;
+        self.take(fetched?);
+        Ok(())
+    }
+
+    /// Buffers a fetched batch's changes and goes on after them.
+    fn take(&mut self, batch: ChangeBatch) {
         self.next = Some(batch.next);
         self.compacted.clear();
         self.buffered
             .extend(batch.changes.into_iter().filter_map(Change::from_applied));
-        Ok(())
     }
 
     /// The watch as a `futures` stream (it ends after an error).
@@ -328,7 +329,7 @@ impl Watch {
                     }
                     _ => false,
                 },
-                e => is_transient(e),
+                e => e.is_transient(),
             };
             if !retry || tokio::time::Instant::now() >= give_up {
                 return Err(error);
@@ -364,17 +365,4 @@ impl Watch {
             }
         }
     }
-}
-
-/// Errors after which a watch asks again (elsewhere): everything but a
-/// verdict about the watch itself or the group.
-fn is_transient(e: &SynodError) -> bool {
-    e.is_safe_to_retry()
-        || matches!(
-            e,
-            SynodError::Timeout { .. }
-                | SynodError::Stopped { .. }
-                | SynodError::ConnectionLost { .. }
-                | SynodError::NoSuchGroup { .. }
-        )
 }
