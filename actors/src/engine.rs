@@ -179,9 +179,6 @@ struct Inner {
     transport: Transport<RaftItem>,
     /// Stops the transport's thread (production placement).
     net_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
-    /// Counts the retry loops started, to seed each one's jitter apart
-    /// (from the node's seed: the simulation replays exactly).
-    backoffs: std::sync::atomic::AtomicU64,
 }
 
 /// A running node. Cheap to clone.
@@ -435,7 +432,6 @@ impl Engine {
             node,
             transport,
             net_stop: std::sync::Mutex::new(net_stop),
-            backoffs: std::sync::atomic::AtomicU64::new(0),
         });
         let _ = handler.engine.set(Arc::downgrade(&inner));
         tokio::task::spawn_local(balance::run(
@@ -553,7 +549,7 @@ impl Engine {
         origin: Origin,
     ) -> Result<Bytes, RequestError> {
         let deadline = tokio::time::Instant::now() + self.inner.shared.cfg.propose_timeout;
-        let mut backoff = self.backoff();
+        let mut backoff = Backoff::new();
         loop {
             let result = self.read_once(group, query.clone(), lease, deadline).await;
             let retry = match &result {
@@ -586,19 +582,6 @@ impl Engine {
             reply,
         })
         .await
-    }
-
-    /// The backoff of a retry loop: 5 ms doubling to 100 ms, jittered.
-    fn backoff(&self) -> synod_net::backoff::Backoff {
-        let n = self
-            .inner
-            .backoffs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        synod_net::backoff::Backoff::new(
-            Duration::from_millis(5),
-            Duration::from_millis(100),
-            Some(self.inner.shared.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        )
     }
 
     /// Sends `group`'s RaftGroup the message `make` builds around a reply
@@ -749,7 +732,7 @@ impl Engine {
     ) -> Result<Committed, RequestError> {
         let timeout = self.inner.shared.cfg.propose_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut backoff = self.backoff();
+        let mut backoff = Backoff::new();
         loop {
             let result = self
                 .propose_once(group, payload.clone(), deadline)
@@ -1125,6 +1108,25 @@ impl Engine {
 }
 
 /// The pause between retries of a request: 5 ms, doubling up to 100 ms.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(5))
+    }
+
+    /// Sleeps before the next try; `false` (without sleeping) when the
+    /// pause would end past `deadline`.
+    async fn wait(&mut self, deadline: tokio::time::Instant) -> bool {
+        if tokio::time::Instant::now() + self.0 > deadline {
+            return false;
+        }
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(100));
+        true
+    }
+}
+
 /// Opens a node's snapshot store. It deletes nothing on its own: a
 /// snapshot written (or received) later must never delete the one the
 /// group's core is compacted to, which a lagging follower will be sent.

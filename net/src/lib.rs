@@ -7,7 +7,6 @@
 //! nothing of Raft: it carries items of a type the layer above chooses.
 #![deny(missing_docs)]
 
-pub mod backoff;
 pub mod frame;
 pub mod tls;
 pub mod transport;

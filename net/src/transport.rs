@@ -141,9 +141,7 @@ pub struct NetConfig {
     /// Most bytes queued for one peer; beyond, Raft items are dropped
     /// (Raft retransmits) and counted.
     pub max_queue_bytes: usize,
-    /// First wait before redialing a peer; doubles up to `backoff_max`,
-    /// each wait jittered down by up to half (see [`crate::backoff`];
-    /// seeded by `seed` when given).
+    /// First wait before redialing a peer; doubles up to `backoff_max`.
     pub backoff_min: Duration,
     /// Longest wait between dial attempts.
     pub backoff_max: Duration,
@@ -585,11 +583,7 @@ where
         return;
     };
     let name = tls::node_name(id);
-    let mut backoff = crate::backoff::Backoff::new(
-        shared.cfg.backoff_min,
-        shared.cfg.backoff_max,
-        shared.cfg.seed.map(|s| s ^ id.rotate_left(32)),
-    );
+    let mut backoff = shared.cfg.backoff_min;
     loop {
         let attempt = shared
             .endpoint
@@ -601,13 +595,14 @@ where
         match result {
             Ok(conn) => {
                 info!(shared.log, "connected"; "peer" => id, "addr" => %addr);
-                backoff.reset();
+                backoff = shared.cfg.backoff_min;
                 adopt(Arc::clone(&shared), id, conn).await;
                 debug!(shared.log, "connection lost"; "peer" => id);
             }
             Err(e) => {
                 debug!(shared.log, "dial failed"; "peer" => id, "error" => e);
-                tokio::time::sleep(backoff.next_delay()).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(shared.cfg.backoff_max);
             }
         }
         if shared.closing.load(Ordering::Relaxed) {

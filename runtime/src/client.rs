@@ -59,10 +59,6 @@ struct Inner {
     /// Nodes that failed recently, and until when to avoid them.
     down: Mutex<HashMap<NodeId, tokio::time::Instant>>,
     connect_timeout: Duration,
-    /// Seeds the retries' jitter (`None`: from the OS).
-    seed: Option<u64>,
-    /// Retry loops started, to seed each apart.
-    backoffs: std::sync::atomic::AtomicU64,
 }
 
 /// How long a node that failed is avoided.
@@ -109,8 +105,6 @@ impl Client {
                 leaders: Mutex::new(HashMap::new()),
                 down: Mutex::new(HashMap::new()),
                 connect_timeout: cfg.connect_timeout,
-                seed,
-                backoffs: std::sync::atomic::AtomicU64::new(0),
             }),
             timeout: cfg.timeout,
         })
@@ -125,20 +119,6 @@ impl Client {
             inner: Arc::clone(&self.inner),
             timeout,
         }
-    }
-
-    /// Jittered exponential delays from `min` to `max` for one retry
-    /// loop (seeded when the client was, so that a simulation replays).
-    pub(crate) fn backoff(&self, min: Duration, max: Duration) -> synod_net::backoff::Backoff {
-        let n = self
-            .inner
-            .backoffs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let seed = self
-            .inner
-            .seed
-            .map(|s| s ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        synod_net::backoff::Backoff::new(min, max, seed)
     }
 
     /// The deadline of one call of this handle.
@@ -578,7 +558,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let ids: Vec<NodeId> = self.inner.nodes.keys().copied().collect();
         let mut last_error = SynodError::Unavailable("no node answered".into());
-        let mut backoff = self.backoff(Duration::from_millis(5), Duration::from_millis(200));
+        let mut backoff = Duration::from_millis(5);
         let start = (group as usize) % ids.len();
         for attempt in 0.. {
             let node = ids[(start + attempt) % ids.len()];
@@ -600,7 +580,8 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
         Err(last_error)
     }
@@ -621,7 +602,7 @@ impl Client {
             .leader(group)
             .filter(|l| !self.is_down(*l))
             .unwrap_or(ids[next]);
-        let mut backoff = self.backoff(Duration::from_millis(5), Duration::from_millis(200));
+        let mut backoff = Duration::from_millis(5);
         let mut last_error = SynodError::Unavailable("no node answered".into());
         // Nodes that said the group is not there (deleted, or never
         // hosted): once every node said so and one said it was deleted,
@@ -710,7 +691,8 @@ impl Client {
                 .leader(group)
                 .filter(|l| !self.is_down(*l))
                 .unwrap_or(ids[next]);
-            tokio::time::sleep(backoff.next_delay()).await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
 

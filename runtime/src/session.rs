@@ -303,10 +303,7 @@ impl Session {
         command: Vec<u8>,
         deadline: tokio::time::Instant,
     ) -> Result<ByteBuf, SynodError> {
-        let mut backoff = self
-            .inner
-            .client
-            .backoff(Duration::from_millis(10), Duration::from_millis(500));
+        let mut backoff = Duration::from_millis(10);
         // Whether an attempt may have been applied: then no later error
         // may say "nothing was applied".
         let mut uncertain = false;
@@ -361,7 +358,8 @@ impl Session {
                         uncertain = true;
                         self.inner.retries.fetch_add(1, Ordering::Relaxed);
                     }
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
                 Err(e) if uncertain && e.is_safe_to_retry() => return Err(unknown(e)),
                 Err(e) => return Err(e),
@@ -398,15 +396,13 @@ impl Session {
         if let Some(id) = known() {
             return Ok(id); // opened by a concurrent command meanwhile
         }
-        let mut backoff = self
-            .inner
-            .client
-            .backoff(Duration::from_millis(10), Duration::from_millis(500));
+        let mut backoff = Duration::from_millis(10);
         let id = loop {
             match self.inner.client.send(group, Open).await {
                 Ok(id) => break id,
                 Err(e) if retry_in_session(&e) && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
                 Err(e) => return Err(e),
             }

@@ -302,19 +302,10 @@ impl Watch {
         })
     }
 
-    /// The delays between the retries of one fetch.
-    fn backoff(&self) -> synod_net::backoff::Backoff {
-        let (min, max) = (Duration::from_millis(10), Duration::from_millis(500));
-        match &self.source {
-            Source::Client(c) => c.backoff(min, max),
-            Source::Local(_) => synod_net::backoff::Backoff::new(min, max, None),
-        }
-    }
-
     /// One fetch, retried while that is worth it.
     async fn fetch(&mut self) -> Result<ChangeBatch, SynodError> {
         let give_up = tokio::time::Instant::now() + self.options.give_up_after;
-        let mut backoff = self.backoff();
+        let mut backoff = Duration::from_millis(10);
         loop {
             let (error, node) = match self.fetch_once().await {
                 Ok(batch) => return Ok(batch),
@@ -336,7 +327,8 @@ impl Watch {
             }
             self.node += 1;
             if !matches!(error, SynodError::Compacted { .. }) {
-                tokio::time::sleep(backoff.next_delay()).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
     }
