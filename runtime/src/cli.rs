@@ -129,14 +129,7 @@ pub fn run_init(args: &InitArgs) -> Result<(), String> {
 /// Runs a node hosting the built-in `KvStore` groups of its config until
 /// SIGINT or SIGTERM. Blocks; creates its own actix `System`.
 pub fn run_node(args: &NodeArgs) -> Result<(), String> {
-    let config = args.load()?;
-    let level = config.log.level.slog();
-    let (logger, _guard) = crate::logging::stderr_logger(level, config.id);
-    let system = actix_rt::System::new();
-    system.block_on(async move {
-        let node = Node::start(config.clone(), logger.clone())
-            .await
-            .map_err(|e| format!("node {} cannot start: {e}", config.id))?;
+    run_node_with(args, |node, config, logger| async move {
         for group in 1..=config.service.kv_groups {
             let spawned = if config.service.kv_voters.is_empty() {
                 node.spawn_replicated(group, KvStore::default()).await
@@ -154,6 +147,44 @@ pub fn run_node(args: &NodeArgs) -> Result<(), String> {
             .map_err(|e| format!("node {}: {e}", config.id))?;
         if !resumed.is_empty() {
             slog::info!(logger, "groups created at run time started again"; "groups" => resumed.len());
+        }
+        Ok(())
+    })
+}
+
+/// Runs a node from `args` as `synod node` does (logging to stderr, until
+/// SIGTERM or Ctrl-C, or until a write to its log fails), hosting what
+/// `host` spawns on it instead of the key-value groups: an application's
+/// own node binary. `host` runs once the node started; an error from it
+/// stops the node.
+///
+/// ```no_run
+/// # use synod::kv::KvStore as MyActor;
+/// # fn main() -> Result<(), String> {
+/// # let args: synod::cli::NodeArgs = unimplemented!();
+/// // `args` from clap (`#[command(flatten)] node: synod::cli::NodeArgs`)
+/// synod::cli::run_node_with(&args, |node, _config, _logger| async move {
+///     node.spawn_replicated(1, MyActor::default()).await.map_err(|e| e.to_string())?;
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub fn run_node_with<F, Fut>(args: &NodeArgs, host: F) -> Result<(), String>
+where
+    F: FnOnce(Node, NodeConfig, slog::Logger) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let config = args.load()?;
+    let level = config.log.level.slog();
+    let (logger, _guard) = crate::logging::stderr_logger(level, config.id);
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let node = Node::start(config.clone(), logger.clone())
+            .await
+            .map_err(|e| format!("node {} cannot start: {e}", config.id))?;
+        if let Err(e) = host(node.clone(), config.clone(), logger.clone()).await {
+            node.shutdown().await;
+            return Err(e);
         }
         tokio::select! {
             _ = wait_for_signal() => {}

@@ -57,6 +57,10 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod kv;
+/// The local process cluster (dev certificates, node processes on free
+/// loopback ports, SIGKILL/SIGSTOP): for demos, benchmarks and tests, not
+/// for production, so it exists only with the feature `testing`.
+#[cfg(feature = "testing")]
 pub mod local;
 pub mod logging;
 pub mod node;

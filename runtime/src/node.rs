@@ -69,6 +69,8 @@ impl Node {
     }
 
     /// Wraps a started engine (the simulation builds engines itself).
+    /// Test harness only: feature `testing`.
+    #[cfg(feature = "testing")]
     pub fn from_engine(engine: Engine) -> Node {
         let id = engine.node_id();
         Node { engine, id }
@@ -79,7 +81,10 @@ impl Node {
         self.id
     }
 
-    /// The engine underneath (status, stats, fault injection).
+    /// The engine underneath (fault injection, internals). Test harness
+    /// only: feature `testing`; [`Node::status`] and [`Node::stats`] are
+    /// the public view.
+    #[cfg(feature = "testing")]
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
