@@ -799,8 +799,50 @@ impl Engine {
         let req = Request::Command { group, payload };
         let bytes = frame::encode(&req, frame::DEFAULT_MAX_FRAME)
             .map_err(|e| RequestError::Application(e.to_string()))?;
+        // This replica's view of the leadership: when it names another
+        // leader while the command is on its way, and `leader`'s node has
+        // gone silent (killed, stopped, cut off), its connection would only
+        // fail after the transport's idle timeout. Answer then: the outcome
+        // is unknown either way (it may have appended the command, which
+        // the new leader may commit), and the client retries at the new
+        // leader without that wait. No leader known (an election under
+        // way, or this replica restarting) is no reason, nor is a node
+        // still heard from: it answers for itself (`NotLeader` when it
+        // appended nothing, better than an unknown outcome).
+        let mut view = self.inner.shared.leadership(group);
+        view.borrow_and_update();
+        let liveness = Arc::clone(&self.inner.shared.liveness);
+        let cfg = &self.inner.shared.cfg;
+        let (tick, quiet) = (cfg.tick, u64::from(cfg.election_ticks / 2).max(1));
+        let moved = async move {
+            let (new, term) = loop {
+                if view.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                let now = *view.borrow_and_update();
+                if let Some(new) = now.leader.filter(|&l| l != leader) {
+                    break (new, now.term);
+                }
+            };
+            while liveness.silent(leader).is_some_and(|ticks| ticks < quiet) {
+                tokio::time::sleep(tick).await;
+            }
+            (new, term)
+        };
         let call = self.inner.shared.net.request(leader, bytes);
-        let response = match tokio::time::timeout_at(deadline, call).await {
+        let answer = tokio::select! {
+            answer = tokio::time::timeout_at(deadline, call) => answer,
+            (new, term) = moved => {
+                return Err(RequestError::OutcomeUnknown {
+                    group,
+                    reason: format!(
+                        "leader {leader} was replaced by node {new} (term {term}) while the \
+                         command was forwarded to it"
+                    ),
+                })
+            }
+        };
+        let response = match answer {
             Err(_) => return Err(RequestError::Timeout(group)),
             // Never sent: as if no leader were known (the caller retries).
             Ok(Err(NetFailure::NotSent(_))) => {

@@ -246,9 +246,20 @@ async fn run_async(a: &ClusterArgs) -> Result<(), String> {
         .zip(&fs0)
         .map(|(b, a)| (b.items_sent - a.items_sent) as f64)
         .sum();
+    // Leaderships taken during the measured window: elections, and the
+    // balancer's transfers (counted apart). An election here is a false
+    // one: no node failed.
+    let delta = |f: fn(&synod::NodeStats) -> u64| -> u64 {
+        fs1.iter()
+            .zip(&fs0)
+            .map(|(b, a)| f(b).saturating_sub(f(a)))
+            .sum()
+    };
+    let transfers = delta(|s| s.balance_transfers);
+    let elections = delta(|s| s.leader_changes).saturating_sub(transfers);
     let h = t.hist.as_ref().ok_or("no histogram")?;
     println!(
-        "op: {:?}, clients: {}, groups: {}, value_bytes: {}, fsync: {}, seconds: {:.1}, errors: {}, log_rounds/s: {:.0}, raft_items/frame: {:.1}",
+        "op: {:?}, clients: {}, groups: {}, value_bytes: {}, fsync: {}, seconds: {:.1}, errors: {}, log_rounds/s: {:.0}, raft_items/frame: {:.1}, elections: {elections}, leader_transfers: {transfers}",
         a.op,
         a.clients,
         a.groups,

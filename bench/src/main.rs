@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cluster;
+mod failover;
 mod groups;
 mod wal;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Many groups on three node processes: election time, idle CPU, memory,
     /// writes spread over every group, failover after a SIGKILL.
     Groups(groups::GroupsArgs),
+    /// SIGKILL a group's leader again and again under a write load: time
+    /// until writes succeed again after each kill.
+    Failover(failover::FailoverArgs),
     /// (internal) Run one node of the benchmark cluster.
     #[command(hide = true)]
     Node(synod::cli::NodeArgs),
@@ -49,6 +53,7 @@ fn main() {
         Command::WalRecovery(a) => wal::run_recovery(&a),
         Command::Cluster(a) => cluster::run(&a),
         Command::Groups(a) => groups::run(&a),
+        Command::Failover(a) => failover::run(&a),
         Command::Node(a) => synod::cli::run_node(&a),
     };
     if let Err(e) = result {

@@ -37,6 +37,13 @@ pub struct ClientConfig {
     /// nothing: the call moves on to another node. Default 500 ms (a
     /// handshake takes about one round trip); raise it for distant nodes.
     pub connect_timeout: Duration,
+    /// How long a connection to a node may stay silent before it counts
+    /// as lost (QUIC's idle timeout; keep-alives go out at a fifth of
+    /// it). Requests in flight on it then fail with `ConnectionLost` and
+    /// the client moves on: this bounds how long a SIGKILLed leader holds
+    /// the client's requests. Default 400 ms; raise it on links that may
+    /// drop every packet for longer.
+    pub idle_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -47,6 +54,7 @@ impl ClientConfig {
             tls,
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_millis(400),
         }
     }
 }
@@ -95,7 +103,7 @@ impl Client {
         if cfg.nodes.is_empty() {
             return Err(SynodError::Unavailable("no nodes configured".into()));
         }
-        let connector = Connector::new(&cfg.tls, socket, Duration::from_millis(1000), seed)
+        let connector = Connector::new(&cfg.tls, socket, cfg.idle_timeout, seed)
             .map_err(|e| SynodError::Unavailable(e.to_string()))?;
         Ok(Client {
             inner: Arc::new(Inner {

@@ -358,6 +358,63 @@ async fn a_paused_leader_is_replaced_and_rejoins() {
     client.close().await;
 }
 
+/// A follower forwards a command to the leader, which is then stopped
+/// (SIGSTOP: its connections stay open, nothing answers). The follower
+/// answers as soon as its replica sees another leader elected (elections
+/// here take 200-400 ms), with an unknown outcome, instead of
+/// holding the command until its connection to the stopped leader times
+/// out (1 s of silence). Seen failing without the change: the answer was
+/// "the connection to leader N broke" after the idle timeout.
+#[tokio::test]
+async fn a_command_forwarded_to_a_stopped_leader_is_answered_when_the_leadership_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(options(dir.path(), 1)).unwrap();
+    let client = cluster.client().unwrap();
+    let mut acked = Acked::new();
+    write_keys(&client, 1, "a", 5, &mut acked).await;
+    let leader = leader_of(&client, 1).await;
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    // A client that knows only the follower: every command goes through it.
+    let mut cfg = cluster.client_config().unwrap();
+    cfg.nodes.retain(|&id, _| id == follower);
+    cfg.timeout = Duration::from_secs(20);
+    let via_follower = Client::new(cfg).unwrap();
+    via_follower
+        .send(
+            1,
+            Put {
+                key: "via".into(),
+                value: b"1".to_vec(),
+            },
+        )
+        .await
+        .expect("a forwarded write while the leader runs");
+    cluster.pause(leader).unwrap();
+    let answer = via_follower
+        .send(
+            1,
+            Put {
+                key: "via".into(),
+                value: b"2".to_vec(),
+            },
+        )
+        .await;
+    cluster.resume(leader).unwrap();
+    match answer {
+        // Forwarded before the follower noticed: unknown outcome, said
+        // because another leader was elected.
+        Err(SynodError::OutcomeUnknown { reason, .. }) => {
+            assert!(reason.contains("was replaced by node"), "{reason}");
+        }
+        // Or the follower already saw the election and the write went to
+        // the new leader.
+        Ok(_) => {}
+        Err(e) => panic!("expected an unknown outcome or a success, got {e}"),
+    }
+    via_follower.close().await;
+    client.close().await;
+}
+
 /// A command the KvStore has no handler for.
 #[derive(Serialize, Deserialize)]
 struct Frobnicate {
