@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use synod::kv::{Get, Put};
-use synod::local::{ClusterOptions, LocalCluster};
+use synod::local::LocalCluster;
 
 /// Options of the `cluster` workload.
 #[derive(clap::Args, Debug)]
@@ -81,16 +81,7 @@ pub fn run(a: &ClusterArgs) -> Result<(), String> {
 }
 
 async fn run_async(a: &ClusterArgs) -> Result<(), String> {
-    let base = a
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
-    let dir = tempfile::Builder::new()
-        .prefix("synod-bench-cluster-")
-        .tempdir_in(&base)
-        .map_err(|e| format!("{}: {e}", base.display()))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
+    let (_dir, mut opts) = crate::cluster_options("cluster", a.dir.as_deref())?;
     opts.kv_groups = a.groups;
     opts.fsync = a.fsync;
     opts.log_level = synod::LogLevel::Warn;

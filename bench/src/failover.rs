@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use synod::kv::Put;
-use synod::local::{ClusterOptions, LocalCluster};
+use synod::local::LocalCluster;
 
 /// Options of the `failover` workload.
 #[derive(clap::Args, Debug)]
@@ -28,6 +28,11 @@ pub struct FailoverArgs {
     /// Directory for the cluster (default: under the current one).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// The writers' client's `ClientConfig::idle_timeout`, in ms (default:
+    /// the product's, 1,000; 400 gives sub-second failover, see
+    /// docs/BENCHMARKS.md).
+    #[arg(long)]
+    pub client_idle_ms: Option<u64>,
     /// Print each kill's failover time.
     #[arg(long)]
     pub verbose: bool,
@@ -61,16 +66,7 @@ struct Progress {
 }
 
 async fn run_async(a: &FailoverArgs) -> Result<(), String> {
-    let base = a
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
-    let dir = tempfile::Builder::new()
-        .prefix("synod-bench-failover-")
-        .tempdir_in(&base)
-        .map_err(|e| format!("{}: {e}", base.display()))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
+    let (_dir, mut opts) = crate::cluster_options("failover", a.dir.as_deref())?;
     opts.kv_groups = 1;
     opts.log_level = synod::LogLevel::Warn;
     // The balancer would hand the group back to each restarted node,
@@ -78,7 +74,12 @@ async fn run_async(a: &FailoverArgs) -> Result<(), String> {
     opts.balance_leaders = false;
     let (tick, election) = (opts.tick_ms, opts.election_ticks as u64);
     let mut cluster = LocalCluster::start(opts)?;
-    let client = cluster.client().map_err(|e| e.to_string())?;
+    let mut cfg = cluster.client_config().map_err(|e| e.to_string())?;
+    if let Some(ms) = a.client_idle_ms {
+        cfg.idle_timeout = Duration::from_millis(ms);
+    }
+    let client_idle_ms = cfg.idle_timeout.as_millis();
+    let client = synod::Client::new(cfg).map_err(|e| e.to_string())?;
     let admin = cluster.client().map_err(|e| e.to_string())?;
     let progress = Rc::new(Progress::default());
     for c in 0..a.clients {
@@ -170,7 +171,7 @@ async fn run_async(a: &FailoverArgs) -> Result<(), String> {
     };
     println!(
         "kills: {}, failover_ms p50: {}, p99: {}, max: {}, min: {}, election_timeout_ms: {}-{}, \
-         elections_by_survivors: {}, writes_acked: {}, writes_failed: {}",
+         elections_by_survivors: {}, writes_acked: {}, writes_failed: {}, client_idle_ms: {}",
         failovers.len(),
         ms(0.5),
         ms(0.99),
@@ -181,6 +182,7 @@ async fn run_async(a: &FailoverArgs) -> Result<(), String> {
         changes,
         progress.acked.get(),
         progress.failed.get(),
+        client_idle_ms,
     );
     client.close().await;
     admin.close().await;

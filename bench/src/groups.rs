@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use synod::kv::Put;
-use synod::local::{ClusterOptions, LocalCluster};
+use synod::local::LocalCluster;
 use synod::Client;
 
 /// Options of the `groups` workload.
@@ -110,16 +110,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 async fn run_async(a: &GroupsArgs) -> Result<(), String> {
-    let base = a
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
-    let dir = tempfile::Builder::new()
-        .prefix("synod-bench-groups-")
-        .tempdir_in(&base)
-        .map_err(|e| format!("{}: {e}", base.display()))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut opts = ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
+    let (dir, mut opts) = crate::cluster_options("groups", a.dir.as_deref())?;
     opts.kv_groups = a.groups;
     opts.log_level = a.log_level;
     let started = Instant::now();

@@ -46,6 +46,23 @@ enum Command {
     Node(synod::cli::NodeArgs),
 }
 
+/// A temporary directory for a benchmark cluster (under `dir`, or the
+/// current directory) and the options of three nodes that are this binary
+/// run as `synod-bench node`. The directory goes when dropped.
+pub(crate) fn cluster_options(
+    workload: &str,
+    dir: Option<&std::path::Path>,
+) -> Result<(tempfile::TempDir, synod::local::ClusterOptions), String> {
+    let base = dir.unwrap_or(std::path::Path::new("."));
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("synod-bench-{workload}-"))
+        .tempdir_in(base)
+        .map_err(|e| format!("{}: {e}", base.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let opts = synod::local::ClusterOptions::new(dir.path(), exe, vec!["node".into()]);
+    Ok((dir, opts))
+}
+
 fn main() {
     let result = match Cli::parse().command {
         Command::Wal(a) => wal::run_wal(&a),
