@@ -160,14 +160,13 @@ pub fn run_node(args: &NodeArgs) -> Result<(), String> {
 ///
 /// ```no_run
 /// # use synod::kv::KvStore as MyActor;
-/// # fn main() -> Result<(), String> {
-/// # let args: synod::cli::NodeArgs = unimplemented!();
-/// // `args` from clap (`#[command(flatten)] node: synod::cli::NodeArgs`)
-/// synod::cli::run_node_with(&args, |node, _config, _logger| async move {
-///     node.spawn_replicated(1, MyActor::default()).await.map_err(|e| e.to_string())?;
-///     Ok(())
-/// })
-/// # }
+/// // `args` from clap (`#[command(flatten)] node: synod::cli::NodeArgs`).
+/// fn run(args: &synod::cli::NodeArgs) -> Result<(), String> {
+///     synod::cli::run_node_with(args, |node, _config, _logger| async move {
+///         node.spawn_replicated(1, MyActor::default()).await.map_err(|e| e.to_string())?;
+///         Ok(())
+///     })
+/// }
 /// ```
 pub fn run_node_with<F, Fut>(args: &NodeArgs, host: F) -> Result<(), String>
 where
